@@ -1,0 +1,229 @@
+"""No-grad sampling of k completions per prompt with a KV cache; knows nothing of rewards.
+
+The prompt is run once per prompt, not once per sample: the P prompts are left-padded into one
+batch and prefilled, then the cache (and the next-token distribution of the last prompt position)
+is repeated k times along the batch, and the P*k samples decode together, one forward of one token
+per step. The only Python loop is over time steps.
+
+Log-probs (the classic source of negative "KL" in other libraries is a mismatch here):
+`Rollout.logps` is log π_τ(y|x) with π_τ = softmax(logits / τ), the same temperature and the same
+response mask `logprobs.response_logps(..., temperature=τ)` uses, so the two agree to float
+precision and KL estimates on samples of π = π_ref are exactly zero. top-k / top-p truncate the
+distribution the tokens are DRAWN from, but `.logps` stays that of π_τ (the policy the losses
+train); with truncation the samples are then not exactly from π_τ, and `.sampler_logps` gives the
+log-probs under the truncated sampler itself (for importance weights). With top_k=0, top_p=1 the
+two are equal. temperature=0 means greedy decoding; `.logps` are then those of π_1, because the
+τ -> 0 limit is a point mass whose log-prob is 0 for every greedy sequence.
+
+Stopping: a sample ends at its first EOS (kept, counted in its length and log-prob) or at a stop
+string. Stop strings are matched on the decoded text of the generated tokens once decoding ends;
+the response keeps every token up to and including the one that completes the first stop string
+(so its text contains the stop string, plus any characters that token carries beyond it); the
+tokens after it are dropped from `.responses`, masked out of `.mask` and not counted in `.logps`.
+A sample that never stops within `max_new_tokens` has `finished=False`; a fixed score for such
+samples (the TL;DR practice) is the reward side's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Rollout:
+    """k samples for each of P prompts; tensors are (P, k, ...) in the prompt's sample order."""
+
+    responses: list[list[list[int]]]  # [prompt][sample] token ids, ending at and including EOS if emitted
+    finished: Tensor  # (P, k) bool: stopped by EOS or a stop string within max_new_tokens
+    eos: Tensor  # (P, k) bool: stopped by EOS (False for stop strings and unfinished samples)
+    logps: Tensor  # (P, k) fp32 log π_τ(y|x), no grad: the sum of tok_logps over the mask
+    sampler_logps: Tensor  # (P, k) fp32 log-prob under the top-k/top-p truncated sampler
+    tok_logps: Tensor  # (P, k, T) fp32 per-token log π_τ, 0 off the mask; T = steps decoded
+    tokens: Tensor  # (P, k, T) long, pad_id off the mask
+    mask: Tensor  # (P, k, T) bool, True on each response's tokens
+    lengths: Tensor  # (P, k) long, tokens per response
+
+
+@torch.no_grad()
+def sample(
+    model,
+    prompts: list[list[int]],
+    k: int,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    stop_strings: list[str] | None = None,
+    tokenizer=None,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not)."""
+    _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
+    device = next(model.parameters()).device
+    P, N = len(prompts), len(prompts) * k
+    width = max(len(p) for p in prompts)
+    prompt_lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+
+    # left-pad so every prompt's last token is in the last column: (P, W)
+    ids = torch.full((P, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((P, width + max_new_tokens), dtype=torch.long)  # grows with the decode
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p) :] = 1  # generated columns are real tokens for every sample
+    position_ids = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)  # (P, W) 0.. on the real tokens
+
+    out = _forward(model, ids, attn[:, :width], position_ids, cache=None, device=device)
+    cache = _cache_of(out)
+    cache.batch_repeat_interleave(k)  # (P, ...) -> (P*k, ...): sample j of prompt i is row i*k + j
+    logits = out.logits[:, -1].repeat_interleave(k, dim=0)  # (N, V) next-token logits
+    attn = attn.repeat_interleave(k, dim=0).to(device)  # (N, W + max_new_tokens)
+    next_pos = prompt_lens.repeat_interleave(k).to(device)  # (N,) position of the next token
+
+    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    alive = torch.ones((N, max_new_tokens), dtype=torch.bool, device=device)  # token t is part of y
+    done = torch.zeros(N, dtype=torch.bool, device=device)  # EOS already emitted
+    steps = 0
+    for t in range(max_new_tokens):
+        tok, lp, slp = _draw(logits.float(), temperature, top_k, top_p, generator)  # (N,) x3
+        alive[:, t] = ~done
+        tokens[:, t] = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tok_logps[:, t] = torch.where(done, torch.zeros_like(lp), lp)
+        samp_logps[:, t] = torch.where(done, torch.zeros_like(slp), slp)
+        done |= tok == eos_id
+        steps = t + 1
+        if bool(done.all()) or steps == max_new_tokens:
+            break
+        out = _forward(
+            model, tokens[:, t : t + 1], attn[:, : width + t + 1], next_pos[:, None] + t, cache, device
+        )
+        cache = _cache_of(out)
+        logits = out.logits[:, -1]
+
+    tokens, tok_logps, samp_logps = tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps]
+    mask, finished = alive[:, :steps], done.clone()
+    if stop_strings:
+        cut = _stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1
+        hit = cut >= 0
+        keep = torch.arange(steps, device=device)[None, :] < cut[:, None]
+        mask = torch.where(hit[:, None], mask & keep, mask)
+        finished |= hit
+    tokens = tokens.masked_fill(~mask, pad_id)
+    tok_logps, samp_logps = tok_logps * mask, samp_logps * mask
+    lengths = mask.sum(-1)
+    eos = (mask & (tokens == eos_id)).any(-1)  # EOS survived any stop-string cut
+    flat = [row[: int(n)] for row, n in zip(tokens.tolist(), lengths.tolist())]
+    return Rollout(
+        responses=[flat[i * k : (i + 1) * k] for i in range(P)],
+        finished=finished.view(P, k),
+        eos=eos.view(P, k),
+        logps=tok_logps.sum(-1).view(P, k),
+        sampler_logps=samp_logps.sum(-1).view(P, k),
+        tok_logps=tok_logps.view(P, k, steps),
+        tokens=tokens.view(P, k, steps),
+        mask=mask.view(P, k, steps),
+        lengths=lengths.view(P, k),
+    )
+
+
+def _draw(logits: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One token per row from logits (N, V); returns (token, log π_τ(token), log sampler(token))."""
+    if temperature == 0:  # greedy: the τ -> 0 limit; report log π_1 (see the module docstring)
+        tok = logits.argmax(-1)
+        lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
+        return tok, lp, torch.zeros_like(lp)
+    scaled = logits / temperature
+    policy = scaled.log_softmax(-1)  # (N, V) log π_τ
+    sampler = _truncate(scaled, top_k, top_p).log_softmax(-1)  # (N, V) -inf outside top-k / top-p
+    tok = torch.multinomial(sampler.exp(), 1, generator=generator).squeeze(-1)  # (N,)
+    return tok, policy.gather(-1, tok[:, None]).squeeze(-1), sampler.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _truncate(scaled: Tensor, top_k: int, top_p: float) -> Tensor:
+    """Set logits outside the top-k and outside the smallest top-p nucleus to -inf.   (N, V) -> (N, V)"""
+    if top_k and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, dim=-1).values[:, -1:]  # (N, 1)
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = scaled.sort(-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the more likely tokens before it already hold top_p of the mass
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p  # the most likely token is always kept
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, float("-inf"))
+    return scaled
+
+
+def _stop_string_lengths(tokens: Tensor, mask: Tensor, stop_strings, tokenizer) -> Tensor:
+    """For each sample, the number of tokens up to and including the one completing its first
+    stop string, or -1 when none occurs. Decodes each sample once, then binary-searches the
+    shortest prefix whose text contains a stop string (containment is monotone in the prefix)."""
+    cuts = []
+    for row, m in zip(tokens.tolist(), mask.tolist()):
+        ids = [t for t, keep in zip(row, m) if keep]
+        contains = lambda n: any(s in tokenizer.decode(ids[:n]) for s in stop_strings)  # noqa: E731
+        if not ids or not contains(len(ids)):
+            cuts.append(-1)
+            continue
+        lo, hi = 1, len(ids)  # the shortest n with contains(n) lies in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if contains(mid) else (mid + 1, hi)
+        cuts.append(lo)
+    return torch.tensor(cuts, dtype=torch.long, device=tokens.device)
+
+
+def _forward(model, ids, attn, position_ids, cache, device):
+    """One cached forward that keeps only the last position's logits (no 50k-wide head on the prompt)."""
+    kwargs = {
+        "input_ids": ids.to(device),
+        "attention_mask": attn.to(device),
+        "position_ids": position_ids.to(device),
+        "use_cache": True,
+    }
+    params = _forward_params(model)
+    if cache is not None:
+        kwargs["cache" if "cache" in params else "past_key_values"] = cache
+    if "logits_to_keep" in params:
+        kwargs["logits_to_keep"] = 1
+    return model(**kwargs)
+
+
+def _forward_params(model) -> frozenset[str]:
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return frozenset(inspect.signature(inner.forward).parameters)
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer):
+    if not prompts:
+        raise ValueError("sample needs at least one prompt")
+    for i, p in enumerate(prompts):
+        if not p:
+            raise ValueError(f"prompt {i} is empty: nothing to condition the first token on")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if stop_strings and tokenizer is None:
+        raise ValueError("stop_strings need a tokenizer to decode the samples")
+    if stop_strings and not all(isinstance(s, str) and s for s in stop_strings):
+        raise ValueError(f"stop_strings must be non-empty strings, got {stop_strings!r}")
