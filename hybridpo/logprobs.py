@@ -201,7 +201,7 @@ def packed_attention_mask(segment: Tensor, dtype: torch.dtype) -> Tensor:
     T = segment.shape[-1]
     q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (P, T, 1), (P, 1, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
-    allowed = causal & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
+    allowed = causal & (q_seg >= 0) & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
     allowed |= torch.eye(T, dtype=torch.bool, device=segment.device)
     zero = torch.zeros((), dtype=dtype, device=segment.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (P, 1, T, T)
