@@ -13,6 +13,7 @@ import sys
 # name -> (module under hybridpo.commands, one-line help). Adding a command is one line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("lab", "exact coverage experiments that reproduce the paper's theory (CPU, seconds)"),
+    "data": ("data", "load a data config as training would; print rows kept / dropped / truncated"),
 }
 
 
