@@ -14,7 +14,7 @@ response already ends with the EOS token (chat templates such as Llama-3's end t
 
 Truncation (`max_prompt_length`, `max_response_length`, `max_length`):
 - a long prompt keeps its END (left-truncation): the instruction / "TL;DR:" nearest the response
-  is what must survive;
+  is what must survive; a leading BOS is kept in front of the kept end;
 - a long response keeps its START (right-truncation) and therefore loses its EOS: the model is
   trained on a prefix, never taught to stop at an arbitrary cut;
 - `max_length` bounds prompt + response: responses are cut to `max_length - len(prompt_ids)`.
@@ -90,18 +90,20 @@ class Fitter:
         self.cfg = cfg
         self.stats = stats
         self.eos_id = tokenizer.eos_token_id
-        self.bos_id = tokenizer.bos_token_id if cfg.add_bos else None
+        self.bos_id = tokenizer.bos_token_id  # kept through left-truncation when a prompt starts with it
         if self.eos_id is None:
             raise DataError("the tokenizer has no eos_token_id; load it with hybridpo.data.load_tokenizer")
         if cfg.add_bos and self.bos_id is None:
             raise DataError("data.add_bos is set but the tokenizer has no BOS token")
 
     def prompt(self, ids: list[int]) -> tuple[list[int], bool]:
-        if self.bos_id is not None and ids[:1] != [self.bos_id]:
+        if self.cfg.add_bos and ids[:1] != [self.bos_id]:
             ids = [self.bos_id] + ids
         limit = self.cfg.max_prompt_length
         if limit is not None and len(ids) > limit:
-            return ids[len(ids) - limit:], True  # keep the END of the prompt
+            # keep the END of the prompt, and a leading BOS (added, or rendered by a chat template)
+            head = ids[:1] if self.bos_id is not None and ids[:1] == [self.bos_id] and limit > 1 else []
+            return head + ids[len(ids) - (limit - len(head)):], True
         return ids, False
 
     def response(self, ids: list[int], prompt_len: int) -> tuple[list[int], bool]:
