@@ -13,7 +13,10 @@ import sys
 # name -> (module under hybridpo.commands, one-line help). Adding a command is one line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("lab", "exact coverage experiments that reproduce the paper's theory (CPU, seconds)"),
+    "train": ("train", "train a model (sft, rm, dpo, ipo, ...) from a YAML config; --resume a run"),
+    "init-model": ("init_model", "save a randomly initialised Pythia-architecture model with a tokenizer"),
     "data": ("data", "load a data config as training would; print rows kept / dropped / truncated"),
+    "bench": ("bench", "measuring instruments: `bench speed` compares hybridpo with TRL on the same work"),
 }
 
 

@@ -1,0 +1,29 @@
+"""What one run of one benchmark variant reports back (filled by a runner, read by `speed`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class Unavailable(RuntimeError):
+    """A variant cannot run here (optional dependency missing, method not built yet); says why."""
+
+
+@dataclass
+class RunRecord:
+    variant: str  # e.g. "hybridpo dpo", "trl dpo ref-model"
+    workload: str  # key of hybridpo.bench.workloads.WORKLOADS
+    pairs_per_step: int  # preference pairs (DPO, HyPO) or prompts (RLOO) per optimiser step
+    completions_per_step: int = 0  # online samples per step (HyPO, RLOO); 0 for offline DPO
+    step_s: list[float] = field(default_factory=list)  # wall time of each step; step 1 is the warm-up
+    precompute_s: float = 0.0  # one-off work before step 1 that the run needs (reference log-probs)
+    losses: list[float] = field(default_factory=list)  # training loss of each step, as the trainer saw it
+    logps_chosen: list[float] = field(default_factory=list)  # batch mean of log π(chosen) at each step
+    tokens: list[int] = field(default_factory=list)  # unique real tokens of each step (prompt once + responses)
+    flops: list[int] = field(default_factory=list)  # FLOPs each step needs (hybridpo.bench.flops)
+    note: str = ""  # how the variant ran (code path, settings that matter for fairness)
+    # filled by speed's child process wrapper:
+    peak_rss_bytes: int = 0  # high-water mark of the whole process (ru_maxrss)
+    user_s: float = 0.0  # CPU time in user mode over the whole process
+    sys_s: float = 0.0  # CPU time in the kernel over the whole process
+    minor_faults: int = 0  # page faults served without I/O (allocator churn shows here)

@@ -1,0 +1,179 @@
+"""`hybridpo bench speed`: each variant of each workload in a fresh process, then medians.
+
+A variant runs in its own spawned interpreter so that its peak memory (the RSS high-water mark),
+its kernel time and its page faults are its own, and so that nothing it allocates or caches
+(allocator pools, thread pools, datasets caches) carries over to the next variant. Inside a run,
+step 1 is the warm-up and is left out of the per-step medians (it still counts end to end).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import resource
+import statistics
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+
+from hybridpo.bench.record import RunRecord, Unavailable
+from hybridpo.bench.workloads import Workload, get_workload
+
+# variant -> (runner module under hybridpo.bench, function, keyword arguments)
+VARIANTS: dict[str, tuple[str, str, dict]] = {
+    "hybridpo dpo": ("hybridpo_runner", "run_dpo", {"layout": "packed"}),
+    "hybridpo dpo padded": ("hybridpo_runner", "run_dpo", {"layout": "padded"}),
+    "hybridpo hypo": ("hybridpo_runner", "run_hypo", {}),
+    "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
+    "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
+    "trl dpo precompute-ref": ("trl_runner", "run_dpo", {"precompute": True}),
+    "trl rloo": ("trl_runner", "run_rloo", {}),
+}
+
+# workload -> the variants it compares (issue 7's list)
+PLAN: dict[str, list[str]] = {
+    "tiny": ["hybridpo dpo", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
+             "hybridpo rlhf", "trl rloo"],
+    "tldr": ["hybridpo dpo", "trl dpo ref-model", "trl dpo precompute-ref"],
+    "hypo": ["hybridpo dpo", "hybridpo hypo"],
+}
+
+
+@dataclass
+class Summary:
+    """One table row: the medians over repeats of one variant on one workload."""
+
+    variant: str
+    workload: str
+    status: str  # "ok", or why it did not run ("unavailable: ...", "error: ...")
+    step_s: float = float("nan")  # median step time after the warm-up step
+    pairs_per_s: float = float("nan")  # pairs (prompts for RLOO) per second in steady state
+    e2e_pairs_per_s: float = float("nan")  # all steps' pairs / (precompute + every step incl. warm-up)
+    completions_per_s: float = float("nan")  # online samples per second (HyPO, RLOO)
+    tokens_per_s: float = float("nan")  # unique real tokens (prompt once + responses) per second
+    precompute_s: float = 0.0  # one-off reference precompute
+    peak_rss_gb: float = float("nan")  # process high-water mark, max over repeats
+    sys_share: float = float("nan")  # kernel CPU time / all CPU time
+    minor_faults: float = float("nan")  # page faults per run
+    loss_1: float = float("nan")  # loss of step 1 (equal weights and ref: log 2 for DPO)
+    loss_2: float = float("nan")  # loss of step 2, after one update: the work-is-the-same check
+    logps_chosen_1: float = float("nan")  # batch mean log π(chosen) at step 1
+    flops_frac: float = float("nan")  # needed FLOP/s / measured matmul peak
+    note: str = ""  # the runner's description of the code path
+    records: list[dict] = field(default_factory=list)  # raw RunRecords, one per repeat
+
+
+def _child(variant: str, workload: Workload, threads: int, queue) -> None:
+    """Runs in a spawned process: one variant, one workload; puts (status, payload) on the queue."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    try:
+        module, function, kwargs = VARIANTS[variant]
+        runner = getattr(importlib.import_module(f"hybridpo.bench.{module}"), function)
+        record: RunRecord = runner(workload, **kwargs)
+    except Unavailable as err:
+        queue.put(("unavailable", str(err)))
+        return
+    except Exception:  # reported in the table, the other variants still run
+        queue.put(("error", traceback.format_exc(limit=6)))
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    record.peak_rss_bytes = usage.ru_maxrss * 1024  # Linux reports KiB
+    record.user_s, record.sys_s, record.minor_faults = usage.ru_utime, usage.ru_stime, usage.ru_minflt
+    queue.put(("ok", asdict(record)))
+
+
+def _peak_child(threads: int, queue) -> None:
+    from hybridpo.bench.flops import matmul_peak
+
+    queue.put(("ok", matmul_peak(threads)))
+
+
+def _spawn(target, *args):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    status, payload = queue.get()  # before join: a large payload would block the child's exit
+    proc.join()
+    return status, payload
+
+
+def measure_peak(threads: int) -> float:
+    """This machine's fp32 matmul FLOP/s on `threads` threads, measured in a fresh process."""
+    return _spawn(_peak_child, threads)[1]
+
+
+def run_variant(variant: str, workload: Workload, threads: int, repeats: int, peak_flops: float) -> Summary:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant={variant!r}; choose from {sorted(VARIANTS)}")
+    records = []
+    for _ in range(repeats):
+        status, payload = _spawn(_child, variant, workload, threads)
+        if status != "ok":
+            return Summary(variant, workload.name, f"{status}: {payload.strip()}")
+        records.append(RunRecord(**payload))
+    return summarize(records, peak_flops)
+
+
+def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
+    """Medians over repeats of each run's steady-state numbers (step 1 excluded when there are more)."""
+    first = records[0]
+    step_s, e2e, tokens, flops = [], [], [], []
+    for r in records:
+        timed = slice(1, None) if len(r.step_s) > 1 else slice(None)
+        median = statistics.median(r.step_s[timed])
+        step_s.append(median)
+        e2e.append(r.pairs_per_step * len(r.step_s) / (r.precompute_s + sum(r.step_s)))
+        tokens.append(statistics.fmean(r.tokens[timed]) / median)
+        flops.append(statistics.fmean(r.flops[timed]) / median)
+    step = statistics.median(step_s)
+    cpu = [r.user_s + r.sys_s for r in records]
+    return Summary(
+        variant=first.variant,
+        workload=first.workload,
+        status="ok",
+        step_s=step,
+        pairs_per_s=first.pairs_per_step / step,
+        e2e_pairs_per_s=statistics.median(e2e),
+        completions_per_s=first.completions_per_step / step if first.completions_per_step else float("nan"),
+        tokens_per_s=statistics.median(tokens),
+        precompute_s=statistics.median(r.precompute_s for r in records),
+        peak_rss_gb=max(r.peak_rss_bytes for r in records) / 1e9,
+        sys_share=statistics.median(r.sys_s / c for r, c in zip(records, cpu) if c > 0) if any(cpu) else float("nan"),
+        minor_faults=statistics.median(r.minor_faults for r in records),
+        loss_1=first.losses[0] if first.losses else float("nan"),
+        loss_2=first.losses[1] if len(first.losses) > 1 else float("nan"),
+        logps_chosen_1=first.logps_chosen[0] if first.logps_chosen else float("nan"),
+        flops_frac=statistics.median(flops) / peak_flops if peak_flops > 0 else float("nan"),
+        note=first.note,
+        records=[asdict(r) for r in records],
+    )
+
+
+def run_speed(
+    workloads: list[str],
+    threads: int = 2,
+    repeats: int = 3,
+    variants: list[str] | None = None,
+    overrides: dict | None = None,
+    progress=None,
+) -> tuple[float, list[Summary]]:
+    """Every planned variant of each workload; returns (matmul peak FLOP/s, one Summary per variant).
+
+    `variants` keeps only those names (default: the whole plan); `overrides` replaces Workload
+    fields (tests use it to shorten runs); `progress(line)` is called before each variant.
+    """
+    peak = measure_peak(threads)
+    rows = []
+    for name in workloads:
+        workload = replace(get_workload(name), **(overrides or {}))
+        for variant in PLAN[name]:
+            if variants is not None and variant not in variants:
+                continue
+            if progress:
+                progress(f"[{name}] {variant} x{repeats} ...")
+            rows.append(run_variant(variant, workload, threads, repeats, peak))
+    return peak, rows

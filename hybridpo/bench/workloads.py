@@ -1,0 +1,188 @@
+"""The fixed benchmark workloads of issue 7: model shape, data, batch, steps, optimiser settings.
+
+Every runner (hybridpo's and TRL's) builds its model and batches from here, so both sides start
+from the same weights (same seed, same config) and see the same token ids in the same order.
+
+- tiny:  4-layer, 256-wide GPT-NeoX, 512-token vocabulary, 512 synthetic pairs (prompts ~63
+         tokens, responses ~38 incl. EOS). The vocabulary is a word-level tokenizer whose word
+         "t17" is id 17 (`tiny_tokenizer`), so TRL, which only takes text, tokenizes to exactly the
+         ids hybridpo is given.
+- tldr:  the first 256 shared TL;DR pairs, prompt + "\\nTL;DR:", the real Pythia tokenizer, a
+         Pythia-70m-shaped random model (vocab 50304, untied head).
+- hypo:  the tldr data and model with HyPO's k = 2 online samples of (up to) 53 tokens per prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+EOS_ID = 0  # "<|endoftext|>" in the Pythia tokenizer and in the tiny vocabulary
+PAD_ID = 1  # "<|padding|>"
+TLDR_SUFFIX = "\nTL;DR:"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # key on the command line and in the table
+    layers: int  # transformer blocks
+    hidden: int  # model width d
+    heads: int  # attention heads (head dim = hidden / heads)
+    intermediate: int  # MLP width (GPT-NeoX: 4 d)
+    vocab: int  # embedding / LM-head rows
+    data: str  # "synthetic" (seeded random ids) or "tldr" (shared TL;DR parquet)
+    n_pairs: int  # pairs in the training set (TRL's precompute covers all of them)
+    batch_pairs: int  # preference pairs per optimiser step
+    steps: int  # optimiser steps per run; the first is the untimed warm-up
+    beta: float = 0.05  # DPO / HyPO KL strength
+    lr: float = 3e-6  # AdamW learning rate, linear decay to 0 over `steps` (TRL's default schedule)
+    max_length: int = 1024  # prompt + response cap; no workload pair reaches it (no truncation)
+    prompt_len: tuple[int, int] = (48, 78)  # synthetic prompt length range, inclusive (mean 63)
+    response_len: tuple[int, int] = (28, 48)  # synthetic response length range incl. EOS (mean 38)
+    hypo_k: int = 2  # HyPO online samples per prompt
+    hypo_new_tokens: int = 53  # HyPO sample length cap (paper's TL;DR response budget)
+    rloo_k: int = 2  # RLOO completions per prompt
+    rloo_new_tokens: int = 32  # RLOO completion length (sampled to exactly this many, no EOS stop)
+    seed: int = 0  # model init and synthetic data
+
+
+WORKLOADS: dict[str, Workload] = {
+    "tiny": Workload("tiny", 4, 256, 4, 1024, 512, "synthetic", n_pairs=512, batch_pairs=8, steps=20),
+    "tldr": Workload("tldr", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
+    "hypo": Workload("hypo", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
+}
+
+
+def get_workload(name: str) -> Workload:
+    if name not in WORKLOADS:
+        raise ValueError(f"workload={name!r}; choose from {sorted(WORKLOADS)}")
+    return WORKLOADS[name]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One preference pair as ids (for hybridpo) and as text that tokenizes to the same ids (for TRL)."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]  # ends with EOS
+    rejected_ids: list[int]  # ends with EOS
+    prompt: str
+    chosen: str  # without the EOS token: TRL appends it itself
+    rejected: str
+
+
+def shared_dir() -> Path:
+    """The read-only shared data next to the repository (../shared from the repo root)."""
+    path = Path(__file__).resolve().parents[2].parent / "shared"
+    if not path.is_dir():
+        raise FileNotFoundError(f"shared data directory {path} not found (expected next to the repository)")
+    return path
+
+
+def build_model(w: Workload):
+    """A GPT-NeoX with the workload's shape, seeded init, fp32, no dropout, untied head."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig(
+        vocab_size=w.vocab,
+        hidden_size=w.hidden,
+        num_hidden_layers=w.layers,
+        num_attention_heads=w.heads,
+        intermediate_size=w.intermediate,
+        max_position_embeddings=2048,
+        rotary_pct=0.25,  # Pythia
+        use_parallel_residual=True,  # Pythia
+        tie_word_embeddings=False,  # Pythia's head is untied
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        bos_token_id=EOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+    )
+    torch.manual_seed(w.seed)
+    return GPTNeoXForCausalLM(config).float()
+
+
+def tiny_tokenizer(vocab: int = 512):
+    """Word-level tokenizer over "t2" ... "t{vocab-1}" (id = the number) plus EOS 0 and PAD 1."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<|endoftext|>": EOS_ID, "<|padding|>": PAD_ID}
+    words.update({f"t{i}": i for i in range(2, vocab)})
+    tok = Tokenizer(models.WordLevel(vocab=words, unk_token="<|padding|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(["<|endoftext|>", "<|padding|>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|padding|>")
+
+
+def pythia_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    path = shared_dir() / "tokenizers" / "pythia" / "tokenizer.json"
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token="<|endoftext|>", pad_token="<|padding|>")
+
+
+def load_tokenizer(w: Workload):
+    return tiny_tokenizer(w.vocab) if w.data == "synthetic" else pythia_tokenizer()
+
+
+def build_pairs(w: Workload, tokenizer=None) -> list[Pair]:
+    """The workload's `n_pairs` training pairs, in training order."""
+    if w.data == "synthetic":
+        return _synthetic_pairs(w)
+    if w.data == "tldr":
+        return _tldr_pairs(w, tokenizer or pythia_tokenizer())
+    raise ValueError(f"workload {w.name!r}: data={w.data!r}; choose from ['synthetic', 'tldr']")
+
+
+def _synthetic_pairs(w: Workload) -> list[Pair]:
+    rng = random.Random(w.seed)
+
+    def words(n: int) -> list[int]:
+        return [rng.randrange(2, w.vocab) for _ in range(n)]
+
+    def text(ids: list[int]) -> str:
+        return " ".join(f"t{i}" for i in ids)
+
+    pairs = []
+    for _ in range(w.n_pairs):
+        prompt = words(rng.randint(*w.prompt_len))
+        chosen = words(rng.randint(*w.response_len) - 1)
+        rejected = words(rng.randint(*w.response_len) - 1)
+        pairs.append(
+            Pair(prompt, chosen + [EOS_ID], rejected + [EOS_ID], text(prompt), " " + text(chosen), " " + text(rejected))
+        )
+    return pairs
+
+
+def _tldr_pairs(w: Workload, tokenizer) -> list[Pair]:
+    import pandas as pd
+
+    path = shared_dir() / "data" / "tldr" / "tldr_comparisons_10k.parquet"
+    frame = pd.read_parquet(path, columns=["prompt", "chosen", "rejected"]).head(w.n_pairs)
+    if len(frame) < w.n_pairs:
+        raise ValueError(f"{path}: {len(frame)} rows, workload {w.name!r} needs {w.n_pairs}")
+    pairs = []
+    for row, (prompt, chosen, rejected) in enumerate(frame.itertuples(index=False), start=1):
+        responses = []
+        for field, value in (("chosen", chosen), ("rejected", rejected)):
+            if not isinstance(value, str) or not value.startswith("TL;DR:"):
+                raise ValueError(f"{path}: row {row}, field {field!r}: expected text starting with 'TL;DR:'")
+            responses.append(value[len("TL;DR:") :])  # the prompt now ends with "TL;DR:"
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError(f"{path}: row {row}, field 'prompt': expected non-empty text")
+        prompt = prompt + TLDR_SUFFIX
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (prompt, *responses)]
+        pairs.append(Pair(ids[0], ids[1] + [EOS_ID], ids[2] + [EOS_ID], prompt, responses[0], responses[1]))
+    return pairs
+
+
+def batches(w: Workload, pairs: list[Pair]) -> list[list[Pair]]:
+    """The `steps` consecutive batches of `batch_pairs` pairs (sequential order, no shuffling)."""
+    need = w.steps * w.batch_pairs
+    if len(pairs) < need:
+        raise ValueError(f"workload {w.name!r}: {w.steps} steps x {w.batch_pairs} pairs need {need}, have {len(pairs)}")
+    return [pairs[i : i + w.batch_pairs] for i in range(0, need, w.batch_pairs)]

@@ -1,0 +1,81 @@
+"""`hybridpo bench MODE`: measuring instruments. MODE picks a module of `hybridpo.bench`.
+
+Adding a mode (e.g. `gold`) is one entry in MODES plus that module's own `add_arguments(parser)`
+and `run(args) -> int`, or, as here for `speed`, one function pair in this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workload", default="tiny", choices=["tiny", "tldr", "hypo", "all"],
+                        help="which workload of issue 7 to run (default: tiny)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run (default 2)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh-process runs per variant; the table shows medians (default 3)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated variant names to keep (default: all planned for the workload)")
+    parser.add_argument("--steps", type=int, default=0, help="override the workload's step count (0: as defined)")
+    parser.add_argument("--out", default="", help="directory for speed.md and speed.json (default: print only)")
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def _speed_run(args: argparse.Namespace) -> int:
+    from hybridpo.bench.report import markdown
+    from hybridpo.bench.speed import PLAN, VARIANTS, run_speed
+
+    if args.threads < 1 or args.repeats < 1 or args.steps < 0:
+        raise SystemExit("bench speed: --threads and --repeats must be >= 1, --steps >= 0")
+    workloads = list(PLAN) if args.workload == "all" else [args.workload]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] or None
+    for v in variants or []:
+        if v not in VARIANTS:
+            raise SystemExit(f"bench speed: unknown variant {v!r}; choose from {sorted(VARIANTS)}")
+    overrides = {"steps": args.steps} if args.steps else None
+    peak, rows = run_speed(workloads, args.threads, args.repeats, variants, overrides,
+                           progress=lambda line: print(line, flush=True))
+    text = markdown(peak, args.threads, args.repeats, rows, _machine())
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.md").write_text(text)
+        payload = {"peak_flops": peak, "threads": args.threads, "repeats": args.repeats, "machine": _machine(),
+                   "rows": [asdict(r) for r in rows]}
+        (out / "speed.json").write_text(json.dumps(payload, indent=1))
+        print(f"wrote {out / 'speed.md'} and {out / 'speed.json'}")
+    return 0
+
+
+# mode -> (add_arguments, run, one-line help)
+MODES = {
+    "speed": (_speed_arguments, _speed_run, "hybridpo vs TRL 1.16 on the same work: throughput, memory, FLOP/s"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for name, (add, _, help_) in MODES.items():
+        add(sub.add_parser(name, help=help_, description=help_))
+
+
+def run(args: argparse.Namespace) -> int:
+    return MODES[args.mode][1](args)
