@@ -233,6 +233,11 @@ def detect_format(cfg: DataConfig, row: Row) -> str:
         if not has(cfg.prompt_field):
             return "implicit_prompt"
         return "conversational" if isinstance(d[cfg.prompt_field], list) else "standard"
+    pair = [f for f in (cfg.chosen_field, cfg.rejected_field) if has(f)]
+    if len(pair) == 1 and cfg.response_field not in pair:
+        missing = ({cfg.chosen_field, cfg.rejected_field} - set(pair)).pop()
+        raise DataError(f"{row.where}: missing field {missing!r}: the row has {pair[0]!r} but not its pair "
+                        f"(fields found {sorted(d)})")
     if has(cfg.prompt_field):
         fields = [cfg.response_field] if cfg.response_field else list(SFT_RESPONSE_FIELDS)
         return "sft" if any(has(f) for f in fields) else "prompt_only"
