@@ -160,3 +160,20 @@ def test_named_fields_and_prompt_template(tok, tmp_path):
             response_prefix="TL;DR:", normalize_response_space=True)
     (ex,), _ = load_preferences(c, tok)
     assert (ex.prompt, ex.chosen, ex.rejected) == ("post text\nTL;DR:", " short", " long one")
+
+
+def test_conversational_prompt_only_and_sft_rows(tok, tmp_path):
+    user = [{"role": "user", "content": "Count to 3."}]
+    rows = [{"prompt": user, "completion": [{"role": "assistant", "content": "1 2 3"}]}]
+    (ex,), _ = load_prompts(cfg(write_jsonl(tmp_path / "s.jsonl", rows), chat_template="builtin"), tok)
+    assert (ex.prompt, ex.reference) == ("\n\nHuman: Count to 3.\n\nAssistant:", " 1 2 3")
+    assert ex.reference_ids == ids(tok, " 1 2 3") + [EOS]
+    (ex,), _ = load_prompts(cfg(write_jsonl(tmp_path / "p.jsonl", [{"prompt": user}]), chat_template="builtin"), tok)
+    assert (ex.prompt, ex.reference, ex.group) == ("\n\nHuman: Count to 3.\n\nAssistant:", None, ex.prompt)
+
+
+def test_as_chat_renders_string_rows_as_one_exchange(tok, tmp_path):
+    src = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "hi", "chosen": "hello", "rejected": "go away"}])
+    (ex,), _ = load_preferences(cfg(src, as_chat=True, chat_template="builtin"), tok)
+    assert (ex.prompt, ex.chosen, ex.rejected) == ("\n\nHuman: hi\n\nAssistant:", " hello", " go away")
+    assert ex.group == "hi"  # the raw prompt string stays the split key
