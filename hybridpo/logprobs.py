@@ -27,6 +27,8 @@ built from the list lengths. Gradients flow whenever the caller has grad enabled
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -93,23 +95,28 @@ def response_logps(
 
 def packing_unsupported_reason(model) -> str | None:
     """Why `model` cannot use layout="packed", or None when it can."""
-    if getattr(model, "peft_config", None) is not None:
-        active = getattr(model, "active_adapter", None)
-        cfg = model.peft_config.get(active) if isinstance(active, str) else None
-        if cfg is not None and getattr(cfg, "is_prompt_learning", False):
+    inner = _unwrap(model)
+    peft_cfg = getattr(model, "peft_config", None)
+    active = getattr(model, "active_adapter", None)
+    if isinstance(peft_cfg, dict) and isinstance(active, str) and active in peft_cfg:
+        if getattr(peft_cfg[active], "is_prompt_learning", False):
             return "peft prompt-learning adapters add virtual tokens in PeftModel.forward"
-    inner = _unwrap_peft(model)
     config = getattr(inner, "config", None)
     if config is None or not hasattr(inner, "get_output_embeddings"):
         return f"{type(inner).__name__} is not a transformers causal LM"
     attn = getattr(config, "_attn_implementation", None) or "eager"
     if attn not in _PACKING_ATTENTION:
         return f"attention implementation {attn!r} does not take a custom 4D mask"
+    if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        return "sliding-window layers build their own masks"
+    if _head_selects_positions(inner):
+        return None
+    # the fallback path calls the decoder and the head directly, outside any wrapper's forward
+    if inner is not _unwrap_peft(model):
+        return f"{type(model).__name__}'s forward would be bypassed (needs logits_to_keep masks)"
     for name in _HEAD_EXTRAS:
         if getattr(config, name, None) not in (None, 1.0):
             return f"config.{name} transforms logits beyond the output embedding"
-    if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
-        return "sliding-window layers build their own masks"
     if getattr(inner, getattr(inner, "base_model_prefix", ""), None) is None:
         return f"{type(inner).__name__} has no `{inner.base_model_prefix}` decoder attribute"
     return None
@@ -144,8 +151,7 @@ class _Packed:
     input_ids: Tensor  # (P, T) prompt then its responses, right-padded with pad_id
     position_ids: Tensor  # (P, T) 0..Lp-1 on the prompt, restarting at Lp for each response
     segment: Tensor  # (P, T) 0 on the prompt, j+1 on response j, -1 on padding
-    head_rows: Tensor  # (U,) row of each position that needs logits
-    head_cols: Tensor  # (U,) column of each position that needs logits
+    needs_head: Tensor  # (P, T) bool, True at the U positions whose next token is a response token
     target_head: Tensor  # (M,) for each response token (prompt-major), its index into the U
     target_ids: Tensor  # (M,) the response tokens themselves
 
@@ -178,15 +184,13 @@ def _pack(prompts, responses, pad_id) -> _Packed:
             start += n
     # each needed position is computed once; several responses share the last prompt position
     head_index = needs_head.view(-1).cumsum(0) - 1  # (P*T,) index into the U head positions
-    head_rows, head_cols = needs_head.nonzero(as_tuple=True)
     flat_pred = torch.cat(predictor) if predictor else torch.zeros(0, dtype=torch.long)
     flat_ids = [t for rs in responses for r in rs for t in r]
     return _Packed(
         input_ids=input_ids,
         position_ids=position_ids,
         segment=segment,
-        head_rows=head_rows,
-        head_cols=head_cols,
+        needs_head=needs_head,
         target_head=head_index[flat_pred],
         target_ids=torch.tensor(flat_ids, dtype=torch.long),
     )
@@ -211,24 +215,54 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
     reason = packing_unsupported_reason(model)
     if reason is not None:
         raise PackingUnsupported(f"layout='packed' is not available: {reason}; pass layout='padded'")
-    inner = _unwrap_peft(model)
-    decoder = getattr(inner, inner.base_model_prefix)
-    head = inner.get_output_embeddings()
     device = _device(model)
     packed = _pack(prompts, responses, pad_id)
-    mask = packed_attention_mask(packed.segment.to(device), head.weight.dtype)
-    hidden = decoder(
+    inner = _unwrap(model)
+    mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype)
+    inputs = dict(
         input_ids=packed.input_ids.to(device),
         attention_mask=mask,
         position_ids=packed.position_ids.to(device),
         use_cache=False,
-    ).last_hidden_state  # (P, T, H)
-    needed = hidden[packed.head_rows.to(device), packed.head_cols.to(device)]  # (U, H)
-    logits = head(needed).float() / temperature  # (U, V)
+    )
+    needs_head = packed.needs_head.to(device)
+    if _head_selects_positions(inner):
+        # through the model's own forward (so DDP / peft wrappers and any logit scaling apply): it
+        # gathers the hidden states at `needs_head` (row-major) before its LM head
+        logits = model(**inputs, logits_to_keep=needs_head).logits  # (U, V)
+        if logits.shape != (int(needs_head.sum()), inner.get_output_embeddings().weight.shape[0]):
+            raise PackingUnsupported(
+                f"{type(inner).__name__}.forward ignored a boolean logits_to_keep (logits "
+                f"{tuple(logits.shape)}); pass layout='padded'"
+            )
+    else:
+        inner = _unwrap_peft(model)
+        decoder = getattr(inner, inner.base_model_prefix)
+        hidden = decoder(**inputs).last_hidden_state  # (P, T, H)
+        logits = inner.get_output_embeddings()(hidden[needs_head])  # (U, V)
+    logits = logits.float() / temperature
     log_norm = logits.logsumexp(-1)  # (U,)
     at = packed.target_head.to(device)
-    tok = logits[at, packed.target_ids.to(device)] - log_norm[at]  # (M,) log-softmax at targets
+    tok = logits[at, packed.target_ids.to(device)] - log_norm[at]  # (M,) log-softmax at the targets
     return list(tok.split([len(r) for rs in responses for r in rs]))
+
+
+def _head_selects_positions(inner) -> bool:
+    """Whether `inner.forward` takes a (P, T) boolean `logits_to_keep` and applies its LM head only
+    there (transformers 5.x `slice_logits_to_keep`); otherwise the decoder + head fallback is used."""
+    if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
+        return False
+    return _slice_supports_masks()
+
+
+@functools.cache
+def _slice_supports_masks() -> bool:
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    probe = slice_logits_to_keep(torch.zeros(1, 3, 1), torch.tensor([[True, False, True]]))
+    return tuple(probe.shape) == (2, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,6 +294,13 @@ def _check_inputs(prompts, responses, temperature) -> None:
             raise ValueError(f"prompt {i} is empty: its first response token has nothing to condition on")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _unwrap(model):
+    """The transformers model under DDP-style (`.module`) and peft wrappers."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return _unwrap_peft(model)
 
 
 def _unwrap_peft(model):

@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from hybridpo import logprobs
 from hybridpo.logprobs import (
     PackingUnsupported,
     packed_attention_mask,
@@ -55,9 +56,18 @@ CASES = {
 }
 
 
+@pytest.fixture(params=["model_forward", "decoder_and_head"])
+def head_path(request, monkeypatch):
+    """The packed layout's two ways to the LM head: the model's forward with a boolean
+    logits_to_keep (transformers 5.x), or the decoder then get_output_embeddings() (fallback)."""
+    if request.param == "decoder_and_head":
+        monkeypatch.setattr(logprobs, "_head_selects_positions", lambda inner: False)
+    return request.param
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_packed_equals_padded_values_and_gradients(attn, case):
+def test_packed_equals_padded_values_and_gradients(attn, case, head_path):
     model = tiny_model(attn=attn)
     prompts, responses = batch(*CASES[case])
     packed = response_logps(model, prompts, responses, pad_id=PAD, layout="packed")
@@ -144,7 +154,7 @@ def test_sequence_probabilities_sum_to_one(tau):
     assert_close(got.by_prompt().exp().sum(-1), torch.ones(2), atol=1e-5, rtol=0)
 
 
-def test_lora_packed_equals_padded_and_adapter_disables():
+def test_lora_packed_equals_padded_and_adapter_disables(head_path):
     peft = pytest.importorskip("peft")
     model = tiny_model()
     lora = peft.get_peft_model(
@@ -162,6 +172,41 @@ def test_lora_packed_equals_padded_and_adapter_disables():
     base = response_logps(tiny_model(), prompts, responses, pad_id=PAD, layout="padded")
     assert_close(ref.logps, base.logps, atol=1e-5, rtol=0)
     assert (packed.logps - ref.logps).abs().max() > 1e-3  # the adapter changed the policy
+
+
+def test_packed_head_is_applied_only_where_a_response_token_follows(monkeypatch):
+    """Prompt of 3, responses of 3 and 2 tokens: the head runs on the last prompt position (shared,
+    once) plus 2 + 1 response positions = 4 rows, not on all 8 positions."""
+    model = tiny_model()
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, a, out: rows.append(out.shape))
+    response_logps(model, [[5, 17, 42]], [[[8, 3, 60], [71, 9]]], pad_id=PAD)
+    hook.remove()
+    assert rows == [torch.Size([4, 97])]
+
+
+class Wrapper(torch.nn.Module):
+    """Like DistributedDataParallel: holds the model as `.module` and forwards to it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, **kwargs):
+        return self.module(**kwargs)
+
+
+def test_packed_goes_through_a_ddp_style_wrapper():
+    model = tiny_model()
+    prompts, responses = batch(*CASES["mixed"])
+    wrapped = response_logps(Wrapper(model), prompts, responses, pad_id=PAD)
+    padded = response_logps(model, prompts, responses, pad_id=PAD, layout="padded")
+    assert_close(wrapped.logps, padded.logps, atol=1e-5, rtol=0)
+
+
+def test_packed_refuses_ddp_style_wrapper_without_logits_to_keep(monkeypatch):
+    monkeypatch.setattr(logprobs, "_head_selects_positions", lambda inner: False)
+    assert "forward would be bypassed" in packing_unsupported_reason(Wrapper(tiny_model()))
 
 
 def test_packed_refuses_unsupported_attention_with_a_clear_error():
