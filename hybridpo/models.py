@@ -170,6 +170,9 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+_CACHE_KWARGS = ("layer_past", "past_key_value", "past_key_values", "cache")
+
+
 class _TrunkDone(Exception):
     """Raised by a hook to stop a forward once the shared trunk has run."""
 
@@ -191,8 +194,7 @@ class FrozenTrunkReference(nn.Module):
         super().__init__()
         parts = decoder_parts(policy)
         self.config = policy.config
-        self._policy = [policy]  # a list: not registered as a submodule (no second copy in state_dict)
-        self._policy_decoder = parts.decoder
+        self._policy_decoder = [parts.decoder]  # shared, not owned
         self._split = len(parts.layers) - n  # index of the first copied block
         self.layers = freeze(copy.deepcopy(parts.layers[self._split :]))
         self.final_norm = freeze(copy.deepcopy(parts.final_norm))
@@ -209,9 +211,10 @@ class FrozenTrunkReference(nn.Module):
         return self.head
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0, **kwargs):
+        from transformers.modeling_utils import slice_logits_to_keep
+
         hidden = self.decoder(input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
+        hidden = slice_logits_to_keep(hidden, logits_to_keep)  # int: the last n; bool mask: those positions
         return CausalLMOutputWithPast(logits=self.head(hidden))
 
     # -- hooks on the policy -----------------------------------------------------------------
@@ -223,7 +226,11 @@ class FrozenTrunkReference(nn.Module):
     def _on_split_layer(self, module, args, kwargs):
         if self._pending_inputs is not None:
             hidden = (args[0] if args else kwargs["hidden_states"]).detach()
-            layer_kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            # the copied blocks must not touch the policy's KV cache (a forward without use_cache=False
+            # may still have built one): drop it and run them cache-free
+            layer_kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden_states", *_CACHE_KWARGS)}
+            if "use_cache" in layer_kwargs:
+                layer_kwargs["use_cache"] = False
             self._seen = (self._pending_inputs, hidden, layer_kwargs)
             self._pending_inputs = None
         if self._stop:
@@ -238,7 +245,7 @@ class FrozenTrunkReference(nn.Module):
         self._stop = True
         try:
             with torch.no_grad():
-                self._policy_decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+                self._policy_decoder[0](input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         except _TrunkDone:
             pass
         finally:
@@ -288,23 +295,19 @@ def load_reward_model(path: str, cfg: ModelConfig) -> nn.Module:
     return freeze(model)
 
 
-def init_model(arch: str, size: str, tokenizer_path: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a randomly initialised Pythia-architecture model + tokenizer to `out_dir`.
+def gpt_neox_config(size: str, tokenizer):
+    """A Pythia-shaped GPTNeoXConfig for `size`; vocab = the tokenizer's, rounded up to 128s.
 
-    The vocabulary is the tokenizer's rounded up to a multiple of 128 (Pythia's 50,277 -> 50,304);
-    the head is untied and rotary covers 25% of each head, as in Pythia.
+    Pythia's 50,277-token tokenizer gives 50,304 rows; the head is untied and rotary covers 25% of
+    each head, as in Pythia (pythia-70m: 6 layers, width 512, 8 heads, MLP 2048, 2,048 positions).
     """
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXConfig
 
-    from hybridpo.data import load_tokenizer
-
-    if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r}; choose from {list(ARCHS)}")
     if size not in SIZES:
         raise ValueError(f"size={size!r}; choose from {list(SIZES)}")
-    tokenizer = load_tokenizer(str(tokenizer_path))
     layers, hidden, heads, intermediate = SIZES[size]
-    config = GPTNeoXConfig(
+    eos = tokenizer.eos_token_id
+    return GPTNeoXConfig(
         vocab_size=128 * math.ceil(len(tokenizer) / 128),
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -314,10 +317,22 @@ def init_model(arch: str, size: str, tokenizer_path: str, out_dir: str | Path, s
         max_position_embeddings=2048,
         use_parallel_residual=True,
         tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
+        eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def init_model(arch: str, size: str, tokenizer_path: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised Pythia-architecture model + its tokenizer to `out_dir`."""
+    from transformers import GPTNeoXForCausalLM
+
+    from hybridpo.data import load_tokenizer
+
+    if arch not in ARCHS:
+        raise ValueError(f"arch={arch!r}; choose from {list(ARCHS)}")
+    tokenizer = load_tokenizer(str(tokenizer_path))
+    config = gpt_neox_config(size, tokenizer)
     torch.manual_seed(seed)
     model = GPTNeoXForCausalLM(config)
     out = Path(out_dir)

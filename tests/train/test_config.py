@@ -1,0 +1,90 @@
+"""Config loading: YAML + dotted overrides, type checks, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridpo.config import ConfigError, TrainConfig, apply_override, load_config, save_config
+from hybridpo.methods.dpo import DPOConfig, IPOConfig
+
+BASE = """
+method: dpo
+model: {name_or_path: some/model}
+data: {source: pairs.jsonl}
+"""
+
+
+def write(tmp_path, text=BASE):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_overrides_and_method_args(tmp_path):
+    cfg = load_config(write(tmp_path), ["optim.lr=3e-6", "method_args.beta=0.05", "model.lora.target_modules=[a, b]"])
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.optim.lr == 3e-6  # YAML parses 3e-6 as a float
+    assert cfg.method_args == DPOConfig(beta=0.05, precompute_ref_logps=False)
+    assert cfg.model.lora.target_modules == ["a", "b"]
+    assert cfg.optim.batch_size == 8  # untouched default
+
+
+def test_paper_lora_is_one_override_away(tmp_path):
+    cfg = load_config(write(tmp_path), ["model.finetune=lora", "model.lora.r=1024", "model.lora.alpha=2048"])
+    assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (1024, 2048.0, 0.0)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace("dpo", "ipo")), ["method_args.ipo_average_logps=true", "data.max_rows=7"])
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == cfg
+    assert again.method_args == IPOConfig(beta=0.1, ipo_average_logps=True)
+    assert again.data.max_rows == 7
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=fast", "optim.lr must be float, got 'fast'"),
+        ("optim.batch_size=2.5", "optim.batch_size must be int, got 2.5"),
+        ("optim.batch_size=true", "optim.batch_size must be int, got True"),
+        ("optim.lrr=1", "unknown setting(s) ['optim.lrr']"),
+        ("method_args.gamma=1", "unknown setting(s) ['method_args.gamma']"),
+        ("method_args.beta=high", "method_args.beta must be float, got 'high'"),
+        ("method=ppo", "method='ppo'; choose from ['dpo', 'ipo', 'rm', 'sft'"),
+        ("model.finetune=qlora", "model.finetune='qlora'; choose from ['full', 'lora', 'last_n_layers']"),
+        ("model.reference=disabled_adapter", "model.reference='disabled_adapter' does not work with model.finetune='full'"),
+        ("optim.batch_size=0", "optim.batch_size=0; must be > 0"),
+        ("data.formatt=x", "unknown data settings ['formatt']"),
+        ("data.recipe=imdb", "data.recipe='imdb'; choose from"),
+        ("optim", "override 'optim' must look like key=value"),
+        ("optim.lr.x=1", "optim.lr must be float, got {'x': 1}"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, override, message):
+    path = write(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config(path, [override])
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_missing_required_fields_and_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="method is required"):
+        load_config(write(tmp_path, "model: {name_or_path: m}\ndata: {source: x}\n"))
+    with pytest.raises(ConfigError, match="model.name_or_path is required"):
+        load_config(write(tmp_path, "method: sft\ndata: {source: x}\n"))
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "method: [dpo\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- dpo\n"))
+
+
+def test_override_creates_sections():
+    raw = {}
+    apply_override(raw, "run.out_dir=runs/x")
+    apply_override(raw, "model.lora.target_modules=null")
+    assert raw == {"run": {"out_dir": "runs/x"}, "model": {"lora": {"target_modules": None}}}
