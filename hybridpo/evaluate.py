@@ -1,0 +1,214 @@
+"""Evaluation metrics shared by training and `hybridpo eval` (paper Table 1 and Figure 1).
+
+On validation prompts x with reference responses y_ref:
+
+- generations: one near-greedy sample per prompt (the paper's TL;DR practice: temperature 0.01,
+  at most 53 new tokens), scored and judged against y_ref;
+- `kl`: reverse KL(π‖π_ref) = E_{x, y~π}[log π(y|x) - log π_ref(y|x)], estimated as the mean
+  over `kl_samples` fresh samples per prompt, drawn at `kl_temperature` (1.0: π itself), of the
+  SUMMED token log-ratio over the response, the same estimator as training (losses.sequence_kl).
+  The mask at EOS: the EOS token is part of y and counted; nothing after it is; a sample that
+  hits `max_new_tokens` without EOS is summed over the tokens it has (a truncated y). Log-probs
+  use the sampling temperature, so the estimate is unbiased and exactly 0 for π = π_ref.
+- `logratio/generations`: the same summed log-ratio (at temperature 1) on the near-greedy
+  generations: what a Table-1 "KL" computed on the evaluated samples shows; NOT an unbiased KL
+  (the generations are not samples of π), reported beside it because papers often mean this.
+- `forward_kl/reference`: mean over references of log π_ref(y_ref|x) - log π(y_ref|x). When the
+  references are samples of π_ref this estimates KL(π_ref‖π); in general it is
+  KL(D‖π) - KL(D‖π_ref) for the reference distribution D: how much more likelihood of the
+  reference responses π lost than π_ref had (≥ 0 expected after preference tuning).
+- each scorer s (gold reward r*, a reward model): mean s(x, y) on generations, on references,
+  and the difference (`<name>`, `<name>/reference`, `<name>/diff`);
+- `win_rate` against the references by a judge (hybridpo.judges), ties = 1/2, errors excluded
+  and counted;
+- `logps/chosen`, `logps/rejected` on validation pairs for π and π_ref (`ref_logps/*`): the
+  paper's §6 observation that DPO pushes both down shows as logps < ref_logps for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from hybridpo.judges import Judge, win_rate
+from hybridpo.logprobs import response_logps
+from hybridpo.losses import sequence_kl
+from hybridpo.rollout import sample
+
+
+@dataclass
+class EvalConfig:
+    temperature: float = 0.01  # generation temperature (paper TL;DR: near-greedy 0.01)
+    max_new_tokens: int = 53  # generation length limit (paper TL;DR: 53)
+    kl_samples: int = 2  # samples per prompt for the reverse-KL estimate (0 = skip it)
+    kl_temperature: float = 1.0  # temperature of those samples and their log-probs (1.0 = π itself)
+    batch_size: int = 16  # prompts (or pairs) per forward
+    max_prompts: int = 0  # evaluate the first N prompts / pairs; 0 = all
+    seed: int = 0  # seeds the samplers (generations and KL samples)
+    layout: str = "padded"  # hybridpo.logprobs layout for the log-prob forwards
+    generator_name: str = "policy"  # the `generator` field of generations.jsonl (AlpacaEval)
+
+
+@dataclass
+class EvalResult:
+    metrics: dict  # eval.json
+    generations: list[dict] = field(default_factory=list)  # generations.jsonl rows
+
+
+def _ref_parts(ref):
+    """(model, scope) from an nn.Module or a hybridpo.models.Reference (disabled LoRA adapter)."""
+    if hasattr(ref, "scope") and hasattr(ref, "model"):
+        return ref.model, ref.scope
+    return ref, contextlib.nullcontext
+
+
+def _batches(n: int, size: int):
+    for s in range(0, n, size):
+        yield slice(s, min(n, s + size))
+
+
+@torch.no_grad()
+def logratios(policy, ref, prompts: list[list[int]], responses: list[list[list[int]]], *,
+              pad_id: int, temperature: float = 1.0, layout: str = "padded") -> tuple[Tensor, Tensor]:
+    """(log π(y|x), log π_ref(y|x)) at `temperature`, each (N,) prompt-major, summed over y incl. EOS."""
+    ref_model, scope = _ref_parts(ref)
+    pol = response_logps(policy, prompts, responses, pad_id=pad_id, temperature=temperature, layout=layout).logps
+    with scope():
+        rlp = response_logps(ref_model, prompts, responses, pad_id=pad_id, temperature=temperature, layout=layout).logps
+    return pol, rlp
+
+
+@torch.no_grad()
+def reverse_kl(policy, ref, prompts: list[list[int]], *, pad_id: int, eos_id: int, cfg: EvalConfig) -> dict:
+    """Monte-Carlo KL(π‖π_ref) on `cfg.kl_samples` samples per prompt (module docstring)."""
+    gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed + 1)
+    per_prompt = []
+    for sl in _batches(len(prompts), cfg.batch_size):
+        batch = prompts[sl]
+        roll = sample(policy, batch, cfg.kl_samples, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id,
+                      pad_id=pad_id, temperature=cfg.kl_temperature, generator=gen)
+        pol, rlp = logratios(policy, ref, batch, roll.responses, pad_id=pad_id, temperature=cfg.kl_temperature,
+                             layout=cfg.layout)
+        k = cfg.kl_samples
+        per_prompt.append(sequence_kl(pol.view(-1, k), rlp.view(-1, k)))  # (P,)
+    kl = torch.cat(per_prompt).double()
+    return {"kl": kl.mean().item(), "kl_stderr": _stderr(kl)}
+
+
+@torch.no_grad()
+def generate(policy, prompts: list[list[int]], *, pad_id: int, eos_id: int, cfg: EvalConfig):
+    """One sample per prompt at cfg.temperature: (responses [prompt] -> ids, finished (P,) bool)."""
+    gen = torch.Generator(device=next(policy.parameters()).device).manual_seed(cfg.seed)
+    responses: list[list[int]] = []
+    finished: list[bool] = []
+    for sl in _batches(len(prompts), cfg.batch_size):
+        roll = sample(policy, prompts[sl], 1, max_new_tokens=cfg.max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                      temperature=cfg.temperature, generator=gen)
+        responses += [r[0] for r in roll.responses]
+        finished += roll.finished[:, 0].tolist()
+    return responses, finished
+
+
+def evaluate(
+    policy,
+    ref,
+    tokenizer,
+    prompts: list,
+    *,
+    pairs: list | None = None,
+    judge: Judge | None = None,
+    scorers: dict[str, Callable[[list[str], list[str]], list[float]]] | None = None,
+    cfg: EvalConfig | None = None,
+) -> EvalResult:
+    """All metrics of the module docstring for `policy` against `ref`.
+
+    prompts: hybridpo.data.PromptExample (with `reference` for the forward KL, scores vs
+    references and the win rate); pairs: hybridpo.data.PreferenceExample for logps/chosen|rejected.
+    scorers: name -> score(prompt texts, response texts) (e.g. {"gold": ..., "rm": ...}).
+    """
+    cfg = cfg or EvalConfig()
+    scorers = scorers or {}
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if cfg.max_prompts:
+        prompts = prompts[: cfg.max_prompts]
+        pairs = pairs[: cfg.max_prompts] if pairs else pairs
+    was_training = policy.training
+    policy.eval()
+    try:
+        m: dict = {"prompts": len(prompts), "eval_config": asdict(cfg)}
+        pids = [p.prompt_ids for p in prompts]
+        texts = [p.prompt for p in prompts]
+        gen_ids, finished = generate(policy, pids, pad_id=pad_id, eos_id=eos_id, cfg=cfg)
+        outputs = [tokenizer.decode(r, skip_special_tokens=True) for r in gen_ids]
+        m["response_length"] = sum(map(len, gen_ids)) / max(1, len(gen_ids))
+        m["eos_rate"] = sum(finished) / max(1, len(finished))
+        if cfg.kl_samples:
+            m.update(reverse_kl(policy, ref, pids, pad_id=pad_id, eos_id=eos_id, cfg=cfg))
+        gen_lr = _logratio_on(policy, ref, pids, gen_ids, pad_id, cfg)
+        m["logratio/generations"] = gen_lr.mean().item()
+        rows = [{"instruction": x, "output": y, "generator": cfg.generator_name, "finished": bool(f),
+                 "logratio": float(lr), "scores": {}} for x, y, f, lr in zip(texts, outputs, finished, gen_lr)]
+
+        have_refs = bool(prompts) and all(p.reference is not None for p in prompts)
+        if have_refs:
+            refs = [p.reference for p in prompts]
+            ref_lr = _logratio_on(policy, ref, pids, [p.reference_ids for p in prompts], pad_id, cfg)
+            m["forward_kl/reference"] = (-ref_lr).mean().item()  # log π_ref - log π on y_ref
+            for row, r in zip(rows, refs):
+                row["reference"] = r
+        for name, score in scorers.items():
+            s_gen = [float(v) for v in score(texts, outputs)]
+            m[name] = sum(s_gen) / len(s_gen)
+            for row, v in zip(rows, s_gen):
+                row["scores"][name] = v
+            if have_refs:
+                s_ref = [float(v) for v in score(texts, refs)]
+                m[f"{name}/reference"] = sum(s_ref) / len(s_ref)
+                m[f"{name}/diff"] = m[name] - m[f"{name}/reference"]
+                for row, v in zip(rows, s_ref):
+                    row["scores"][f"{name}/reference"] = v
+        if judge is not None and have_refs:
+            verdicts = judge.judge(texts, outputs, refs)
+            m.update(win_rate(verdicts))
+            m["judge"] = judge.name
+            for row, v in zip(rows, verdicts):
+                row["judge"] = {"score": v.score, "order": v.order, "error": v.error, "cached": v.cached}
+        if pairs:
+            m.update(pair_logps(policy, ref, pairs, pad_id=pad_id, cfg=cfg))
+        return EvalResult(metrics=m, generations=rows)
+    finally:
+        policy.train(was_training)
+
+
+@torch.no_grad()
+def pair_logps(policy, ref, pairs: list, *, pad_id: int, cfg: EvalConfig) -> dict:
+    """Mean sequence log-probs of the chosen and rejected responses under π and π_ref (§6)."""
+    sums = {"logps/chosen": 0.0, "logps/rejected": 0.0, "ref_logps/chosen": 0.0, "ref_logps/rejected": 0.0}
+    for sl in _batches(len(pairs), cfg.batch_size):
+        batch = pairs[sl]
+        pol, rlp = logratios(policy, ref, [e.prompt_ids for e in batch],
+                             [[e.chosen_ids, e.rejected_ids] for e in batch], pad_id=pad_id, layout=cfg.layout)
+        pol, rlp = pol.view(-1, 2).double(), rlp.view(-1, 2).double()  # (B, 2): chosen, rejected
+        sums["logps/chosen"] += pol[:, 0].sum().item()
+        sums["logps/rejected"] += pol[:, 1].sum().item()
+        sums["ref_logps/chosen"] += rlp[:, 0].sum().item()
+        sums["ref_logps/rejected"] += rlp[:, 1].sum().item()
+    return {k: v / len(pairs) for k, v in sums.items()} | {"pairs": len(pairs)}
+
+
+def _logratio_on(policy, ref, prompts, responses, pad_id, cfg) -> Tensor:
+    """log π(y|x) - log π_ref(y|x) at temperature 1 for one given response per prompt.   -> (P,)"""
+    out = []
+    for sl in _batches(len(prompts), cfg.batch_size):
+        pol, rlp = logratios(policy, ref, prompts[sl], [[r] for r in responses[sl]], pad_id=pad_id, layout=cfg.layout)
+        out.append(pol - rlp)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _stderr(x: Tensor) -> float:
+    return (x.std(unbiased=True) / math.sqrt(x.numel())).item() if x.numel() > 1 else float("nan")
