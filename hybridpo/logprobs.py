@@ -95,7 +95,7 @@ def response_logps(
 
 def packing_unsupported_reason(model) -> str | None:
     """Why `model` cannot use layout="packed", or None when it can."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     peft_cfg = getattr(model, "peft_config", None)
     active = getattr(model, "active_adapter", None)
     if isinstance(peft_cfg, dict) and isinstance(active, str) and active in peft_cfg:
@@ -217,7 +217,7 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
         raise PackingUnsupported(f"layout='packed' is not available: {reason}; pass layout='padded'")
     device = _device(model)
     packed = _pack(prompts, responses, pad_id)
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype)
     inputs = dict(
         input_ids=packed.input_ids.to(device),
@@ -296,7 +296,7 @@ def _check_inputs(prompts, responses, temperature) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _unwrap(model):
+def unwrap_model(model):
     """The transformers model under DDP-style (`.module`) and peft wrappers."""
     while not hasattr(model, "config") and hasattr(model, "module"):
         model = model.module

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hybridpo.logprobs import unwrap_model
+
 
 @dataclass
 class Rollout:
@@ -64,52 +66,25 @@ def sample(
     tokenizer=None,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not)."""
+    """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
+
+    The model is put in eval mode while sampling (no dropout: samples come from π itself; and
+    gradient checkpointing, active only in training mode, would turn the KV cache off), then
+    restored to its previous mode.
+    """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
-    device = next(model.parameters()).device
-    P, N = len(prompts), len(prompts) * k
-    width = max(len(p) for p in prompts)
-    prompt_lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-
-    # left-pad so every prompt's last token is in the last column: (P, W)
-    ids = torch.full((P, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((P, width + max_new_tokens), dtype=torch.long)  # grows with the decode
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p) :] = 1  # generated columns are real tokens for every sample
-    position_ids = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)  # (P, W) 0.. on the real tokens
-
-    out = _forward(model, ids, attn[:, :width], position_ids, cache=None, device=device)
-    cache = _cache_of(out)
-    cache.batch_repeat_interleave(k)  # (P, ...) -> (P*k, ...): sample j of prompt i is row i*k + j
-    logits = out.logits[:, -1].repeat_interleave(k, dim=0)  # (N, V) next-token logits
-    attn = attn.repeat_interleave(k, dim=0).to(device)  # (N, W + max_new_tokens)
-    next_pos = prompt_lens.repeat_interleave(k).to(device)  # (N,) position of the next token
-
-    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
-    samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
-    alive = torch.ones((N, max_new_tokens), dtype=torch.bool, device=device)  # token t is part of y
-    done = torch.zeros(N, dtype=torch.bool, device=device)  # EOS already emitted
-    steps = 0
-    for t in range(max_new_tokens):
-        tok, lp, slp = _draw(logits.float(), temperature, top_k, top_p, generator)  # (N,) x3
-        alive[:, t] = ~done
-        tokens[:, t] = torch.where(done, torch.full_like(tok, pad_id), tok)
-        tok_logps[:, t] = torch.where(done, torch.zeros_like(lp), lp)
-        samp_logps[:, t] = torch.where(done, torch.zeros_like(slp), slp)
-        done |= tok == eos_id
-        steps = t + 1
-        if bool(done.all()) or steps == max_new_tokens:
-            break
-        out = _forward(
-            model, tokens[:, t : t + 1], attn[:, : width + t + 1], next_pos[:, None] + t, cache, device
+    was_training = model.training
+    model.eval()
+    try:
+        cache, logits, attn, next_pos = _prefill(model, prompts, k, max_new_tokens, pad_id)
+        tokens, tok_logps, samp_logps, alive, done = _decode(
+            model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id,
+            (temperature, top_k, top_p, generator),
         )
-        cache = _cache_of(out)
-        logits = out.logits[:, -1]
-
-    tokens, tok_logps, samp_logps = tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps]
-    mask, finished = alive[:, :steps], done.clone()
+    finally:
+        model.train(was_training)
+    P, device, steps = len(prompts), tokens.device, tokens.shape[1]
+    mask, finished = alive, done.clone()
     if stop_strings:
         cut = _stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1
         hit = cut >= 0
@@ -132,6 +107,62 @@ def sample(
         mask=mask.view(P, k, steps),
         lengths=lengths.view(P, k),
     )
+
+
+def _prefill(model, prompts, k, max_new_tokens, pad_id):
+    """Run each prompt once, left-padded, then repeat its cache and last logits k times.
+
+    Returns the cache (P*k rows: sample j of prompt i is row i*k + j), the next-token logits
+    (P*k, V), the attention mask (P*k, W + max_new_tokens) whose generated columns are all real
+    tokens, and each row's next position (P*k,).
+    """
+    device = next(model.parameters()).device
+    P, width = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((P, width), pad_id, dtype=torch.long)  # (P, W) each prompt ends at column W-1
+    attn = torch.zeros((P, width + max_new_tokens), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p) :] = 1
+    position_ids = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)  # (P, W) 0.. on the real tokens
+    out = _forward(model, ids, attn[:, :width], position_ids, cache=None, device=device)
+    cache = _cache_of(out)
+    cache.batch_repeat_interleave(k)
+    logits = out.logits[:, -1].repeat_interleave(k, dim=0)  # (P*k, V)
+    prompt_lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    return cache, logits, attn.repeat_interleave(k, dim=0).to(device), prompt_lens.repeat_interleave(k).to(device)
+
+
+def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args):
+    """The decode loop over time steps: one token for every unfinished row per step.
+
+    Rows that emit EOS leave the batch (their cache rows are dropped), so finished samples cost
+    nothing. Returns tokens, tok_logps, sampler tok_logps, mask (N, steps) and EOS flags (N,).
+    """
+    N, device = logits.shape[0], logits.device
+    width = attn.shape[1] - max_new_tokens
+    tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
+    alive = torch.zeros((N, max_new_tokens), dtype=torch.bool, device=device)  # token t is in y
+    done = torch.zeros(N, dtype=torch.bool, device=device)  # EOS emitted
+    rows = torch.arange(N, device=device)  # original row of each row still decoding
+    steps = 0
+    for t in range(max_new_tokens):
+        tok, lp, slp = _draw(logits.float(), *draw_args)  # (A,) x3 over the A active rows
+        tokens[rows, t], tok_logps[rows, t], samp_logps[rows, t], alive[rows, t] = tok, lp, slp, True
+        ended = tok == eos_id
+        done[rows[ended]] = True
+        steps = t + 1
+        if bool(ended.all()) or steps == max_new_tokens:
+            break
+        if bool(ended.any()):
+            keep = (~ended).nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
+        out = _forward(model, tok[:, None], attn[:, : width + t + 1], next_pos[:, None] + t, cache, device)
+        cache = _cache_of(out)
+        logits = out.logits[:, -1]
+    return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done
 
 
 def _draw(logits: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -198,8 +229,8 @@ def _forward(model, ids, attn, position_ids, cache, device):
 
 
 def _forward_params(model) -> frozenset[str]:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return frozenset(inspect.signature(inner.forward).parameters)
+    """Keyword names the transformers model under any DDP / peft wrapper takes (they pass through)."""
+    return frozenset(inspect.signature(unwrap_model(model).forward).parameters)
 
 
 def _cache_of(out):

@@ -71,7 +71,11 @@ def test_prompt_is_prefilled_once_then_one_token_per_step():
         hook.remove()
     steps = r.tokens.shape[-1]
     assert shapes[0] == (P, width)  # each prompt once, not once per sample
-    assert shapes[1:] == [(P * k, 1)] * (steps - 1)  # no forward after the last token
+    # forward i >= 1 feeds token i-1 of the samples still running, i.e. those longer than i;
+    # a sample that emitted EOS leaves the batch, and no forward follows the last token
+    running = [int((r.lengths > i).sum()) for i in range(1, steps)]
+    assert shapes[1:] == [(n, 1) for n in running]
+    assert running[0] == P * k and running[-1] < P * k  # finished samples did leave
 
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])
