@@ -1,116 +1,156 @@
 """hybridpo's side of the benchmark: the same workloads through hybridpo's own code.
 
-One step of DPO is what the library runs: `logprobs.response_logps` (packed shared-prompt layout
-unless asked for "padded") for the policy with grad and for the frozen reference copy without,
-`losses.dpo_loss` averaged over pairs, then AdamW with TRL's defaults (so the loss after the first
-update can be compared with TRL's to 1e-5), gradient clipping at 1.0, linear decay.
-HyPO adds `rollout.sample` of k responses per prompt, packs them with the pair so the prompt runs
-once for all k + 2 responses, and adds `losses.hypo_kl_loss` (paper Alg. 1 line 5).
+A step is what `hybridpo train` runs: the method from the public registry
+(`hybridpo.methods.get_method`) computes the loss from a `MethodContext` built the way the loop
+builds it (`logprobs.response_logps` in the configured layout for the policy with grad, for the
+frozen reference copy (`models.build_reference`) without), then backward, gradient clipping at
+1.0, AdamW with TRL's defaults and a linear decay (so the loss after the first update can be
+compared with TRL's to 1e-5). The loop's own extras (checkpoints, metric files, signal handling)
+are left out: they are not per-step work. `method.prepare` (the reference precompute, when
+configured) is timed apart and counted end to end.
 """
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
 from hybridpo.bench.record import RunRecord, Unavailable
-from hybridpo.bench.workloads import EOS_ID, PAD_ID, Workload, batches, build_model, build_pairs, load_tokenizer
-from hybridpo.losses import dpo_loss, hypo_kl_loss
+from hybridpo.bench.workloads import EOS_ID, PAD_ID, Pair, Workload, batches, build_model, build_pairs, load_tokenizer
+from hybridpo.config import ModelConfig
+from hybridpo.data.examples import PreferenceExample
 from hybridpo.logprobs import response_logps
+from hybridpo.losses import dpo_loss, hypo_kl_loss
+from hybridpo.methods import METHODS, MethodContext
+from hybridpo.models import build_reference
 from hybridpo.rollout import sample
 
-HYPO_KL_COEF = 1.0  # λ of the KL term; the step's cost does not depend on its value
+HYPO_KL_COEF = 1.0  # λ of the direct HyPO fallback's KL term; the step's cost does not depend on it
 
 
 def _optimizer(policy, w: Workload):
-    """AdamW + linear decay to 0 over the run, TRL's defaults (betas, eps, no weight decay)."""
+    """AdamW + linear decay to 0 over the run: the loop's optimizer with TRL's default settings."""
+    from transformers import get_scheduler
+
     opt = torch.optim.AdamW(policy.parameters(), lr=w.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / w.steps))
-    return opt, sched
+    return opt, get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=w.steps)
 
 
-def _update(policy, opt, sched, loss) -> None:
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
+def _context(w: Workload, policy, tokenizer, layout: str) -> MethodContext:
+    """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy)."""
+    reference = build_reference(policy, ModelConfig(reference="copy"))
+    generator = torch.Generator().manual_seed(w.seed)
+
+    def policy_logps(prompts, responses, temperature=1.0):
+        return response_logps(policy, prompts, responses, pad_id=PAD_ID, temperature=temperature, layout=layout)
+
+    def ref_logps(prompts, responses, temperature=1.0):
+        with torch.no_grad(), reference.scope():
+            return response_logps(reference.model, prompts, responses, pad_id=PAD_ID, temperature=temperature,
+                                  layout=layout)
+
+    def draw(prompts, k, **kwargs):
+        was_training = policy.training
+        policy.eval()
+        try:
+            kwargs.setdefault("generator", generator)
+            return sample(policy, prompts, k, eos_id=EOS_ID, pad_id=PAD_ID, **kwargs)
+        finally:
+            policy.train(was_training)
+
+    return MethodContext(policy=policy, logps=policy_logps, ref_logps=ref_logps, sample=draw, reward=None,
+                         tokenizer=tokenizer, pad_id=PAD_ID, eos_id=EOS_ID, generator=generator,
+                         device=torch.device("cpu"))
 
 
-def _setup(w: Workload):
+def _example(p: Pair) -> PreferenceExample:
+    return PreferenceExample(p.prompt_ids, p.chosen_ids, p.rejected_ids, p.prompt, p.chosen, p.rejected, group=None)
+
+
+def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None) -> RunRecord:
+    """The timed loop: `loss_fn(batch, ctx) -> (loss, metrics, groups, samples)` per step."""
     tokenizer = load_tokenizer(w)
     pairs = build_pairs(w, tokenizer)
     policy = build_model(w).train()
-    ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    return pairs, policy, ref
-
-
-def run_dpo(w: Workload, layout: str = "packed") -> RunRecord:
-    name = "hybridpo dpo" if layout == "packed" else f"hybridpo dpo {layout}"
-    record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
-    pairs, policy, ref = _setup(w)
     shape = ModelShape.from_config(policy.config)
+    ctx = _context(w, policy, tokenizer, layout)
     opt, sched = _optimizer(policy, w)
-    for batch in batches(w, pairs):
-        prompts = [p.prompt_ids for p in batch]
-        responses = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    if prepare is not None:
         start = time.perf_counter()
-        policy_logps = response_logps(policy, prompts, responses, pad_id=PAD_ID, layout=layout).by_prompt()  # (B, 2)
-        with torch.no_grad():
-            ref_logps = response_logps(ref, prompts, responses, pad_id=PAD_ID, layout=layout).by_prompt()  # (B, 2)
-        loss = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], w.beta).mean()
-        _update(policy, opt, sched, loss)
+        prepare([_example(p) for p in pairs], ctx)
+        record.precompute_s = time.perf_counter() - start
+    for step, batch in enumerate(batches(w, pairs)):
+        ctx.step = step
+        start = time.perf_counter()
+        loss, metrics, groups, samples = loss_fn([_example(p) for p in batch], ctx)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
         record.step_s.append(time.perf_counter() - start)
         record.losses.append(float(loss.detach()))
-        record.logps_chosen.append(float(policy_logps[:, 0].detach().mean()))
-        groups = [(len(p), [len(r) for r in rs]) for p, rs in zip(prompts, responses)]
+        record.logps_chosen.append(float(metrics.get("logps/chosen", float("nan"))))
         record.tokens.append(sum(p + sum(lens) for p, lens in groups))
-        record.flops.append(dpo_step_flops(shape, groups))
-    record.note = f"logprobs.response_logps(layout={layout!r}) + losses.dpo_loss + AdamW"
+        flops = online_step_flops(shape, groups, samples) if samples else dpo_step_flops(shape, groups)
+        record.flops.append(flops)
     return record
+
+
+def _pair_groups(batch) -> list[tuple[int, list[int]]]:
+    return [(len(ex.prompt_ids), [len(ex.chosen_ids), len(ex.rejected_ids)]) for ex in batch]
+
+
+def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False) -> RunRecord:
+    """The registry's `dpo` method, reference log-probs fresh each step or precomputed once."""
+    name = "hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
+    record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
+    method_cls = METHODS["dpo"]
+    method = method_cls(method_cls.Config(beta=w.beta, precompute_ref_logps=precompute))
+
+    def loss_fn(batch, ctx):
+        loss, metrics = method.loss(batch, ctx)
+        return loss, metrics, _pair_groups(batch), None
+
+    record.note = f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
+    return _run(record, w, layout, loss_fn, prepare=method.prepare if precompute else None)
 
 
 def run_hypo(w: Workload) -> RunRecord:
-    """HyPO: the offline DPO pair plus k on-policy samples per prompt, packed behind one prompt."""
+    """HyPO: the offline DPO pair plus k on-policy samples per prompt."""
     record = RunRecord("hybridpo hypo", w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
-    pairs, policy, ref = _setup(w)
-    shape = ModelShape.from_config(policy.config)
-    opt, sched = _optimizer(policy, w)
-    generator = torch.Generator().manual_seed(w.seed)
-    k = w.hypo_k
-    for batch in batches(w, pairs):
-        prompts = [p.prompt_ids for p in batch]
-        start = time.perf_counter()
-        rollout = sample(policy, prompts, k, max_new_tokens=w.hypo_new_tokens, eos_id=EOS_ID, pad_id=PAD_ID,
-                         generator=generator)
-        responses = [[p.chosen_ids, p.rejected_ids, *s] for p, s in zip(batch, rollout.responses)]
-        policy_logps = response_logps(policy, prompts, responses, pad_id=PAD_ID).by_prompt()  # (B, 2 + k)
-        with torch.no_grad():
-            ref_logps = response_logps(ref, prompts, responses, pad_id=PAD_ID).by_prompt()  # (B, 2 + k)
-        offline = dpo_loss(policy_logps[:, 0], policy_logps[:, 1], ref_logps[:, 0], ref_logps[:, 1], w.beta)
-        online = hypo_kl_loss(policy_logps[:, 2:], ref_logps[:, 2:])  # (B,) HyPO Alg. 1 line 5
-        loss = (offline + HYPO_KL_COEF * online).mean()
-        _update(policy, opt, sched, loss)
-        record.step_s.append(time.perf_counter() - start)
-        record.losses.append(float(loss.detach()))
-        record.logps_chosen.append(float(policy_logps[:, 0].detach().mean()))
-        groups = [(len(p), [len(r) for r in rs]) for p, rs in zip(prompts, responses)]
-        samples = [[len(s) for s in ss] for ss in rollout.responses]
-        record.tokens.append(sum(p + sum(lens) for p, lens in groups))
-        record.flops.append(online_step_flops(shape, groups, samples))
-    record.note = f"rollout.sample(k={k}, max {w.hypo_new_tokens} tokens) + packed response_logps + dpo_loss + hypo_kl_loss"
-    return record
+    if "hypo" in METHODS:
+        return _run_method(record, w, "hypo")
+    record.note = (f"no 'hypo' method yet: direct rollout.sample(k={w.hypo_k}, max {w.hypo_new_tokens}) + packed "
+                   "response_logps + dpo_loss + hypo_kl_loss")
+    return _run(record, w, "packed", lambda batch, ctx: _hypo_direct(w, batch, ctx))
+
+
+def _hypo_direct(w: Workload, batch, ctx):
+    """The HyPO step written out (until methods/hypo.py lands): prompt packed once for all k + 2."""
+    prompts = [ex.prompt_ids for ex in batch]
+    rollout = ctx.sample(prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens)
+    responses = [[ex.chosen_ids, ex.rejected_ids, *s] for ex, s in zip(batch, rollout.responses)]
+    policy = ctx.logps(prompts, responses).by_prompt()  # (B, 2 + k)
+    ref = ctx.ref_logps(prompts, responses).by_prompt()  # (B, 2 + k)
+    offline = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], w.beta)  # paper Eq. 4
+    online = hypo_kl_loss(policy[:, 2:], ref[:, 2:])  # paper Alg. 1 line 5
+    loss = (offline + HYPO_KL_COEF * online).mean()
+    groups = [(len(p), [len(r) for r in rs]) for p, rs in zip(prompts, responses)]
+    samples = [[len(s) for s in ss] for ss in rollout.responses]
+    return loss, {"logps/chosen": float(policy[:, 0].detach().mean())}, groups, samples
+
+
+def _run_method(record: RunRecord, w: Workload, name: str) -> RunRecord:
+    """An online method from the registry; its samples are counted from the metrics it reports."""
+    raise Unavailable(f"methods[{name!r}] exists but the benchmark does not drive it yet")
 
 
 def run_rlhf(w: Workload) -> RunRecord:
     """RLHF with RLOO through the public method registry (the `rlhf` method)."""
-    try:
-        from hybridpo.methods import METHODS
-    except ImportError as err:
-        raise Unavailable(f"hybridpo.methods is not available yet ({err})") from err
     if "rlhf" not in METHODS:
-        raise Unavailable(f"no 'rlhf' method in hybridpo.methods.METHODS ({sorted(METHODS)})")
-    raise Unavailable("the rlhf method exists but the benchmark does not drive it yet")
+        raise Unavailable(f"no 'rlhf' method in hybridpo.methods.METHODS yet ({sorted(METHODS)})")
+    record = RunRecord("hybridpo rlhf", w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.rloo_k)
+    return _run_method(record, w, "rlhf")

@@ -22,6 +22,7 @@ from hybridpo.bench.workloads import Workload, get_workload
 VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo dpo": ("hybridpo_runner", "run_dpo", {"layout": "packed"}),
     "hybridpo dpo padded": ("hybridpo_runner", "run_dpo", {"layout": "padded"}),
+    "hybridpo dpo precompute-ref": ("hybridpo_runner", "run_dpo", {"precompute": True}),
     "hybridpo hypo": ("hybridpo_runner", "run_hypo", {}),
     "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
     "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
@@ -31,9 +32,9 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
 
 # workload -> the variants it compares (issue 7's list)
 PLAN: dict[str, list[str]] = {
-    "tiny": ["hybridpo dpo", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
+    "tiny": ["hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
              "hybridpo rlhf", "trl rloo"],
-    "tldr": ["hybridpo dpo", "trl dpo ref-model", "trl dpo precompute-ref"],
+    "tldr": ["hybridpo dpo", "hybridpo dpo precompute-ref", "trl dpo ref-model", "trl dpo precompute-ref"],
     "hypo": ["hybridpo dpo", "hybridpo hypo"],
 }
 

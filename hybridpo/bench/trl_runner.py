@@ -57,6 +57,14 @@ def _common_args(w: Workload, out_dir: str) -> dict:
     )
 
 
+def _quiet(trainer) -> None:
+    """Drop the console logger (every step's metrics dict); timing is taken by `_step_clock`."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
 def _step_clock(record: RunRecord):
     """A TrainerCallback appending each optimiser step's wall time to `record.step_s`."""
     from transformers import TrainerCallback
@@ -112,10 +120,10 @@ def run_dpo(w: Workload, precompute: bool) -> RunRecord:
             train_sampling_strategy="sequential",
         )
         trainer = BenchDPOTrainer(
-            model=policy, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer,
-            callbacks=[],
+            model=policy, ref_model=ref, args=args, train_dataset=data, processing_class=tokenizer
         )
         _check_same_ids(trainer.train_dataset, pairs)
+        _quiet(trainer)
         trainer.add_callback(_step_clock(record))
         trainer.train()
     for batch in batches(w, pairs):
@@ -178,6 +186,7 @@ def run_rloo(w: Workload) -> RunRecord:
         )
         trainer = BenchRLOOTrainer(model=model_dir.name, reward_funcs=reward, args=args, train_dataset=data,
                                    processing_class=tokenizer)
+        _quiet(trainer)
         trainer.add_callback(_step_clock(record))
         trainer.train()
     model_dir.cleanup()

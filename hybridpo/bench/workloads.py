@@ -158,10 +158,10 @@ def _synthetic_pairs(w: Workload) -> list[Pair]:
     return pairs
 
 
-def _tldr_pairs(w: Workload, tokenizer) -> list[Pair]:
+def _tldr_pairs(w: Workload, tokenizer, path: Path | None = None) -> list[Pair]:
     import pandas as pd
 
-    path = shared_dir() / "data" / "tldr" / "tldr_comparisons_10k.parquet"
+    path = path or shared_dir() / "data" / "tldr" / "tldr_comparisons_10k.parquet"
     frame = pd.read_parquet(path, columns=["prompt", "chosen", "rejected"]).head(w.n_pairs)
     if len(frame) < w.n_pairs:
         raise ValueError(f"{path}: {len(frame)} rows, workload {w.name!r} needs {w.n_pairs}")

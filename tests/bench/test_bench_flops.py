@@ -1,0 +1,71 @@
+"""The FLOP counter, derived by hand on a model small enough to count on paper."""
+
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from hybridpo.bench.flops import (
+    ModelShape,
+    attention_keys,
+    decode_flops,
+    dpo_step_flops,
+    forward_flops,
+    matmul_peak,
+    online_step_flops,
+)
+
+# 1 block, d = 2, f = 4, V = 3
+TOY = ModelShape(layers=1, hidden=2, intermediate=4, vocab=3)
+
+
+def test_per_token_and_head_flops_by_hand():
+    # blocks: 2 * (4 d² + 2 d f) = 2 * (16 + 16) = 64 per token; head: 2 d V = 12 per position
+    assert TOY.token_flops == 64
+    assert TOY.head_flops == 12
+
+
+def test_token_flops_match_the_real_models_matmul_weights():
+    # 2 FLOPs per weight of every Linear inside the blocks (QKV, attention out, two MLP matrices)
+    config = GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                           intermediate_size=96)
+    model = GPTNeoXForCausalLM(config)
+    block_weights = sum(
+        m.weight.numel() for m in model.gpt_neox.layers.modules() if isinstance(m, torch.nn.Linear)
+    )
+    shape = ModelShape.from_config(config)
+    assert shape.token_flops == 2 * block_weights
+    assert shape.head_flops == 2 * model.get_output_embeddings().weight.numel()
+
+
+def test_attention_keys_count_the_packed_causal_mask():
+    # prompt of 2 then responses of 1 and 2 tokens. Keys per token: prompt 1, 2; response A: 2 + 1;
+    # response B: 2 + 1, 2 + 2  ->  1 + 2 + 3 + 3 + 4 = 13. Same count from an explicit mask:
+    assert attention_keys(2, [1, 2]) == 13
+    p, lens = 2, [1, 2]
+    seg = [0] * p + [i + 1 for i, n in enumerate(lens) for _ in range(n)]  # 0 = prompt, r = response r
+    allowed = sum(
+        1 for q in range(len(seg)) for k in range(q + 1) if seg[k] == 0 or seg[k] == seg[q]
+    )
+    assert allowed == 13
+
+
+def test_forward_flops_by_hand():
+    # 5 unique tokens x 64 = 320; attention 4 d L x 13 keys = 104; head at 1 + 2 - 1 = 2 positions
+    # (the last prompt position predicts the first token of both responses, counted once) = 24
+    assert forward_flops(TOY, 2, [1, 2]) == 320 + 104 + 24
+
+
+def test_dpo_step_is_policy_forward_backward_plus_reference_forward():
+    # 3x for the policy (forward + backward = 2x forward) + 1x for the reference
+    assert dpo_step_flops(TOY, [(2, [1, 2]), (2, [1, 2])]) == 2 * 4 * 448
+
+
+def test_decode_flops_by_hand():
+    # a 3-token sample after a 2-token prompt: feed tokens 1 and 2; each 64 + 4·2·1·(2 + j) + 12
+    # j = 1: 64 + 24 + 12 = 100;  j = 2: 64 + 32 + 12 = 108
+    assert decode_flops(TOY, 2, [3]) == 208
+    assert decode_flops(TOY, 2, [1]) == 0  # the first token comes from the prompt pass
+    assert online_step_flops(TOY, [(2, [1, 2])], [[3]]) == 4 * 448 + 208
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert matmul_peak(1, sizes=((64, 64, 64),), seconds=0.05) > 0

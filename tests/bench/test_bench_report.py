@@ -1,0 +1,61 @@
+"""Medians, end-to-end rates and the bar verdicts, on hand-made records."""
+
+import math
+
+from hybridpo.bench.record import RunRecord
+from hybridpo.bench.report import COLUMNS, bars, markdown
+from hybridpo.bench.speed import Summary, summarize
+
+
+def _record(**kw):
+    base = dict(variant="v", workload="tiny", pairs_per_step=8, step_s=[10.0, 1.0, 3.0, 2.0], precompute_s=4.0,
+                losses=[0.7, 0.6, 0.5, 0.4], logps_chosen=[-5.0, -4.0, -3.0, -2.0], tokens=[100, 200, 200, 200],
+                flops=[0, 6e9, 6e9, 6e9], peak_rss_bytes=2_000_000_000, user_s=9.0, sys_s=1.0, minor_faults=50)
+    base.update(kw)
+    return RunRecord(**base)
+
+
+def test_summarize_by_hand():
+    s = summarize([_record()], peak_flops=1e10)
+    assert s.step_s == 2.0  # median of the timed steps 1, 3, 2 (step 1 = 10 s is the warm-up)
+    assert s.pairs_per_s == 4.0  # 8 pairs / 2 s
+    assert s.e2e_pairs_per_s == 8 * 4 / (4.0 + 16.0)  # every step and the precompute count end to end
+    assert s.tokens_per_s == 100.0  # 200 tokens / 2 s
+    assert s.flops_frac == 0.3  # 6e9 FLOPs / 2 s = 3e9 FLOP/s of a 1e10 peak
+    assert s.sys_share == 0.1 and s.peak_rss_gb == 2.0
+    assert (s.loss_1, s.loss_2, s.logps_chosen_1) == (0.7, 0.6, -5.0)
+    assert math.isnan(s.completions_per_s)  # offline: no samples
+
+
+def test_summarize_takes_medians_over_repeats():
+    runs = [_record(step_s=[9.0, t, t]) for t in (1.0, 4.0, 2.0)]
+    assert summarize(runs, 1e10).step_s == 2.0
+
+
+def _row(workload, variant, **kw):
+    return Summary(variant=variant, workload=workload, status="ok", **kw)
+
+
+def test_bars_compare_against_trls_best_variant_and_check_the_loss():
+    rows = [
+        _row("tldr", "hybridpo dpo", e2e_pairs_per_s=0.9, loss_2=0.6931, peak_rss_gb=3.0, flops_frac=0.55),
+        _row("tldr", "trl dpo ref-model", e2e_pairs_per_s=0.2, loss_2=0.693105, peak_rss_gb=8.0),
+        _row("tldr", "trl dpo precompute-ref", e2e_pairs_per_s=0.3, loss_2=0.6932, peak_rss_gb=5.0),
+        _row("hypo", "hybridpo dpo", step_s=2.0),
+        _row("hypo", "hybridpo hypo", step_s=3.5),
+    ]
+    text = "\n".join(bars(rows))
+    assert "= 3.00x (bar >= 3.0x): met" in text  # 0.9 / max(0.2, 0.3)
+    assert "trl dpo ref-model| = 5.00e-06" in text and ": same" in text
+    assert "trl dpo precompute-ref| = 1.00e-04" in text and "DIFFERENT" in text
+    assert "= 60% (bar <= 50%): NOT met" in text  # 3.0 GB vs TRL's lowest 5.0 GB
+    assert "55.0% of the fp32 matmul peak" in text and "(bar >= 50%): met" in text
+    assert "= 1.75x (bar <= 1.5x): NOT met" in text
+
+
+def test_markdown_has_every_column_and_explains_missing_variants():
+    rows = [_row("tiny", "hybridpo dpo", step_s=1.0), Summary("hybridpo rlhf", "tiny", "unavailable: no rlhf yet")]
+    text = markdown(3.3e11, 2, 3, rows, "test machine")
+    for header, _, _ in COLUMNS:
+        assert header in text
+    assert "330 GFLOP/s" in text and "unavailable: no rlhf yet" in text
