@@ -13,6 +13,7 @@ configured) is timed apart and counted end to end.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -38,16 +39,32 @@ def _optimizer(policy, w: Workload):
     return opt, get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=w.steps)
 
 
-def _context(w: Workload, policy, tokenizer, layout: str) -> MethodContext:
-    """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy)."""
+class _Phases:
+    """Wall time per phase of the current step (sampling, policy forward, reference forward, ...)."""
+
+    def __init__(self):
+        self.current: dict[str, float] = {}
+
+    @contextmanager
+    def time(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.current[name] = self.current.get(name, 0.0) + time.perf_counter() - start
+
+
+def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases) -> MethodContext:
+    """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy), phases timed."""
     reference = build_reference(policy, ModelConfig(reference="copy"))
     generator = torch.Generator().manual_seed(w.seed)
 
     def policy_logps(prompts, responses, temperature=1.0):
-        return response_logps(policy, prompts, responses, pad_id=PAD_ID, temperature=temperature, layout=layout)
+        with phases.time("policy forward"):
+            return response_logps(policy, prompts, responses, pad_id=PAD_ID, temperature=temperature, layout=layout)
 
     def ref_logps(prompts, responses, temperature=1.0):
-        with torch.no_grad(), reference.scope():
+        with phases.time("reference forward"), torch.no_grad(), reference.scope():
             return response_logps(reference.model, prompts, responses, pad_id=PAD_ID, temperature=temperature,
                                   layout=layout)
 
@@ -56,7 +73,8 @@ def _context(w: Workload, policy, tokenizer, layout: str) -> MethodContext:
         policy.eval()
         try:
             kwargs.setdefault("generator", generator)
-            return sample(policy, prompts, k, eos_id=EOS_ID, pad_id=PAD_ID, **kwargs)
+            with phases.time("sampling"):
+                return sample(policy, prompts, k, eos_id=EOS_ID, pad_id=PAD_ID, **kwargs)
         finally:
             policy.train(was_training)
 
@@ -75,7 +93,8 @@ def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None) -> 
     pairs = build_pairs(w, tokenizer)
     policy = build_model(w).train()
     shape = ModelShape.from_config(policy.config)
-    ctx = _context(w, policy, tokenizer, layout)
+    phases = _Phases()
+    ctx = _context(w, policy, tokenizer, layout, phases)
     opt, sched = _optimizer(policy, w)
     if prepare is not None:
         start = time.perf_counter()
@@ -83,14 +102,18 @@ def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None) -> 
         record.precompute_s = time.perf_counter() - start
     for step, batch in enumerate(batches(w, pairs)):
         ctx.step = step
+        phases.current = {}
         start = time.perf_counter()
         loss, metrics, groups, samples = loss_fn([_example(p) for p in batch], ctx)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+        with phases.time("backward"):
+            loss.backward()
+        with phases.time("clip + optimizer"):
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
         record.step_s.append(time.perf_counter() - start)
+        record.phase_s.append(dict(phases.current))
         record.losses.append(float(loss.detach()))
         record.logps_chosen.append(float(metrics.get("logps/chosen", float("nan"))))
         record.tokens.append(sum(p + sum(lens) for p, lens in groups))

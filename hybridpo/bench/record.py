@@ -21,6 +21,7 @@ class RunRecord:
     logps_chosen: list[float] = field(default_factory=list)  # batch mean of log π(chosen) at each step
     tokens: list[int] = field(default_factory=list)  # unique real tokens of each step (prompt once + responses)
     flops: list[int] = field(default_factory=list)  # FLOPs each step needs (hybridpo.bench.flops)
+    phase_s: list[dict[str, float]] = field(default_factory=list)  # per step: wall time of each timed phase (hybridpo only)
     note: str = ""  # how the variant ran (code path, settings that matter for fairness)
     # filled by speed's child process wrapper:
     peak_rss_bytes: int = 0  # high-water mark of the whole process (ru_maxrss)

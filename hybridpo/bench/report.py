@@ -91,11 +91,24 @@ def bars(rows: list[Summary]) -> list[str]:
     return lines
 
 
+def phase_lines(rows: list[Summary]) -> list[str]:
+    """Where each hybridpo variant's step time goes (median step; the rest is loss math and Python)."""
+    lines = []
+    for row in rows:
+        if row.status == "ok" and row.phase_share:
+            split = ", ".join(f"{name} {share:.0%}" for name, share in row.phase_share.items())
+            lines.append(f"{row.workload} / {row.variant}: {split}, other {max(0.0, 1 - sum(row.phase_share.values())):.0%}")
+    return lines
+
+
 def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary], machine: str) -> str:
     parts = [f"Machine: {machine}; torch threads: {threads}; fp32 CPU; repeats per variant: {repeats} "
              f"(fresh process each); measured fp32 matmul peak: {peak_flops / 1e9:.0f} GFLOP/s.\n"]
     for workload in dict.fromkeys(r.workload for r in rows):
         parts.append(f"### {workload}\n\n" + table([r for r in rows if r.workload == workload]) + "\n")
+    split = phase_lines(rows)
+    if split:
+        parts.append("### Where hybridpo's step time goes\n\n" + "\n".join(f"- {line}" for line in split) + "\n")
     verdicts = bars(rows)
     if verdicts:
         parts.append("### Bars (issue 7)\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")

@@ -59,6 +59,7 @@ class Summary:
     loss_2: float = float("nan")  # loss of step 2, after one update: the work-is-the-same check
     logps_chosen_1: float = float("nan")  # batch mean log π(chosen) at step 1
     flops_frac: float = float("nan")  # needed FLOP/s / measured matmul peak
+    phase_share: dict[str, float] = field(default_factory=dict)  # share of the median step per timed phase
     note: str = ""  # the runner's description of the code path
     records: list[dict] = field(default_factory=list)  # raw RunRecords, one per repeat
 
@@ -131,6 +132,10 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         tokens.append(statistics.fmean(r.tokens[timed]) / median)
         flops.append(statistics.fmean(r.flops[timed]) / median)
     step = statistics.median(step_s)
+    phases = {}
+    timed_phases = first.phase_s[1:] if len(first.phase_s) > 1 else first.phase_s
+    for name in dict.fromkeys(n for p in timed_phases for n in p):
+        phases[name] = statistics.median(p.get(name, 0.0) for p in timed_phases) / step_s[0]
     cpu = [r.user_s + r.sys_s for r in records]
     return Summary(
         variant=first.variant,
@@ -149,6 +154,7 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         loss_2=first.losses[1] if len(first.losses) > 1 else float("nan"),
         logps_chosen_1=first.logps_chosen[0] if first.logps_chosen else float("nan"),
         flops_frac=statistics.median(flops) / peak_flops if peak_flops > 0 else float("nan"),
+        phase_share=phases,
         note=first.note,
         records=[asdict(r) for r in records],
     )

@@ -16,7 +16,8 @@ def _record(**kw):
 
 
 def test_summarize_by_hand():
-    s = summarize([_record()], peak_flops=1e10)
+    phases = [{"backward": 5.0}, {"backward": 0.5}, {"backward": 1.5}, {"backward": 1.0}]
+    s = summarize([_record(phase_s=phases)], peak_flops=1e10)
     assert s.step_s == 2.0  # median of the timed steps 1, 3, 2 (step 1 = 10 s is the warm-up)
     assert s.pairs_per_s == 4.0  # 8 pairs / 2 s
     assert s.e2e_pairs_per_s == 8 * 4 / (4.0 + 16.0)  # every step and the precompute count end to end
@@ -25,6 +26,7 @@ def test_summarize_by_hand():
     assert s.sys_share == 0.1 and s.peak_rss_gb == 2.0
     assert (s.loss_1, s.loss_2, s.logps_chosen_1) == (0.7, 0.6, -5.0)
     assert math.isnan(s.completions_per_s)  # offline: no samples
+    assert s.phase_share == {"backward": 0.5}  # median timed backward 1.0 s of the 2.0 s median step
 
 
 def test_summarize_takes_medians_over_repeats():

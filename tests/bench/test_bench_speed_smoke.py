@@ -29,6 +29,8 @@ def test_bench_speed_tiny_smoke(tmp_path, capsys):
     assert row["loss_1"] == pytest.approx(math.log(2), abs=1e-6)
     assert math.isfinite(row["loss_2"]) and row["loss_2"] != row["loss_1"]  # the update changed the policy
     assert row["peak_rss_gb"] > 0 and row["step_s"] > 0 and 0 < row["flops_frac"]
+    assert set(row["phase_share"]) == {"policy forward", "reference forward", "backward", "clip + optimizer"}
+    assert 0 < sum(row["phase_share"].values()) <= 1.0 + 1e-9
     (record,) = row["records"]
     assert len(record["step_s"]) == 2 and len(record["losses"]) == 2
     assert record["tokens"][0] > 0 and record["flops"][0] > 0
