@@ -101,13 +101,11 @@ def load_model_weights(model, folder: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
         return
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no .safetensors weights")
-    weights = {}
-    for f in files:
-        weights.update(load_file(f))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # through from_pretrained: save_pretrained may store keys under the checkpoint's historical
+    # names (GPT-NeoX's lm_head is saved as embed_out), which only the loader maps back. This
+    # holds a second copy of the weights for a moment, at resume only.
+    loaded = type(model).from_pretrained(folder, dtype=next(model.parameters()).dtype)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     lost = sorted(trainable & set(missing))
     if lost or unexpected:
