@@ -12,6 +12,7 @@ configured) is timed apart and counted end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 
@@ -19,9 +20,11 @@ import torch
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
 from hybridpo.bench.record import RunRecord, Unavailable
-from hybridpo.bench.workloads import EOS_ID, PAD_ID, Pair, Workload, batches, build_model, build_pairs, load_tokenizer
+from hybridpo.bench.workloads import (
+    EOS_ID, PAD_ID, Pair, Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward,
+)
 from hybridpo.config import ModelConfig
-from hybridpo.data.examples import PreferenceExample
+from hybridpo.data.examples import PreferenceExample, PromptExample
 from hybridpo.logprobs import response_logps
 from hybridpo.losses import dpo_loss, hypo_kl_loss
 from hybridpo.methods import METHODS, MethodContext
@@ -44,6 +47,7 @@ class _Phases:
 
     def __init__(self):
         self.current: dict[str, float] = {}
+        self.sample_lens: list[list[int]] = []  # per prompt: lengths of the samples drawn this step
 
     @contextmanager
     def time(self, name: str):
@@ -54,8 +58,13 @@ class _Phases:
             self.current[name] = self.current.get(name, 0.0) + time.perf_counter() - start
 
 
-def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases) -> MethodContext:
-    """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy), phases timed."""
+def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases, stop_at_eos: bool = True) -> MethodContext:
+    """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy), phases timed.
+
+    `stop_at_eos=False` samples every response to its full length (TRL's RLOO side runs with
+    min_new_tokens = max_new_tokens, so both sides do the same work); the reward is the
+    workload's programmatic `low_id_reward`.
+    """
     reference = build_reference(policy, ModelConfig(reference="copy"))
     generator = torch.Generator().manual_seed(w.seed)
 
@@ -74,11 +83,18 @@ def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases) -> Me
         try:
             kwargs.setdefault("generator", generator)
             with phases.time("sampling"):
-                return sample(policy, prompts, k, eos_id=EOS_ID, pad_id=PAD_ID, **kwargs)
+                rollout = sample(policy, prompts, k, eos_id=EOS_ID if stop_at_eos else -1, pad_id=PAD_ID, **kwargs)
+            phases.sample_lens.extend([len(s) for s in samples] for samples in rollout.responses)
+            return rollout
         finally:
             policy.train(was_training)
 
-    return MethodContext(policy=policy, logps=policy_logps, ref_logps=ref_logps, sample=draw, reward=None,
+    def reward(prompts, responses):
+        with phases.time("reward"):
+            flat = [r for rs in responses for r in rs] if responses and isinstance(responses[0][0], list) else responses
+            return torch.tensor(low_id_reward(flat, w.vocab))
+
+    return MethodContext(policy=policy, logps=policy_logps, ref_logps=ref_logps, sample=draw, reward=reward,
                          tokenizer=tokenizer, pad_id=PAD_ID, eos_id=EOS_ID, generator=generator,
                          device=torch.device("cpu"))
 
@@ -87,24 +103,33 @@ def _example(p: Pair) -> PreferenceExample:
     return PreferenceExample(p.prompt_ids, p.chosen_ids, p.rejected_ids, p.prompt, p.chosen, p.rejected, group=None)
 
 
-def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None) -> RunRecord:
-    """The timed loop: `loss_fn(batch, ctx) -> (loss, metrics, groups, samples)` per step."""
+def _prompt_example(p: Pair) -> PromptExample:
+    return PromptExample(p.prompt_ids, p.prompt, reference_ids=None, reference=None, group=None)
+
+
+def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None, stop_at_eos: bool = True,
+         as_example=_example) -> RunRecord:
+    """The timed loop: `loss_fn(batch, ctx, phases) -> (loss, metrics, groups, samples)` per step.
+
+    `groups` are (prompt length, lengths of every scored response) per prompt and `samples` the
+    lengths of the online samples alone (None when offline), for the FLOP count.
+    """
     tokenizer = load_tokenizer(w)
     pairs = build_pairs(w, tokenizer)
     policy = build_model(w).train()
     shape = ModelShape.from_config(policy.config)
     phases = _Phases()
-    ctx = _context(w, policy, tokenizer, layout, phases)
+    ctx = _context(w, policy, tokenizer, layout, phases, stop_at_eos)
     opt, sched = _optimizer(policy, w)
     if prepare is not None:
         start = time.perf_counter()
-        prepare([_example(p) for p in pairs], ctx)
+        prepare([as_example(p) for p in pairs], ctx)
         record.precompute_s = time.perf_counter() - start
     for step, batch in enumerate(batches(w, pairs)):
         ctx.step = step
-        phases.current = {}
+        phases.current, phases.sample_lens = {}, []
         start = time.perf_counter()
-        loss, metrics, groups, samples = loss_fn([_example(p) for p in batch], ctx)
+        loss, metrics, groups, samples = loss_fn([as_example(p) for p in batch], ctx, phases)
         with phases.time("backward"):
             loss.backward()
         with phases.time("clip + optimizer"):
@@ -133,7 +158,7 @@ def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False) -> Ru
     method_cls = METHODS["dpo"]
     method = method_cls(method_cls.Config(beta=w.beta, precompute_ref_logps=precompute))
 
-    def loss_fn(batch, ctx):
+    def loss_fn(batch, ctx, phases):
         loss, metrics = method.loss(batch, ctx)
         return loss, metrics, _pair_groups(batch), None
 
@@ -148,7 +173,7 @@ def run_hypo(w: Workload) -> RunRecord:
         return _run_method(record, w, "hypo")
     record.note = (f"no 'hypo' method yet: direct rollout.sample(k={w.hypo_k}, max {w.hypo_new_tokens}) + packed "
                    "response_logps + dpo_loss + hypo_kl_loss")
-    return _run(record, w, "packed", lambda batch, ctx: _hypo_direct(w, batch, ctx))
+    return _run(record, w, "packed", lambda batch, ctx, phases: _hypo_direct(w, batch, ctx))
 
 
 def _hypo_direct(w: Workload, batch, ctx):
@@ -166,9 +191,47 @@ def _hypo_direct(w: Workload, batch, ctx):
     return loss, {"logps/chosen": float(policy[:, 0].detach().mean())}, groups, samples
 
 
+# Config field names an online method may use for the workload's knobs (first match is set).
+_KNOBS = {
+    "beta": ("beta",),
+    "k": ("k", "num_samples", "samples_per_prompt", "n_samples", "num_generations"),
+    "max_new_tokens": ("max_new_tokens", "max_completion_length", "response_length"),
+}
+
+
+def _method_config(method_cls, values: dict):
+    """The method's Config with the workload's beta / k / max_new_tokens under the method's own field names."""
+    names = {f.name for f in dataclasses.fields(method_cls.Config)}
+    chosen = {}
+    for knob, value in values.items():
+        hit = [n for n in _KNOBS[knob] if n in names]
+        if not hit:
+            raise Unavailable(f"methods[{method_cls.name!r}].Config has no field for {knob} "
+                              f"(looked for {list(_KNOBS[knob])}; fields: {sorted(names)})")
+        chosen[hit[0]] = value
+    return method_cls.Config(**chosen), chosen
+
+
 def _run_method(record: RunRecord, w: Workload, name: str) -> RunRecord:
-    """An online method from the registry; its samples are counted from the metrics it reports."""
-    raise Unavailable(f"methods[{name!r}] exists but the benchmark does not drive it yet")
+    """An online method from the registry; the samples it draws are counted through ctx.sample."""
+    method_cls = METHODS[name]
+    online_only = method_cls.data_kind == "prompts"  # rlhf: prompts in, k samples scored by the reward
+    k, new_tokens = (w.rloo_k, w.rloo_new_tokens) if online_only else (w.hypo_k, w.hypo_new_tokens)
+    cfg, chosen = _method_config(method_cls, {"beta": w.beta, "k": k, "max_new_tokens": new_tokens})
+    method = method_cls(cfg)
+
+    def loss_fn(batch, ctx, phases):
+        loss, metrics = method.loss(batch, ctx)
+        samples = phases.sample_lens
+        if len(samples) != len(batch):
+            raise RuntimeError(f"methods[{name!r}] sampled for {len(samples)} prompts, batch has {len(batch)}")
+        offline = [] if online_only else [[len(ex.chosen_ids), len(ex.rejected_ids)] for ex in batch]
+        groups = [(len(ex.prompt_ids), (offline[i] if offline else []) + s) for i, (ex, s) in enumerate(zip(batch, samples))]
+        return loss, metrics, groups, samples
+
+    record.note = f"methods[{name!r}] with {chosen}" + (", samples run to full length (no EOS stop)" if online_only else "")
+    return _run(record, w, "packed", loss_fn, stop_at_eos=not online_only,
+                as_example=_prompt_example if online_only else _example)
 
 
 def run_rlhf(w: Workload) -> RunRecord:

@@ -17,7 +17,7 @@ import time
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
 from hybridpo.bench.record import RunRecord, Unavailable
-from hybridpo.bench.workloads import Workload, batches, build_model, build_pairs, load_tokenizer
+from hybridpo.bench.workloads import Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward
 
 
 def _import_trl():
@@ -143,11 +143,6 @@ def _check_same_ids(dataset, pairs) -> None:
                 raise RuntimeError(f"TRL tokenized row {row} field {field!r} differently from the workload's ids")
 
 
-def reward_low_ids(completion_ids, vocab: int) -> list[float]:
-    """The benchmark's programmatic reward: the share of completion tokens in the lower half of the vocabulary."""
-    return [sum(1 for t in ids if t < vocab // 2) / max(len(ids), 1) for ids in completion_ids]
-
-
 def run_rloo(w: Workload) -> RunRecord:
     """TRL RLOOTrainer: k completions of exactly `rloo_new_tokens` tokens per prompt, one update each."""
     _import_trl()
@@ -164,7 +159,7 @@ def run_rloo(w: Workload) -> RunRecord:
     policy.save_pretrained(model_dir.name)  # RLOOTrainer loads its reference from the policy's path
 
     def reward(completion_ids, **kwargs):
-        return reward_low_ids(completion_ids, w.vocab)
+        return low_id_reward(completion_ids, w.vocab)
 
     class BenchRLOOTrainer(RLOOTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -180,6 +180,11 @@ def _tldr_pairs(w: Workload, tokenizer, path: Path | None = None) -> list[Pair]:
     return pairs
 
 
+def low_id_reward(completion_ids: list[list[int]], vocab: int) -> list[float]:
+    """The RLOO workload's programmatic reward (both sides): share of tokens in the vocabulary's lower half."""
+    return [sum(1 for t in ids if t < vocab // 2) / max(len(ids), 1) for ids in completion_ids]
+
+
 def batches(w: Workload, pairs: list[Pair]) -> list[list[Pair]]:
     """The `steps` consecutive batches of `batch_pairs` pairs (sequential order, no shuffling)."""
     need = w.steps * w.batch_pairs
