@@ -137,9 +137,7 @@ def _prune(root: Path, keep: int) -> None:
     done = sorted(p for p in root.glob("step-*") if (p / "state.json").exists())
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):  # left by a run killed while saving
-        if stale.name.endswith(f"-{os.getpid()}"):
-            continue
+    for stale in root.glob(".tmp-step-*"):  # left by a save that died (this one is renamed by now)
         shutil.rmtree(stale, ignore_errors=True)
 
 
