@@ -16,6 +16,12 @@ Two layouts compute the same numbers (tested to 1e-5 in fp32, values and gradien
   as if it followed the prompt alone. The LM head (hidden -> vocab, 50k wide for Pythia) is applied
   only at the positions whose next token is a response token: the last prompt position (shared by
   all responses of the prompt, so computed once) and every response position but the last.
+  The hidden states are gathered at those positions before the head, by the model's own forward
+  given a boolean `logits_to_keep` (transformers 5.x; DDP / peft wrappers and any logit scaling
+  then apply as usual), or, where the forward lacks that, by running the decoder (`model.gpt_neox`,
+  `model.model`, found through `base_model_prefix`, also under peft) and applying
+  `get_output_embeddings()` to the gathered states. Models whose attention cannot take a custom
+  4D mask raise `PackingUnsupported` (use layout="padded"); `packing_unsupported_reason` says why.
   On TL;DR (prompts ~334 tokens, responses ~35) a DPO pair costs one prompt pass instead of two,
   and the head runs on ~10% of the positions instead of all of them.
 

@@ -3,7 +3,10 @@
 The prompt is run once per prompt, not once per sample: the P prompts are left-padded into one
 batch and prefilled, then the cache (and the next-token distribution of the last prompt position)
 is repeated k times along the batch, and the P*k samples decode together, one forward of one token
-per step. The only Python loop is over time steps.
+per step; a sample that emits EOS leaves the batch (its cache rows are dropped). The only Python
+loop is over time steps. Prompts of different lengths are left-padded, with the attention mask
+hiding the pads and position ids counting from each prompt's first real token, so a batch gives
+the same tokens as one prompt at a time (tested against transformers' greedy `generate`).
 
 Log-probs (the classic source of negative "KL" in other libraries is a mismatch here):
 `Rollout.logps` is log π_τ(y|x) with π_τ = softmax(logits / τ), the same temperature and the same
