@@ -100,6 +100,19 @@ def test_sampler_logps_equal_scorer_logps_and_kl_of_pi_to_itself_is_zero(layout)
     assert sequence_kl(r.logps, wrong.by_prompt()).abs().max() > 0.1
 
 
+def test_lora_policy_samples_and_scores_consistently_and_mode_is_restored():
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(tiny_model(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value"]))
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.3, generator=gen(6))
+    lora.train()
+    r = sample(lora, PROMPTS, 2, max_new_tokens=8, eos_id=EOS, pad_id=PAD, temperature=0.7, generator=gen(7))
+    assert lora.training  # sampling ran in eval mode and gave the mode back
+    scored = response_logps(lora, PROMPTS, r.responses, pad_id=PAD, temperature=0.7)
+    assert_close(scored.by_prompt(), r.logps, atol=1e-5, rtol=0)
+
+
 def test_eos_stops_and_everything_after_is_masked():
     """Vocab {EOS, PAD, 2, 3}: EOS is frequent, so both finished and cut-off samples occur."""
     model, max_new = tiny_model(vocab=4, init=0.5), 6
