@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from hybridpo.methods.base import Method, MethodContext
 from hybridpo.methods.dpo import DPO, IPO
+from hybridpo.methods.hypo import HyPO
+from hybridpo.methods.online_dpo import OnlineDPO
+from hybridpo.methods.rlhf import RLHF
 from hybridpo.methods.rm import RewardModel
 from hybridpo.methods.sft import SFT
 
@@ -15,6 +18,9 @@ METHODS: dict[str, type[Method]] = {
     "rm": RewardModel,
     "dpo": DPO,
     "ipo": IPO,
+    "hypo": HyPO,
+    "online_dpo": OnlineDPO,
+    "rlhf": RLHF,
 }
 
 

@@ -1,0 +1,85 @@
+"""Online DPO (the lecture's §22.5 controlled comparison): DPO on pairs the policy itself draws.
+
+Each step: for each prompt x of the minibatch, sample n = k ≥ 2 completions from the current π
+(no grad), score them with the reward model (ctx.reward) or a text scorer, and take the best as
+y+ and the worst as y-. The loss is DPO's Eq. 4 on (x, y+, y-) (hybridpo.losses.dpo_loss), with
+the same β, optimiser and schedule as offline `dpo`, so the only difference is where the pairs
+come from. A prompt whose samples all score the same gives no pair: it is left out of the loss
+and counted (`pairs/ties`).
+
+The DPO term uses log-probs at τ = 1 (the DPO objective is about π itself); the KL metric uses
+the sampler's log-probs and π_ref's at the sampling τ (hybridpo.methods.online).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hybridpo.data.examples import PromptExample
+from hybridpo.losses import dpo_loss, implicit_rewards
+from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.online import SamplingArgs, check_sampling, draw, load_scorer, sample_metrics, sample_tokens, score
+
+
+@dataclass
+class OnlineDPOConfig(SamplingArgs):
+    k: int = 4  # n, completions sampled per prompt; the best and the worst by reward form the pair (≥ 2)
+    beta: float = 0.1  # β of Eq. 4, as for offline dpo (paper TL;DR: 0.05)
+    scorer: str = ""  # "package.module:function" f(prompt_text, response_text) -> float ranks the samples; "" = the reward model (model.reward_model)
+
+
+class OnlineDPO(Method):
+    name = "online_dpo"
+    Config = OnlineDPOConfig
+    needs_reference = True
+    needs_reward_model = True  # set per instance: False when a text scorer is configured
+    data_kind = "prompts"
+
+    def __init__(self, cfg: OnlineDPOConfig, scorer=None):
+        super().__init__(cfg)
+        check_sampling(cfg)
+        if not cfg.beta > 0:
+            raise ValueError(f"method_args.beta={cfg.beta}; must be > 0")
+        self.scorer = scorer if scorer is not None else (load_scorer(cfg.scorer) if cfg.scorer else None)
+        self.needs_reward_model = self.scorer is None
+
+    def loss(self, batch: list[PromptExample], ctx: MethodContext):
+        cfg, B = self.cfg, len(batch)
+        prompts = [ex.prompt_ids for ex in batch]
+        rollout = draw(ctx, prompts, cfg)  # (B, k) samples of the current policy, no grad
+        rewards = score(ctx, self.scorer, prompts, rollout)  # (B, k)
+        best, worst = rewards.argmax(dim=1), rewards.argmin(dim=1)  # (B,) ties: argmax == argmin index
+        valid = (rewards.max(dim=1).values > rewards.min(dim=1).values).float()  # (B,) 1 where the pair is real
+        pairs = [[s[int(b)], s[int(w)]] for s, b, w in zip(rollout.responses, best, worst)]
+
+        policy = ctx.logps(prompts, pairs).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward
+        ref = ctx.ref_logps(prompts, pairs).logps.detach().float().view(B, 2)
+        losses = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta)  # (B,) Eq. 4
+        loss = (losses * valid).sum() / valid.sum().clamp(min=1.0)
+
+        # KL metric on all k samples: the sampler's log π_τ and π_ref's at the same τ (no grad)
+        ref_samples = ctx.ref_logps(prompts, rollout.responses, temperature=cfg.temperature).logps.float()
+        chosen_r = implicit_rewards(policy[:, 0], ref[:, 0], cfg.beta)
+        rejected_r = implicit_rewards(policy[:, 1], ref[:, 1], cfg.beta)
+        metrics = {
+            "loss": loss.item(),
+            "rewards/chosen": chosen_r.mean().item(),
+            "rewards/rejected": rejected_r.mean().item(),
+            "rewards/margins": (chosen_r - rejected_r).mean().item(),
+            "rewards/accuracies": (chosen_r > rejected_r).float().mean().item(),
+            "logps/chosen": policy[:, 0].mean().item(),
+            "logps/rejected": policy[:, 1].mean().item(),
+            "reward": rewards.mean().item(),
+            "reward/best": rewards.max(dim=1).values.mean().item(),
+            "reward/worst": rewards.min(dim=1).values.mean().item(),
+            "pairs/ties": 1.0 - valid.mean().item(),
+            **sample_metrics(rollout, rollout.logps, ref_samples.to(rollout.logps.device).view(B, cfg.k)),
+            "num_tokens": sample_tokens(prompts, rollout),
+        }
+        return loss, metrics
+
+    @torch.no_grad()
+    def evaluate(self, batch: list[PromptExample], ctx: MethodContext) -> dict[str, float]:
+        return self.loss(batch, ctx)[1]
