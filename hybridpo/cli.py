@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init-model": ("init_model", "save a randomly initialised Pythia-architecture model with a tokenizer"),
     "data": ("data", "load a data config as training would; print rows kept / dropped / truncated"),
     "bench": ("bench", "measuring instruments: `bench speed` compares hybridpo with TRL on the same work"),
+    "eval": ("eval", "evaluate policies: KL to the reference, scores, judge win rate; eval.json and a table"),
+    "plot": ("plot", "training curves and the Figure-1-style validation-KL plot from run folders"),
 }
 
 

@@ -8,10 +8,10 @@
 """
 
 from hybridpo.tasks import gold
-from hybridpo.tasks.gold import GoldExample, GoldTaskConfig, gold_reward, make_examples, noisy_responses
+from hybridpo.tasks.gold import GoldExample, GoldTaskConfig, gold_reward, make_examples, make_split, noisy_responses
 from hybridpo.tasks.pairs import CoverageConfig, bt_probability, covered, label_pairs, sft_rows, write_jsonl
 
 __all__ = [
-    "gold", "GoldExample", "GoldTaskConfig", "gold_reward", "make_examples", "noisy_responses",
+    "gold", "GoldExample", "GoldTaskConfig", "gold_reward", "make_examples", "make_split", "noisy_responses",
     "CoverageConfig", "bt_probability", "covered", "label_pairs", "sft_rows", "write_jsonl",
 ]

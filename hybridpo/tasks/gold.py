@@ -175,3 +175,9 @@ def noisy_responses(example: GoldExample, n: int, rng: random.Random, p_edit: fl
             words.append(rng.choice(words))
         out.append(" " + " ".join(words) if words else "")
     return out
+
+
+def make_split(n_train: int, n_eval: int, seed: int, cfg: GoldTaskConfig | None = None) -> tuple[list[GoldExample], list[GoldExample]]:
+    """Disjoint train / eval prompts: n_train + n_eval distinct prompts, the last n_eval held out."""
+    examples = make_examples(n_train + n_eval, seed, cfg)
+    return examples[:n_train], examples[n_train:]

@@ -1,0 +1,155 @@
+"""Tables and figures from evaluation results and run folders (no model code here).
+
+- `aggregate` + `markdown_table`: runs grouped by label (the run folder's name without its seed
+  suffix: `dpo-seed0`, `dpo_s1` -> `dpo`), every metric as mean ± std over the group's seeds
+  (sample std, n-1; "±0" style is never faked for n = 1: the std column is "n/a").
+- `plot_training`: loss, reward margins, KL and reward against step, one line per run.
+- `plot_validation_kl`: validation KL against step (or epoch) for several runs on one figure,
+  the mean over seeds as a line and the min/max over seeds as a band (paper Figure 1 style).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+# The columns of the Table-1-style table, in order, when present.
+TABLE_KEYS = ("win_rate", "gold", "gold/diff", "rm", "rm/diff", "kl", "forward_kl/reference",
+              "logps/chosen", "logps/rejected", "response_length", "eos_rate")
+_SEED_RE = re.compile(r"^(.*?)[-_.]?(?:seed|s)(\d+)$")
+
+
+def split_label(name: str) -> tuple[str, int | None]:
+    """"dpo-seed2" -> ("dpo", 2); "hypo_s0" -> ("hypo", 0); "sft" -> ("sft", None)."""
+    m = _SEED_RE.match(name)
+    if m and m.group(1):
+        return m.group(1), int(m.group(2))
+    return name, None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of RUN/metrics.jsonl; ValueError naming file and line for a bad row."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no metrics.jsonl in this run folder")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or "step" not in row:
+            raise ValueError(f"{path}:{i}: a metrics row needs a 'step' field")
+        rows.append(row)
+    return rows
+
+
+def aggregate(results: dict[str, dict], keys=TABLE_KEYS) -> list[dict]:
+    """{run name: metrics} -> one row per label: {"label", "n", key: (mean, std | None)}."""
+    groups: dict[str, list[dict]] = {}
+    for name, metrics in results.items():
+        groups.setdefault(split_label(name)[0], []).append(metrics)
+    rows = []
+    for label, runs in groups.items():
+        row: dict = {"label": label, "n": len(runs)}
+        for k in keys:
+            vals = [float(r[k]) for r in runs if isinstance(r.get(k), (int, float)) and not math.isnan(r[k])]
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+            row[k] = (mean, std)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict], keys=TABLE_KEYS) -> str:
+    """The aggregated rows as a markdown table, "mean ± std" cells (std over seeds)."""
+    cols = [k for k in keys if any(k in r for r in rows)]
+    lines = ["| run | seeds | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for r in rows:
+        cells = []
+        for k in cols:
+            if k not in r:
+                cells.append("")
+                continue
+            mean, std = r[k]
+            cells.append(f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
+        lines.append(f"| {r['label']} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_training(run_dirs: list[str | Path], out: str | Path,
+                  keys=("loss", "rewards/margins", "kl", "reward")) -> Path:
+    """One panel per key (loss, margins, KL, reward) against step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        drawn = 0
+        for d in run_dirs:
+            pts = [(r["step"], r[key]) for r in read_metrics(d) if isinstance(r.get(key), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), label=Path(d).name, lw=1.2)
+                drawn += 1
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def validation_series(run_dir: str | Path, key: str, x: str = "step") -> list[tuple[float, float]]:
+    """(x, value) of every metrics row carrying `key` (e.g. eval/kl), in step order."""
+    return [(float(r[x]), float(r[key])) for r in read_metrics(run_dir)
+            if isinstance(r.get(key), (int, float)) and x in r]
+
+
+def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "eval/kl", x: str = "step") -> Path:
+    """Figure 1 style: per label, the mean over seeds as a line and the min/max band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict[float, float]]] = {}
+    for d in run_dirs:
+        series = dict(validation_series(d, key, x))
+        if series:
+            groups.setdefault(split_label(Path(d).name)[0], []).append(series)
+    if not groups:
+        raise ValueError(f"no run in {[str(d) for d in run_dirs]} logged {key!r}; nothing to plot")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for label, seeds in groups.items():
+        xs = sorted(set.intersection(*(set(s) for s in seeds)))  # points every seed has
+        vals = [[s[t] for s in seeds] for t in xs]
+        mean = [sum(v) / len(v) for v in vals]
+        line, = ax.plot(xs, mean, marker="o", ms=3, label=f"{label} (n={len(seeds)})")
+        if len(seeds) > 1:
+            ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{key}  (KL(π‖π_ref), nats)")
+    ax.set_title("validation KL over training (band: min/max over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
