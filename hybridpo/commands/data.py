@@ -78,7 +78,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"rows read  {s.rows_read}")
     print(f"kept       train {s.train_examples} ({s.train_groups} groups), eval {s.eval_examples} ({s.eval_groups} groups)")
     print(f"dropped    ties {s.dropped_ties}, empty {s.dropped_empty}, duplicates {s.dropped_duplicates}, "
-          f"over-long {s.dropped_overlong}")
+          f"over-long {s.dropped_overlong}; beyond max_rows {s.beyond_max_rows}")
     print(f"truncated  prompts {s.truncated_prompts} (start cut), responses {s.truncated_responses} (end cut, no EOS)")
     print(f"cache      {'hit' if s.from_cache else ('written' if cfg.use_cache else 'off')}")
     for e in prepared.train[: args.show]:

@@ -46,6 +46,7 @@ class DataStats:
     dropped_empty: int = 0  # rows with an empty (whitespace-only) prompt or response
     dropped_duplicates: int = 0  # exact repeats of an earlier example (prompt loads only)
     dropped_overlong: int = 0  # rows over a length limit when `on_overlong: drop`
+    beyond_max_rows: int = 0  # valid examples left out by `max_rows` / `max_eval_rows`
     truncated_prompts: int = 0  # prompts left-truncated (their start was cut, the end kept)
     truncated_responses: int = 0  # responses right-truncated; each of these lost its EOS
     train_examples: int = 0  # examples in the training split
@@ -68,7 +69,7 @@ class DataStats:
             f"{self.rows_read} rows read; kept {self.train_examples} train / {self.eval_examples} eval "
             f"({self.train_groups} / {self.eval_groups} groups); dropped {dropped} "
             f"(ties {self.dropped_ties}, empty {self.dropped_empty}, duplicates {self.dropped_duplicates}, "
-            f"over-long {self.dropped_overlong}); truncated {self.truncated_prompts} prompts (start cut), "
+            f"over-long {self.dropped_overlong}); {self.beyond_max_rows} beyond max_rows; truncated {self.truncated_prompts} prompts (start cut), "
             f"{self.truncated_responses} responses (end cut, no EOS)"
             + ("; from cache" if self.from_cache else "")
         )

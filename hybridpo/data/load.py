@@ -78,8 +78,9 @@ def _prepare(kind: str, cfg: DataConfig, tokenizer) -> Prepared:
         eval_texts = _texts(kind, cfg, tokenizer, eval_src, stats)
     else:
         train_texts, eval_texts = split_by_group(train_texts, cfg.eval_fraction, cfg.split_seed)
-    train_texts = train_texts[: cfg.max_rows]
-    eval_texts = eval_texts[: cfg.max_eval_rows]
+    stats.beyond_max_rows = len(train_texts[cfg.max_rows or len(train_texts):])
+    stats.beyond_max_rows += len(eval_texts[cfg.max_eval_rows or len(eval_texts):])
+    train_texts, eval_texts = train_texts[: cfg.max_rows], eval_texts[: cfg.max_eval_rows]
     fitter = Fitter(cfg, tokenizer, stats)
     prepared = Prepared(_tokenise(train_texts, tokenizer, fitter), _tokenise(eval_texts, tokenizer, fitter), stats)
     stats.train_examples, stats.eval_examples = len(prepared.train), len(prepared.eval)

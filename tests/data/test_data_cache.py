@@ -97,3 +97,11 @@ def test_use_cache_off_writes_nothing(tok, setup):
     src, cache = setup
     p = prepare_preferences(cfg(src, cache, use_cache=False), tok)
     assert not p.stats.from_cache and not cache.exists()
+
+
+def test_max_rows_leftovers_are_counted(tok, setup):
+    src, cache = setup
+    p = prepare_preferences(cfg(src, cache, max_rows=5, max_eval_rows=2, use_cache=False), tok)
+    # 41 rows - 1 tie = 40 pairs, 30 train / 10 eval (eval_fraction 0.25 of 40 distinct prompts)
+    assert (len(p.train), len(p.eval)) == (5, 2)
+    assert p.stats.beyond_max_rows == (30 - 5) + (10 - 2)
