@@ -85,19 +85,23 @@ def markdown_table(rows: list[dict], keys=TABLE_KEYS) -> str:
 
 def plot_training(run_dirs: list[str | Path], out: str | Path,
                   keys=("loss", "rewards/margins", "kl", "reward")) -> Path:
-    """One panel per key (loss, margins, KL, reward) against step, one line per run."""
+    """One panel per key (loss, margins, KL, reward) against step, one line per run, a colour per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    labels = list(dict.fromkeys(split_label(Path(d).name)[0] for d in run_dirs))
+    color = {lab: f"C{i % 10}" for i, lab in enumerate(labels)}  # one colour per method, seeds share it
+    runs = [(split_label(Path(d).name)[0], read_metrics(d)) for d in run_dirs]
     for ax, key in zip(axes[0], keys):
-        drawn = 0
-        for d in run_dirs:
-            pts = [(r["step"], r[key]) for r in read_metrics(d) if isinstance(r.get(key), (int, float))]
+        drawn, named = 0, set()
+        for label, rows in runs:
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if pts:
-                ax.plot(*zip(*pts), label=Path(d).name, lw=1.2)
+                ax.plot(*zip(*pts), color=color[label], lw=1.0, alpha=0.8, label=None if label in named else label)
+                named.add(label)
                 drawn += 1
         ax.set_title(key)
         ax.set_xlabel("step")
