@@ -13,9 +13,9 @@ projected on the exact gradient's direction and on 4 fixed random directions; ea
 standard error is std_b / √B over the B batches themselves, and the test asserts every projection
 is within 4 standard errors of the exact one. Measured (seeded, this file, B = 40): |∇KL| =
 3.259, the estimate along it 3.367 ± 0.055 (1 s.e., 1.7%), z-scores on the 5 directions within
-±2.1; run once with B = 160 (same seed): 3.295 ± 0.030, |z| <= 1.3, i.e. converging as 1/√B.
-The same check rejects an estimator without the
-stop-gradient (differentiating the sampled log-ratio, whose expected gradient is 0, not ∇KL).
+±2.1; run once with B = 160 (same seed): 3.295 ± 0.030, |z| <= 1.3, i.e. converging as 1/√B. The same check
+rejects an estimator without the stop-gradient (differentiating the sampled log-ratio, whose
+expected gradient is 0, not ∇KL).
 """
 
 import itertools
