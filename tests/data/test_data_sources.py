@@ -93,3 +93,27 @@ def test_load_tokenizer_from_a_folder(tmp_path):
     assert load_tokenizer(str(tmp_path / "bare")).pad_token_id == 1
     with pytest.raises(DataError, match="cannot load a tokenizer from"):
         load_tokenizer(str(tmp_path / "empty_dir_that_is_missing" / "x.json"))
+
+
+def test_hub_name_goes_to_load_dataset_with_subset_split_and_cache(tok, tmp_path, monkeypatch):
+    """No network here: `datasets.load_dataset` is replaced to record the call a hub name makes
+    and to return the rows it would; a failure is reported as a DataError naming the source."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, subset=None, *, split, cache_dir):
+        calls.append((name, subset, split, cache_dir))
+        if name == "nobody/missing":
+            raise ConnectionError("offline")
+        return datasets.Dataset.from_list(ROWS[:2] if split == "train" else ROWS[2:])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    expected = load(tok, _jsonl(tmp_path / "ref.jsonl"))
+    train, eval_ = load_preferences(DataConfig(source="org/prefs", subset="default", eval_split="test",
+                                               hf_cache_dir=str(tmp_path / "hf"), use_cache=False), tok)
+    assert train == expected[:2] and eval_ == expected[2:]
+    assert ("org/prefs", "default", "train", str(tmp_path / "hf")) in calls
+    assert ("org/prefs", "default", "test", str(tmp_path / "hf")) in calls
+    with pytest.raises(DataError, match=r"nobody/missing: not a file; loading it as a Hugging Face dataset name .*ConnectionError: offline"):
+        load(tok, "nobody/missing")
