@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "measuring instruments: `bench speed` compares hybridpo with TRL on the same work"),
     "eval": ("eval", "evaluate policies: KL to the reference, scores, judge win rate; eval.json and a table"),
     "plot": ("plot", "training curves and the Figure-1-style validation-KL plot from run folders"),
+    "task": ("task", "write a synthetic gold-reward task's prompts, SFT rows and labelled pairs as JSONL"),
 }
 
 
