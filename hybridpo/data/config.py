@@ -62,6 +62,9 @@ class DataConfig:
             raise DataError(f"data.on_overlong={self.on_overlong!r}; choose from ['truncate', 'drop']")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise DataError(f"data.eval_fraction={self.eval_fraction}; must be in [0, 1)")
+        if self.eval_fraction > 0 and (self.eval_source or self.eval_split):
+            raise DataError("data.eval_fraction holds evaluation rows out of data.source; it cannot be combined "
+                            "with data.eval_source / data.eval_split (choose one way to get evaluation data)")
         for name in ("max_prompt_length", "max_response_length", "max_length", "max_rows", "max_eval_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -83,6 +83,8 @@ def test_unsupported_file_and_bad_settings(tok, tmp_path):
         DataConfig(source="x", format="jsonl")
     with pytest.raises(DataError, match="max_length=10 needs max_prompt_length < max_length"):
         DataConfig(source="x", max_length=10)
+    with pytest.raises(DataError, match="eval_fraction .* cannot be combined with data.eval_source"):
+        DataConfig(source="x", eval_source="y", eval_fraction=0.1)
     with pytest.raises(DataError, match=r"unknown data settings \['max_len'\]"):
         DataConfig.from_dict({"source": "x", "max_len": 3})
 
