@@ -76,3 +76,11 @@ def minimize(loss_fn: Callable[[], Tensor], params: list[Tensor], max_iter: int 
         p.grad = None
     return norm
 
+
+
+def count_pairs(chosen: Tensor, rejected: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Collapse a sampled dataset into its distinct ordered pairs with weight = count / N, so a
+    full-batch loss costs one term per distinct pair; `(weight * loss).sum()` is the mean loss."""
+    counts = torch.bincount(chosen * n + rejected, minlength=n * n).to(DTYPE)
+    keep = counts.nonzero().squeeze(-1)
+    return keep // n, keep % n, counts[keep] / len(chosen)
