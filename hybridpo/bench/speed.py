@@ -108,16 +108,12 @@ def measure_peak(threads: int) -> float:
     return _spawn(_peak_child, threads)[1]
 
 
-def run_variant(variant: str, workload: Workload, threads: int, repeats: int, peak_flops: float) -> Summary:
+def run_once(variant: str, workload: Workload, threads: int) -> RunRecord | str:
+    """One fresh-process run of a variant: its RunRecord, or a status line saying why it did not run."""
     if variant not in VARIANTS:
         raise ValueError(f"variant={variant!r}; choose from {sorted(VARIANTS)}")
-    records = []
-    for _ in range(repeats):
-        status, payload = _spawn(_child, variant, workload, threads)
-        if status != "ok":
-            return Summary(variant, workload.name, f"{status}: {payload.strip()}")
-        records.append(RunRecord(**payload))
-    return summarize(records, peak_flops)
+    status, payload = _spawn(_child, variant, workload, threads)
+    return RunRecord(**payload) if status == "ok" else f"{status}: {payload.strip()}"
 
 
 def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
@@ -174,13 +170,29 @@ def run_speed(
     fields (tests use it to shorten runs); `progress(line)` is called before each variant.
     """
     peak = measure_peak(threads)
-    rows = []
+    all_runs = []
     for name in workloads:
         workload = replace(get_workload(name), **(overrides or {}))
-        for variant in PLAN[name]:
-            if variants is not None and variant not in variants:
-                continue
-            if progress:
-                progress(f"[{name}] {variant} x{repeats} ...")
-            rows.append(run_variant(variant, workload, threads, repeats, peak))
+        planned = [v for v in PLAN[name] if variants is None or v in variants]
+        runs: dict[str, list[RunRecord]] = {v: [] for v in planned}
+        failed: dict[str, str] = {}
+        # repeats go round-robin over the variants, so a drift in the machine's load hits all alike
+        for repeat in range(repeats):
+            for variant in planned:
+                if variant in failed:
+                    continue
+                if progress:
+                    progress(f"[{name}] {variant} (run {repeat + 1}/{repeats}) ...")
+                out = run_once(variant, workload, threads)
+                if isinstance(out, str):
+                    failed[variant] = out
+                else:
+                    runs[variant].append(out)
+        all_runs.append((name, planned, runs, failed))
+    # other load on the machine only lowers a measured peak: keep the better of before and after
+    peak = max(peak, measure_peak(threads))
+    rows = []
+    for name, planned, runs, failed in all_runs:
+        for variant in planned:
+            rows.append(Summary(variant, name, failed[variant]) if variant in failed else summarize(runs[variant], peak))
     return peak, rows
