@@ -157,17 +157,20 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
 def plot(result: LabResult, path: Path) -> None:
     plt = figures.pyplot()
     n = result.settings["n_responses"]
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, s in result.series.items():
-        ax = ax0 if key.startswith("dpo") else ax1
-        ax.plot(s["iteration"], [p * n for p in s["ood_mean_prob"]], label=key)
-    ax1.plot(result.series["dpo_linear_sgd"]["iteration"],
-             [p * n for p in result.series["dpo_linear_sgd"]["ood_mean_prob"]], "k:", label="dpo_linear_sgd")
-    for ax, title in ((ax0, "DPO: parameterisation × optimiser"), (ax1, "normalised linear + SGD: DPO vs RLHF vs HyPO")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [
+        (axes[0], [k for k in result.series if k.startswith("dpo")], "DPO: parameterisation × optimiser (log)"),
+        (axes[1], ["dpo_softmax_sgd", "dpo_linear_sgd"], "DPO, plain SGD: softmax falls, w/Σw rises"),
+        (axes[2], ["dpo_linear_sgd", "hypo_linear_sgd", "rlhf_linear_sgd"], "w/Σw + SGD: DPO vs HyPO vs RLHF"),
+    ]
+    for ax, keys, title in panels:
+        for key in keys:
+            s = result.series[key]
+            ax.plot(s["iteration"], [max(p * n, 1e-4) for p in s["ood_mean_prob"]], label=key)
         ax.axhline(1.0, color="grey", lw=0.5)
         ax.set_xlabel("iteration")
         ax.set_ylabel("mean OOD probability × |Y| (1 = uniform)")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
-    ax0.set_yscale("symlog", linthresh=1e-3)
+    axes[0].set_yscale("log")
     figures.save(fig, path)
