@@ -92,7 +92,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
 
     # -- what the method sees ----------------------------------------------------------------------
     generator = torch.Generator(device=accelerator.device).manual_seed(cfg.run.seed + rank)
-    ctx = _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator)
+    sample_clock = [0.0]  # seconds spent in ctx.sample during the current step
+    ctx = _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator, sample_clock)
 
     # -- resume --------------------------------------------------------------------------------
     step, position = 0, 0
@@ -132,6 +133,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     with stop.installed():
         while step < total_steps and stop.signum is None:
             t0 = time.perf_counter()
+            sample_clock[0] = 0.0
             ctx.step = step
             sums, n_micro, tokens = {}, 0, 0
             for m in range(cfg.optim.grad_accum):
@@ -162,7 +164,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
             row = _mean_across(row, accelerator)
             elapsed = time.perf_counter() - t0
             total_tokens = _sum_across(tokens, accelerator)
-            row.update(grad_norm=grad_norm, lr=lr, tokens_per_s=total_tokens / elapsed, epoch=position / len(train_set))
+            row.update(grad_norm=grad_norm, lr=lr, tokens_per_s=total_tokens / elapsed, step_time_s=elapsed, epoch=position / len(train_set))
+            if sample_clock[0] > 0:
+                row["sample_time_share"] = sample_clock[0] / elapsed
             if step % cfg.run.log_every == 0 or step == total_steps:
                 log.write(step, row)
             bar.update(1)
@@ -191,7 +195,7 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
 # ------------------------------------------------------------------------------------------------
 
 
-def _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator) -> MethodContext:
+def _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator, sample_clock) -> MethodContext:
     layout, pad_id = cfg.run.logprob_layout, tokenizer.pad_token_id
 
     def policy_logps(prompts, responses, temperature=1.0):
@@ -206,12 +210,14 @@ def _context(cfg, model, reference, reward_model, tokenizer, generator, accelera
 
         was_training = model.training
         model.eval()
+        t0 = time.perf_counter()
         try:
             kwargs.setdefault("tokenizer", tokenizer)
             kwargs.setdefault("generator", generator)
             return draw(model, prompts, k, eos_id=tokenizer.eos_token_id, pad_id=pad_id, **kwargs)
         finally:
             model.train(was_training)
+            sample_clock[0] += time.perf_counter() - t0  # the loop logs sample_time_share from it
 
     def reward(prompts, responses):
         with torch.no_grad():

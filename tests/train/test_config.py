@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hybridpo.config import ConfigError, TrainConfig, apply_override, load_config, save_config
@@ -88,3 +90,15 @@ def test_override_creates_sections():
     apply_override(raw, "run.out_dir=runs/x")
     apply_override(raw, "model.lora.target_modules=null")
     assert raw == {"run": {"out_dir": "runs/x"}, "model": {"lora": {"target_modules": None}}}
+
+
+def test_every_shipped_config_loads():
+    repo = Path(__file__).resolve().parents[2]
+    paths = sorted((repo / "configs").rglob("*.yaml"))
+    assert len(paths) >= 12  # tiny sft/rm/dpo/ipo + TL;DR Pythia 1.4B and 2.8B sft/rm/dpo/ipo
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.method and cfg.model.name_or_path
+    paper = load_config(repo / "configs" / "tldr" / "pythia-1.4b" / "dpo.yaml")
+    assert (paper.model.lora.r, paper.model.lora.alpha, paper.model.lora.dropout) == (1024, 2048.0, 0.0)
+    assert paper.data.max_prompt_length == 512
