@@ -29,11 +29,11 @@ def split_label(name: str) -> tuple[str, int | None]:
     return name, None
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of RUN/metrics.jsonl; ValueError naming file and line for a bad row."""
-    path = Path(run_dir) / "metrics.jsonl"
+def read_metrics(run_dir: str | Path, file: str = "metrics.jsonl") -> list[dict]:
+    """The rows of RUN/metrics.jsonl (or another JSONL of the run); ValueError naming file and line for a bad row."""
+    path = Path(run_dir) / file
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no metrics.jsonl in this run folder")
+        raise FileNotFoundError(f"{path}: no {file} in this run folder")
     rows = []
     for i, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -113,13 +113,14 @@ def plot_training(run_dirs: list[str | Path], out: str | Path,
     return _save(fig, out)
 
 
-def validation_series(run_dir: str | Path, key: str, x: str = "step") -> list[tuple[float, float]]:
-    """(x, value) of every metrics row carrying `key` (e.g. eval/kl), in step order."""
-    return [(float(r[x]), float(r[key])) for r in read_metrics(run_dir)
+def validation_series(run_dir: str | Path, key: str, x: str = "step", file: str = "metrics.jsonl") -> list[tuple[float, float]]:
+    """(x, value) of every row of RUN/file carrying `key` (e.g. eval/kl), in file order."""
+    return [(float(r[x]), float(r[key])) for r in read_metrics(run_dir, file)
             if isinstance(r.get(key), (int, float)) and x in r]
 
 
-def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "eval/kl", x: str = "step") -> Path:
+def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "eval/kl", x: str = "step",
+                       file: str = "metrics.jsonl") -> Path:
     """Figure 1 style: per label, the mean over seeds as a line and the min/max band over seeds."""
     import matplotlib
 
@@ -128,7 +129,9 @@ def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "
 
     groups: dict[str, list[dict[float, float]]] = {}
     for d in run_dirs:
-        series = dict(validation_series(d, key, x))
+        if not (Path(d) / file).exists():
+            continue
+        series = dict(validation_series(d, key, x, file))
         if series:
             groups.setdefault(split_label(Path(d).name)[0], []).append(series)
     if not groups:

@@ -65,9 +65,22 @@ def _speed_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gold_arguments(parser: argparse.ArgumentParser) -> None:
+    from hybridpo.tasks.pipeline import add_arguments as gold_arguments
+
+    gold_arguments(parser)
+
+
+def _gold_run(args: argparse.Namespace) -> int:
+    from hybridpo.tasks.pipeline import run as gold_run
+
+    return gold_run(args)
+
+
 # mode -> (add_arguments, run, one-line help)
 MODES = {
     "speed": (_speed_arguments, _speed_run, "hybridpo vs TRL 1.16 on the same work: throughput, memory, FLOP/s"),
+    "gold": (_gold_arguments, _gold_run, "the gold-reward benchmark: SFT -> BT pairs -> methods x seeds -> Table 1 + Figure 1"),
 }
 
 

@@ -24,8 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.runs[0]).resolve().parent / "plots"
     print(f"wrote {plot_training(args.runs, out / 'training_curves.png')}")
+    # `bench gold` writes per-epoch validation KL to RUN/validation_kl.jsonl; plain runs log eval/kl in metrics.jsonl
+    file = "validation_kl.jsonl" if any((Path(r) / "validation_kl.jsonl").exists() for r in args.runs) else "metrics.jsonl"
     try:
-        print(f"wrote {plot_validation_kl(args.runs, out / 'validation_kl.png', key=args.kl_key, x=args.x)}")
+        print(f"wrote {plot_validation_kl(args.runs, out / 'validation_kl.png', key=args.kl_key, x=args.x, file=file)}")
     except ValueError as e:
         print(f"validation KL plot skipped: {e}")
     return 0
