@@ -1,0 +1,218 @@
+"""The online methods' arithmetic on a small-vocabulary model, with a context built as the loop does.
+
+Every expected number is recomputed independently: the samples are replayed from the same seed,
+log-probs come from the plain padded layout (the methods use the packed one), and the losses from
+hybridpo.losses called by hand.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from hybridpo.data.examples import PreferenceExample, PromptExample
+from hybridpo.logprobs import response_logps
+from hybridpo.losses import dpo_loss, hypo_kl_loss, rloo_policy_loss, sequence_kl
+from hybridpo.methods import MethodContext, get_method
+from hybridpo.methods.hypo import HyPOConfig
+from hybridpo.methods.online_dpo import OnlineDPOConfig
+from hybridpo.methods.rlhf import RLHFConfig
+from hybridpo.rollout import sample
+
+EOS, PAD, SEED = 0, 1, 123
+PROMPTS = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+
+
+class Tok:
+    """Decodes ids as space-separated numbers (enough for a text scorer)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids)
+
+
+def model(seed: int) -> GPTNeoXForCausalLM:
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        rotary_pct=0.25, max_position_embeddings=64, tie_word_embeddings=False, initializer_range=0.3)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def context(policy, reference, reward=None, calls=None) -> MethodContext:
+    gen = torch.Generator().manual_seed(SEED)
+
+    def logps(p, r, temperature=1.0):
+        return response_logps(policy, p, r, pad_id=PAD, temperature=temperature)
+
+    def ref_logps(p, r, temperature=1.0):
+        with torch.no_grad():
+            return response_logps(reference, p, r, pad_id=PAD, temperature=temperature)
+
+    def draw(p, k, **kw):
+        if calls is not None:
+            calls.append(len(p))
+        return sample(policy, p, k, eos_id=EOS, pad_id=PAD, generator=gen, **kw)
+
+    return MethodContext(policy=policy, logps=logps, ref_logps=ref_logps, sample=draw, reward=reward, tokenizer=Tok(),
+                         pad_id=PAD, eos_id=EOS, generator=gen, device=torch.device("cpu"))
+
+
+def replay(policy, k, max_new_tokens):
+    """The rollout the method drew: same model, same seed, same call."""
+    return sample(policy, PROMPTS, k, max_new_tokens=max_new_tokens, eos_id=EOS, pad_id=PAD,
+                  generator=torch.Generator().manual_seed(SEED), temperature=1.0, top_p=1.0, top_k=0, stop_strings=None)
+
+
+def padded(m, prompts, responses):
+    with torch.no_grad():
+        return response_logps(m, prompts, responses, pad_id=PAD, layout="padded")
+
+
+@pytest.fixture
+def pair_batch():
+    return [PreferenceExample(p, [3, 4, EOS], [14, EOS], "", "", "", None) for p in PROMPTS]
+
+
+@pytest.fixture
+def models():
+    reference = model(0)
+    policy = copy.deepcopy(reference)
+    with torch.no_grad():  # move π away from π_ref so the KL is positive
+        for p in policy.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return policy, reference
+
+
+def test_hypo_loss_is_dpo_plus_lambda_times_kl_surrogate(models, pair_batch):
+    policy, reference = models
+    cfg = HyPOConfig(k=3, max_new_tokens=5, beta=0.1, lam=0.7, alpha=0.01)
+    loss, m = get_method("hypo")(cfg).loss(pair_batch, context(policy, reference))
+
+    r = replay(policy, 3, 5)
+    responses = [[ex.chosen_ids, ex.rejected_ids, *s] for ex, s in zip(pair_batch, r.responses)]
+    pol, ref = padded(policy, PROMPTS, responses), padded(reference, PROMPTS, responses)
+    pi, rf = pol.logps.view(3, 5), ref.logps.view(3, 5)
+    offline = dpo_loss(pi[:, 0], pi[:, 1], rf[:, 0], rf[:, 1], 0.1).mean()
+    online = hypo_kl_loss(pi[:, 2:], rf[:, 2:], pol.lengths.view(3, 5)[:, 2:], alpha=0.01).mean()
+    assert loss.item() == pytest.approx((offline + 0.7 * online).item(), abs=1e-5)
+    assert m["loss/dpo"] == pytest.approx(offline.item(), abs=1e-5)
+    assert m["kl"] == pytest.approx(sequence_kl(pi[:, 2:], rf[:, 2:]).mean().item(), abs=1e-4)
+    assert m["kl"] > 0.05  # π was moved away from π_ref
+    assert m["lambda"] == 0.7
+    assert m["response_length"] == pytest.approx(r.lengths.float().mean().item())
+    assert m["eos_rate"] == pytest.approx(r.eos.float().mean().item())
+    # entropy estimate: mean -log π of the sampled tokens
+    assert m["entropy"] == pytest.approx((-r.tok_logps.sum() / r.lengths.sum()).item(), rel=1e-5)
+
+
+def test_hypo_dual_ascent_moves_lambda_by_the_constraint_violation(models, pair_batch):
+    policy, reference = models
+    method = get_method("hypo")(HyPOConfig(k=2, max_new_tokens=4, lam=0.2, kl_budget=0.5, lambda_lr=0.1))
+    _, m = method.loss(pair_batch, context(policy, reference))
+    assert m["lambda"] == 0.2  # the λ this step used
+    assert method.lam == pytest.approx(max(0.0, 0.2 + 0.1 * (m["kl"] - 0.5)), abs=1e-7)  # λ ← max(0, λ + η(KL - target))
+    lam_after = method.lam
+    method.evaluate(pair_batch, context(policy, reference))
+    assert method.lam == lam_after  # held-out evaluation never moves λ
+    fresh = get_method("hypo")(HyPOConfig(lam=0.2, kl_budget=0.5))
+    fresh.load_state_dict(method.state_dict())
+    assert fresh.lam == lam_after  # λ travels through checkpoints
+
+
+def test_hypo_on_the_reference_has_zero_kl_and_lambda_falls_to_zero(pair_batch):
+    reference = model(0)
+    policy = copy.deepcopy(reference)
+    method = get_method("hypo")(HyPOConfig(k=2, max_new_tokens=4, lam=0.03, kl_budget=0.5, lambda_lr=0.1))
+    _, m = method.loss(pair_batch, context(policy, reference))
+    assert m["kl"] == pytest.approx(0.0, abs=1e-5)  # π = π_ref: log π/π_ref = 0 on every sample
+    assert m["loss/kl_surrogate"] == pytest.approx(0.0, abs=1e-5)
+    assert method.lam == 0.0  # 0.03 + 0.1 (0 - 0.5) < 0 -> clipped at 0
+
+
+def test_online_dpo_trains_on_best_vs_worst_and_skips_ties(models):
+    policy, reference = models
+    batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
+    scorer = lambda prompt, response: float(len(response.split()))  # noqa: E731  longer = better
+    method = get_method("online_dpo")(OnlineDPOConfig(k=4, max_new_tokens=6, beta=0.2), scorer=scorer)
+    assert not method.needs_reward_model
+    loss, m = method.loss(batch, context(policy, reference))
+
+    r = replay(policy, 4, 6)
+    lengths = r.lengths.float()  # (3, 4) = the scores
+    best, worst = lengths.argmax(1), lengths.argmin(1)
+    valid = lengths.max(1).values > lengths.min(1).values
+    pairs = [[s[b], s[w]] for s, b, w in zip(r.responses, best.tolist(), worst.tolist())]
+    pi, rf = padded(policy, PROMPTS, pairs).logps.view(3, 2), padded(reference, PROMPTS, pairs).logps.view(3, 2)
+    expected = dpo_loss(pi[:, 0], pi[:, 1], rf[:, 0], rf[:, 1], 0.2)[valid].mean()
+    assert valid.any()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert m["reward/best"] == pytest.approx(lengths.max(1).values.mean().item())
+    assert m["pairs/ties"] == pytest.approx(1 - valid.float().mean().item())
+
+    tie = get_method("online_dpo")(OnlineDPOConfig(k=2, max_new_tokens=3), scorer=lambda p, r: 1.0)
+    loss, m = tie.loss(batch, context(policy, reference))
+    assert m["pairs/ties"] == 1.0 and loss.item() == 0.0  # no pair carries information
+
+
+def test_online_dpo_without_scorer_needs_a_reward_model():
+    method = get_method("online_dpo")(OnlineDPOConfig())
+    assert method.needs_reward_model
+    with pytest.raises(ValueError, match="package.module:function"):
+        get_method("online_dpo")(OnlineDPOConfig(scorer="gold_reward"))
+    assert get_method("rlhf")(RLHFConfig(scorer="hybridpo.tasks.gold:gold_reward")).needs_reward_model is False
+
+
+def test_rlhf_rewards_are_bounded():
+    method = get_method("rlhf")(RLHFConfig(reward_clip=10.0, missing_eos_reward=-1.0))
+    raw = torch.tensor([[3.0, -20.0], [0.5, 12.0]])
+    eos = torch.tensor([[True, True], [False, True]])
+    assert method.bound(raw, eos).tolist() == [[3.0, -10.0], [-1.0, 10.0]]  # clip to ±10, then the no-EOS score
+    whiten = get_method("rlhf")(RLHFConfig(reward_whiten=True, reward_clip=1.0))
+    # mean -1.125, sample std 13.518: z = [0.305, -1.396, 0.120, 0.971]; only -20's z passes the clip at 1
+    expected = torch.tensor([[0.30515, -1.0], [0.12021, 0.97095]])
+    torch.testing.assert_close(whiten.bound(raw, eos), expected, atol=1e-4, rtol=0)
+
+
+def test_rlhf_loss_is_rloo_on_bounded_rewards(models):
+    policy, reference = models
+    batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
+
+    def reward(prompts, responses):  # a "reward model": 2 × the length, so clipping at 5 binds
+        return torch.tensor([2.0 * len(s) for rs in responses for s in rs])
+
+    method = get_method("rlhf")(RLHFConfig(k=3, max_new_tokens=5, beta=0.05, reward_clip=5.0))
+    loss, m = method.loss(batch, context(policy, reference, reward=reward))
+
+    r = replay(policy, 3, 5)
+    raw = 2.0 * r.lengths.float()
+    pi = padded(policy, PROMPTS, r.responses).logps.view(3, 3)
+    rf = padded(reference, PROMPTS, r.responses).logps.view(3, 3)
+    expected = rloo_policy_loss(pi, rf, raw.clamp(-5, 5), 0.05).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert m["reward"] == pytest.approx(raw.mean().item())
+    assert m["reward/bounded"] == pytest.approx(raw.clamp(-5, 5).mean().item())
+    assert m["kl"] == pytest.approx((pi - rf).mean().item(), abs=1e-4)
+
+
+def test_rlhf_reuses_samples_for_updates_per_sample_steps(models):
+    policy, reference = models
+    batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
+    calls = []
+    ctx = context(policy, reference, reward=lambda p, rs: torch.tensor([float(len(s)) for r in rs for s in r]), calls=calls)
+    method = get_method("rlhf")(RLHFConfig(k=2, max_new_tokens=4, updates_per_sample=3, ratio_clip=0.2))
+    drawn = []
+    for step in range(4):
+        ctx.step = step
+        for _ in range(2):  # two micro-batches per step (grad accumulation)
+            _, m = method.loss(batch, ctx)
+            drawn.append(len(calls))
+            assert m["ratio/mean"] == pytest.approx(1.0, abs=1e-4)  # π has not moved: π/π_old = 1
+    # step 0 samples for both micro-batches, steps 1-2 reuse them, step 3 starts a new cycle
+    assert drawn == [1, 2, 2, 2, 2, 2, 3, 4]
+    resumed = get_method("rlhf")(RLHFConfig(k=2, max_new_tokens=4, updates_per_sample=3))
+    resumed.load_state_dict(method.state_dict())
+    ctx.step = 4
+    resumed.loss(batch, ctx)
+    assert len(calls) == 4  # a resumed run continues the cycle from the checkpoint's samples
