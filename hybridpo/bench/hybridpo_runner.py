@@ -26,13 +26,9 @@ from hybridpo.bench.workloads import (
 from hybridpo.config import ModelConfig
 from hybridpo.data.examples import PreferenceExample, PromptExample
 from hybridpo.logprobs import response_logps
-from hybridpo.losses import dpo_loss, hypo_kl_loss
 from hybridpo.methods import METHODS, MethodContext
 from hybridpo.models import build_reference
 from hybridpo.rollout import sample
-
-HYPO_KL_COEF = 1.0  # λ of the direct HyPO fallback's KL term; the step's cost does not depend on it
-
 
 def _optimizer(policy, w: Workload):
     """AdamW + linear decay to 0 over the run: the loop's optimizer with TRL's default settings."""
@@ -167,28 +163,11 @@ def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False) -> Ru
 
 
 def run_hypo(w: Workload) -> RunRecord:
-    """HyPO: the offline DPO pair plus k on-policy samples per prompt."""
+    """HyPO through the registry: the offline DPO pair plus k on-policy samples per prompt."""
+    if "hypo" not in METHODS:
+        raise Unavailable(f"no 'hypo' method in hybridpo.methods.METHODS yet ({sorted(METHODS)})")
     record = RunRecord("hybridpo hypo", w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
-    if "hypo" in METHODS:
-        return _run_method(record, w, "hypo")
-    record.note = (f"no 'hypo' method yet: direct rollout.sample(k={w.hypo_k}, max {w.hypo_new_tokens}) + packed "
-                   "response_logps + dpo_loss + hypo_kl_loss")
-    return _run(record, w, "packed", lambda batch, ctx, phases: _hypo_direct(w, batch, ctx))
-
-
-def _hypo_direct(w: Workload, batch, ctx):
-    """The HyPO step written out (until methods/hypo.py lands): prompt packed once for all k + 2."""
-    prompts = [ex.prompt_ids for ex in batch]
-    rollout = ctx.sample(prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens)
-    responses = [[ex.chosen_ids, ex.rejected_ids, *s] for ex, s in zip(batch, rollout.responses)]
-    policy = ctx.logps(prompts, responses).by_prompt()  # (B, 2 + k)
-    ref = ctx.ref_logps(prompts, responses).by_prompt()  # (B, 2 + k)
-    offline = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], w.beta)  # paper Eq. 4
-    online = hypo_kl_loss(policy[:, 2:], ref[:, 2:])  # paper Alg. 1 line 5
-    loss = (offline + HYPO_KL_COEF * online).mean()
-    groups = [(len(p), [len(r) for r in rs]) for p, rs in zip(prompts, responses)]
-    samples = [[len(s) for s in ss] for ss in rollout.responses]
-    return loss, {"logps/chosen": float(policy[:, 0].detach().mean())}, groups, samples
+    return _run_method(record, w, "hypo")
 
 
 # Config field names an online method may use for the workload's knobs (first match is set).

@@ -5,6 +5,7 @@ ctx.logps / ctx.ref_logps / ctx.reward; the driver must hand it the workload's k
 length, and count the samples it drew (completions and FLOPs).
 """
 
+import math
 from dataclasses import dataclass, replace
 
 import pytest
@@ -97,3 +98,13 @@ def test_a_method_config_without_the_knob_is_reported_unavailable(monkeypatch):
     monkeypatch.setitem(METHODS, "hypo", Bad)
     with pytest.raises(hybridpo_runner.Unavailable, match="no field for k"):
         hybridpo_runner.run_hypo(replace(get_workload("tiny"), steps=1))
+
+
+@pytest.mark.parametrize("runner, name", [(hybridpo_runner.run_hypo, "hypo"), (hybridpo_runner.run_rlhf, "rlhf")])
+def test_the_real_online_methods_run_through_the_driver(runner, name):
+    torch.set_num_threads(1)
+    w = replace(get_workload("tiny"), steps=2, batch_pairs=2, hypo_new_tokens=4, rloo_new_tokens=4)
+    record = runner(w)
+    assert f"methods[{name!r}]" in record.note
+    assert len(record.losses) == 2 and all(math.isfinite(x) for x in record.losses)
+    assert record.completions_per_step == 4 and record.flops[0] > 0 and "sampling" in record.phase_s[0]
