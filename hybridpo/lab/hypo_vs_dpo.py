@@ -122,7 +122,7 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
     hypos = [f"hypo_lambda_{lam:g}" for lam in cfg.lambdas]
     claims = [
         Claim("dpo_kl_grows", "DPO's KL(π‖π_ref) grows during training (value: final / value at 10% of the steps)",
-              final["dpo"] / runs["dpo"]["kl"][len(runs["dpo"]["kl"]) // 10], ">", 1.0),
+              final["dpo"] / runs["dpo"]["kl"][max(1, len(runs["dpo"]["kl"]) // 10)], ">", 1.0),
         Claim("dpo_leaves_support", "DPO moves most of its mass outside π_ref's support (value: final mass on O)",
               runs["dpo"]["outside_mass"][-1], ">", 0.5),
         Claim("ipo_stays_in_support", "IPO does not drift here (value: final mass on O)",
