@@ -8,7 +8,8 @@ tokens), a Pythia-70m-shaped model (random init, vocab 50304), fp32 CPU, plain s
 `generate(num_return_sequences=k)` repeats every prompt k times BEFORE its prefill; rollout.sample
 prefills each prompt once and repeats the KV cache. Random weights almost never emit EOS, so both
 decode all `--new-tokens` steps: the difference is the prompt work (and whatever else generate
-does per step). Warm-up run, then the median of `--repeats`. The shared machine makes timings noisy.
+does per step). Warm-up run, then the median of `--repeats`, as wall and process-CPU time (the
+steadier figure on a crowded machine, with --threads 1). The shared machine makes timings noisy.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from logprobs_speed import EOS, PAD, build_model, tldr_batches  # noqa: E402
 from hybridpo.rollout import sample  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of `repeats` runs after a warm-up."""
+    fn()
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu_start)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> int:
@@ -68,9 +71,10 @@ def main() -> int:
           f"{args.new_tokens} new tokens, {args.threads} threads")
     results = {}
     for name, fn in (("rollout.sample", ours), ("generate", theirs)):
-        results[name] = timed(fn, args.repeats)
-        print(f"{name:<16} {results[name]:8.2f} s  {n / results[name]:6.2f} samples/s")
-    print(f"speed-up {results['generate'] / results['rollout.sample']:.2f}x")
+        wall, cpu = results[name] = timed(fn, args.repeats)
+        print(f"{name:<16} {wall:8.2f} s wall {cpu:8.2f} s CPU  {n / wall:6.2f} samples/s")
+    (ow, oc), (gw, gc) = results["rollout.sample"], results["generate"]
+    print(f"speed-up {gw / ow:.2f}x wall, {gc / oc:.2f}x CPU time")
     return 0
 
 
