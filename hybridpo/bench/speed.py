@@ -14,6 +14,7 @@ import resource
 import statistics
 import traceback
 from dataclasses import asdict, dataclass, field, replace
+from queue import Empty
 
 from hybridpo.bench.record import RunRecord, Unavailable
 from hybridpo.bench.workloads import Workload, get_workload
@@ -98,7 +99,14 @@ def _spawn(target, *args):
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    status, payload = queue.get()  # before join: a large payload would block the child's exit
+    while True:  # get before join: a large payload would block the child's exit
+        try:
+            status, payload = queue.get(timeout=5.0)
+            break
+        except Empty:
+            if not proc.is_alive():  # killed (e.g. out of memory) or crashed before reporting
+                status, payload = "error", f"process exited with code {proc.exitcode} and no result"
+                break
     proc.join()
     return status, payload
 

@@ -1,0 +1,179 @@
+"""The full gold-reward benchmark of the paper's setting: RM-scored online methods, YAML configs.
+
+`hybridpo bench gold --config configs/gold/demo.yaml [--seeds 3] [--out DIR] [--methods a,b]`
+
+The stages are hybridpo.tasks.pipeline's (task data, SFT on the references, pairs sampled from
+π_SFT and labelled by Bradley-Terry on r*, per-epoch validation KL, gold evaluation against
+π_ref = π_SFT, table and plots). This module adds what the paper's Table 1 pipeline has on top:
+
+  * a reward model r̂ trained (Eq. 3) from π_SFT on the same offline pairs as DPO, and the online
+    methods scored by it, as in the paper: `online_dpo` and `rlhf` sample from π and rank /
+    reward with r̂, never with r*;
+  * the same methods scored by r* itself, `online_dpo_gold` and `rlhf_gold`: "a policy trained
+    on the gold reward", the benchmark's sanity check (it must beat π_SFT);
+  * the configuration as a YAML file (configs/gold/*.yaml) so a setting is one named file,
+    and the wall time of every stage in OUT/timing.json.
+
+Method names map to a training method and its reward source (METHODS). Every stage is skipped
+when its output exists (pipeline._train's rule), so a run that is interrupted continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from hybridpo.tasks import pipeline
+from hybridpo.tasks.pipeline import GOLD_SCORER, GoldBenchConfig
+
+# benchmark method name -> (hybridpo training method, reward of its samples: None = offline pairs only)
+METHODS = {
+    "dpo": ("dpo", None),
+    "ipo": ("ipo", None),
+    "hypo": ("hypo", None),  # the KL surrogate needs samples of π but no reward
+    "online_dpo": ("online_dpo", "rm"),
+    "rlhf": ("rlhf", "rm"),
+    "online_dpo_gold": ("online_dpo", "gold"),
+    "rlhf_gold": ("rlhf", "gold"),
+}
+
+
+@dataclass
+class GoldConfig(GoldBenchConfig):
+    methods: list[str] = field(default_factory=lambda: ["dpo", "hypo"])  # names of METHODS, trained from π_SFT
+    rm_epochs: int = 2  # passes of the reward model over the offline pairs (only when a method needs r̂)
+    rm_lr: float = 1e-3  # reward-model learning rate
+    k: int = 4  # samples per prompt of the online methods (online DPO's best-vs-worst, RLHF's RLOO group)
+    hypo_k: int = 2  # samples per prompt of HyPO's KL surrogate
+
+
+def load_gold_config(path: str | Path | None, overrides: dict | None = None) -> GoldConfig:
+    """A GoldConfig from a YAML file of its fields (unknown keys are an error), then overrides."""
+    raw: dict = {}
+    if path is not None:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a gold benchmark config is a mapping of GoldConfig fields")
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in fields(GoldConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path or 'overrides'}: unknown fields {unknown}; GoldConfig has {sorted(known)}")
+    if isinstance(raw.get("methods"), str):
+        raw["methods"] = [m.strip() for m in raw["methods"].split(",") if m.strip()]
+    bad = sorted(set(raw.get("methods", [])) - set(METHODS))
+    if bad:
+        raise ValueError(f"{path or 'overrides'}: methods {bad}; choose from {sorted(METHODS)}")
+    return GoldConfig(**raw)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML of GoldConfig fields (configs/gold/*.yaml)")
+    for f in fields(GoldConfig):  # every field can be overridden on the command line; None = the config's value
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        if f.name == "max_distinct" or f.name == "max_words":
+            kind = int
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
+                       help="comma-separated: " + ", ".join(METHODS) if f.name == "methods" else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(GoldConfig)}
+    cfg = load_gold_config(args.config, overrides)
+    start = time.perf_counter()
+    table = run_gold(cfg, progress=lambda s: print(f"[{time.perf_counter() - start:6.0f}s] {s}", flush=True))
+    print(table)
+    print(f"plots: {Path(cfg.out) / 'plots'}   total {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
+    """Every stage; returns the markdown table (also OUT/table.md). Plots in OUT/plots/."""
+    from hybridpo.models import init_model
+    from hybridpo.report import aggregate, markdown_table, plot_training, plot_validation_kl
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timing[name] = round(now - clock, 1)
+        clock = now
+        (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+
+    data = pipeline._write_task(cfg, out / "data")
+    if not (out / "init" / "config.json").exists():
+        init_model("gpt-neox", cfg.size, cfg.tokenizer, out / "init", seed=0)
+    sft = pipeline._train(out / "sft", {
+        "method": "sft", "model": {"name_or_path": str(out / "init")},
+        "data": {"source": str(data / "sft_train.jsonl"), "eval_source": str(data / "sft_eval.jsonl")},
+        "optim": {"lr": cfg.sft_lr, "batch_size": cfg.batch_size, "max_steps": cfg.sft_steps, "warmup_steps": 10}}, progress)
+    lap("sft")
+    pipeline._sample_pairs(cfg, sft, data, progress)
+    lap("pairs")
+    steps_per_epoch = max(1, cfg.n_train // cfg.batch_size)
+    rm = None
+    if any(METHODS[m][1] == "rm" for m in cfg.methods):
+        rm = pipeline._train(out / "rm", {
+            "method": "rm", "model": {"name_or_path": str(sft)},
+            "data": {"source": str(data / "pairs_sft_train.jsonl"), "eval_source": str(data / "pairs_sft_eval.jsonl")},
+            "optim": {"lr": cfg.rm_lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.rm_epochs},
+            "run": {"eval_every": steps_per_epoch}}, progress)
+        progress(f"reward model: held-out accuracy {rm_accuracy(out / 'rm'):.3f}")
+        lap("rm")
+    runs = []
+    for name in cfg.methods:
+        for seed in range(cfg.seeds):
+            run_dir = out / f"{name}-seed{seed}"
+            pipeline._train(run_dir, method_run(cfg, name, seed, sft, rm, data, steps_per_epoch), progress)
+            pipeline._validation_kl(cfg, run_dir, sft, data, steps_per_epoch)
+            runs.append(run_dir)
+            lap(run_dir.name)
+    results = pipeline._evaluate_all(cfg, sft, runs, data, out / "eval", progress)
+    lap("eval")
+    table = markdown_table(aggregate(results))
+    (out / "table.md").write_text(table)
+    if runs:
+        plot_training(runs, out / "plots" / "training_curves.png")
+        plot_validation_kl(runs, out / "plots" / "validation_kl.png", key="eval/kl", x="epoch", file="validation_kl.jsonl")
+    lap("table_plots")
+    return table
+
+
+def method_run(cfg: GoldConfig, name: str, seed: int, sft: Path, rm: Path | None, data: Path, steps_per_epoch: int) -> dict:
+    """The training config (as a dict for hybridpo.config.config_from_dict) of one method and seed."""
+    method, reward = METHODS[name]
+    margs: dict = {"beta": cfg.beta}
+    if method in ("online_dpo", "rlhf"):
+        margs |= {"k": cfg.k, "max_new_tokens": cfg.max_new_tokens}
+    if method == "hypo":
+        margs |= {"lam": cfg.lam, "k": cfg.hypo_k, "max_new_tokens": cfg.max_new_tokens}
+    model = {"name_or_path": str(sft)}
+    if reward == "gold":
+        margs["scorer"] = GOLD_SCORER
+    elif reward == "rm":
+        model["reward_model"] = str(rm)
+    online = reward is not None
+    return {
+        "method": method, "model": model, "method_args": margs,
+        "data": {"source": str(data / "prompts_train.jsonl")} if online else
+                {"source": str(data / "pairs_sft_train.jsonl"), "eval_source": str(data / "pairs_sft_eval.jsonl")},
+        "optim": {"lr": cfg.lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.epochs},
+        "run": {"seed": seed, "save_every": steps_per_epoch, "keep_checkpoints": cfg.epochs + 1},
+    }
+
+
+def rm_accuracy(rm_run: Path) -> float:
+    """The reward model's last held-out pair accuracy (`eval/rewards/accuracies` in RUN/metrics.jsonl)."""
+    rows = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    accs = [r["eval/rewards/accuracies"] for r in rows if "eval/rewards/accuracies" in r]
+    return accs[-1] if accs else float("nan")
