@@ -124,6 +124,11 @@ def run_once(variant: str, workload: Workload, threads: int) -> RunRecord | str:
     return RunRecord(**payload) if status == "ok" else f"{status}: {payload.strip()}"
 
 
+def _one_line(r: RunRecord) -> str:
+    steps = ", ".join(f"{t:.2f}" for t in r.step_s)
+    return f"steps [{steps}] s, precompute {r.precompute_s:.1f} s, peak RSS {r.peak_rss_bytes / 1e9:.2f} GB"
+
+
 def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
     """Medians over repeats of each run's steady-state numbers (step 1 excluded when there are more)."""
     first = records[0]
@@ -196,6 +201,8 @@ def run_speed(
                     failed[variant] = out
                 else:
                     runs[variant].append(out)
+                if progress:
+                    progress(f"    {out.splitlines()[-1] if isinstance(out, str) else _one_line(out)}")
         all_runs.append((name, planned, runs, failed))
     # other load on the machine only lowers a measured peak: keep the better of before and after
     peak = max(peak, measure_peak(threads))
