@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# the gold-reward benchmark for SFT, DPO and HyPO (configs/gold/demo.yaml): table printed, plots in runs/demo/plots
 demo: $(STAMP)
-	$(VENV)/bin/hybridpo lab all --out runs/lab
+	$(VENV)/bin/hybridpo bench gold --config configs/gold/demo.yaml --out runs/demo
 
 lab: $(STAMP)
 	$(VENV)/bin/hybridpo lab all --out runs/lab

@@ -50,6 +50,7 @@ class GoldConfig(GoldBenchConfig):
     rm_lr: float = 1e-3  # reward-model learning rate
     k: int = 4  # samples per prompt of the online methods (online DPO's best-vs-worst, RLHF's RLOO group)
     hypo_k: int = 2  # samples per prompt of HyPO's KL surrogate
+    best_of_n: int = 0  # > 1: also evaluate best-of-n of π_SFT under r* (uses the gold reward: must beat π_SFT); 0 = skip
 
 
 def load_gold_config(path: str | Path | None, overrides: dict | None = None) -> GoldConfig:
@@ -76,13 +77,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML of GoldConfig fields (configs/gold/*.yaml)")
     for f in fields(GoldConfig):  # every field can be overridden on the command line; None = the config's value
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-        if f.name == "max_distinct" or f.name == "max_words":
-            kind = int
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                        help="comma-separated: " + ", ".join(METHODS) if f.name == "methods" else None)
 
 
 def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one line per stage instead of a bar per checkpoint load / save
     overrides = {f.name: getattr(args, f.name, None) for f in fields(GoldConfig)}
     cfg = load_gold_config(args.config, overrides)
     start = time.perf_counter()
@@ -141,6 +143,12 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     results = pipeline._evaluate_all(cfg, sft, runs, data, out / "eval", progress)
     lap("eval")
     table = markdown_table(aggregate(results))
+    if cfg.best_of_n > 1:
+        bon = best_of_n(cfg, sft, data, out / "eval" / "best_of_n", cfg.best_of_n)
+        table += (f"\nbest-of-{cfg.best_of_n} of π_SFT under r* vs one π_SFT sample (temperature 1): "
+                  f"win rate {bon['win_rate']:.3f}, r* {bon['gold']:.3f} vs {bon['gold/opponent']:.3f}, "
+                  f"KL ≤ {bon['kl_bound']:.3f}\n")
+        lap("best_of_n")
     (out / "table.md").write_text(table)
     if runs:
         plot_training(runs, out / "plots" / "training_curves.png")
@@ -177,3 +185,42 @@ def rm_accuracy(rm_run: Path) -> float:
     rows = [json.loads(line) for line in (rm_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     accs = [r["eval/rewards/accuracies"] for r in rows if "eval/rewards/accuracies" in r]
     return accs[-1] if accs else float("nan")
+
+
+def best_of_n(cfg: GoldConfig, sft: Path, data: Path, out: Path, n: int, seed: int = 0) -> dict:
+    """Best-of-n of π_SFT under r*: a policy that uses the gold reward, so it must beat π_SFT.
+
+    Per held-out prompt, n + 1 samples of π_SFT at temperature 1: the best of the first n by r* is
+    the policy's response; the last one, independent of them, is the opponent (a sample of π_SFT).
+    Judged by the gold judge (ties 1/2). KL(π_bon‖π_SFT) is not estimated; its bound
+    log n - (n-1)/n (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy")
+    is reported as kl_bound. Writes OUT/eval.json; returns the metrics.
+    """
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hybridpo.data import load_tokenizer
+    from hybridpo.judges import gold_judge, win_rate
+    from hybridpo.rollout import sample
+    from hybridpo.tasks import gold_reward
+
+    tok = load_tokenizer(str(sft))
+    model = AutoModelForCausalLM.from_pretrained(sft).eval()
+    prompts = [json.loads(line)["prompt"] for line in (data / "sft_eval.jsonl").read_text().splitlines() if line.strip()]
+    roll = sample(model, [tok.encode(x) for x in prompts], n + 1, max_new_tokens=cfg.max_new_tokens,
+                  eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(seed))
+    texts = [[tok.decode(y, skip_special_tokens=True) for y in ys] for ys in roll.responses]  # (P, n + 1)
+    best = [max(ys[:n], key=lambda y, x=x: gold_reward(x, y)) for x, ys in zip(prompts, texts)]
+    opponent = [ys[n] for ys in texts]
+    metrics = {
+        **win_rate(gold_judge(gold_reward).judge(prompts, best, opponent)),
+        "gold": sum(gold_reward(x, y) for x, y in zip(prompts, best)) / len(prompts),
+        "gold/opponent": sum(gold_reward(x, y) for x, y in zip(prompts, opponent)) / len(prompts),
+        "kl_bound": math.log(n) - (n - 1) / n,
+        "n": n,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -66,13 +66,13 @@ def _speed_run(args: argparse.Namespace) -> int:
 
 
 def _gold_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridpo.tasks.pipeline import add_arguments as gold_arguments
+    from hybridpo.bench.gold import add_arguments as gold_arguments
 
     gold_arguments(parser)
 
 
 def _gold_run(args: argparse.Namespace) -> int:
-    from hybridpo.tasks.pipeline import run as gold_run
+    from hybridpo.bench.gold import run as gold_run
 
     return gold_run(args)
 

@@ -1,0 +1,98 @@
+"""The reduced gold-reward benchmark (configs/gold/ci.yaml): every method, tiny sizes, one seed.
+
+The policies barely move in a few steps, so the checks are the ones that hold whatever was learned:
+  * π_SFT evaluated against itself: KL(π_SFT‖π_SFT) = 0 exactly (the same log-probs on both sides),
+    and its gold win rate against its own near-greedy generations is 1/2 (same seed, same sampling:
+    identical texts, every item a tie);
+  * best-of-n of π_SFT under r* (a policy that uses the gold reward) beats an independent π_SFT
+    sample: win rate > 1/2 and a higher mean r* (each best is the max of n draws of the same law);
+  * every method (DPO, IPO, HyPO, online DPO and RLHF scored by the trained reward model, RLHF
+    scored by r*) produced finite metrics, validation KL per epoch starting at 0, and a table row;
+  * the reward model was trained and the RM-scored runs used it (not r*).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from hybridpo.bench.gold import METHODS, load_gold_config, method_run, run_gold
+from hybridpo.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+CI = ROOT / "configs" / "gold" / "ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gold") / "ci"
+    cfg = load_gold_config(CI, {"out": str(out)})
+    return cfg, out, run_gold(cfg)
+
+
+def test_ci_config_runs_every_method(bench):
+    cfg, _, _ = bench
+    assert set(cfg.methods) >= {"dpo", "ipo", "hypo", "online_dpo", "rlhf", "rlhf_gold"}
+
+
+def test_sft_against_itself(bench):
+    cfg, out, table = bench
+    sft = json.loads((out / "eval" / "sft" / "eval.json").read_text())
+    assert sft["kl"] == 0.0 and sft["forward_kl/reference"] == 0.0
+    assert sft["win_rate"] == 0.5 and sft["ties"] == cfg.n_eval and sft["errors"] == 0
+    assert "| sft | 1 |" in table
+
+
+def test_every_method_finite(bench):
+    cfg, out, table = bench
+    for name in cfg.methods:
+        m = json.loads((out / "eval" / f"{name}-seed0" / "eval.json").read_text())
+        for key in ("win_rate", "gold", "kl", "logps/chosen", "logps/rejected"):
+            assert math.isfinite(m[key]), (name, key, m[key])
+        assert m["judged"] == cfg.n_eval and m["errors"] == 0
+        rows = [json.loads(line) for line in (out / f"{name}-seed0" / "validation_kl.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [float(e) for e in range(cfg.epochs + 1)]
+        assert rows[0]["eval/kl"] == 0.0 and all(math.isfinite(r["eval/kl"]) for r in rows)
+        assert f"| {name} | 1 |" in table
+    for png in ("training_curves.png", "validation_kl.png"):
+        assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_best_of_n_under_gold_beats_sft(bench):
+    _, out, table = bench
+    bon = json.loads((out / "eval" / "best_of_n" / "eval.json").read_text())
+    assert bon["win_rate"] > 0.5 and bon["gold"] > bon["gold/opponent"]
+    assert bon["kl_bound"] == pytest.approx(math.log(4) - 3 / 4)
+    assert "best-of-4" in table
+
+
+def test_reward_model_scores_the_online_methods(bench):
+    cfg, out, _ = bench
+    rm_rows = [json.loads(line) for line in (out / "rm" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/rewards/accuracies" in r for r in rm_rows)
+    for name in ("online_dpo", "rlhf"):
+        saved = (out / f"{name}-seed0" / "config.yaml").read_text()
+        assert str(out / "rm" / "final") in saved and "gold_reward" not in saved
+    assert "hybridpo.tasks.gold:gold_reward" in (out / "rlhf_gold-seed0" / "config.yaml").read_text()
+
+
+def test_method_runs_are_valid_training_configs(tmp_path):
+    cfg = load_gold_config(CI, {"out": str(tmp_path)})
+    for name, (method, reward) in METHODS.items():
+        raw = method_run(cfg, name, 1, tmp_path / "sft", tmp_path / "rm", tmp_path / "data", steps_per_epoch=2)
+        tc = config_from_dict({**raw, "run": {**raw["run"], "out_dir": str(tmp_path / name)}}, where=name)
+        assert tc.method == method and tc.run.seed == 1 and tc.optim.max_steps == 2 * cfg.epochs
+        assert tc.model.reward_model == (str(tmp_path / "rm") if reward == "rm" else "")
+
+
+def test_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [dpo, ppo]\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*ppo"):
+        load_gold_config(bad)
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml.*epochz"):
+        load_gold_config(bad)
