@@ -59,15 +59,15 @@ def context(policy, reference, reward=None, calls=None) -> MethodContext:
                          pad_id=PAD, eos_id=EOS, generator=gen, device=torch.device("cpu"))
 
 
-def replay(policy, k, max_new_tokens):
+def replay(policy, k, max_new_tokens, temperature=1.0):
     """The rollout the method drew: same model, same seed, same call."""
     return sample(policy, PROMPTS, k, max_new_tokens=max_new_tokens, eos_id=EOS, pad_id=PAD,
-                  generator=torch.Generator().manual_seed(SEED), temperature=1.0, top_p=1.0, top_k=0, stop_strings=None)
+                  generator=torch.Generator().manual_seed(SEED), temperature=temperature, top_p=1.0, top_k=0, stop_strings=None)
 
 
-def padded(m, prompts, responses):
+def padded(m, prompts, responses, temperature=1.0):
     with torch.no_grad():
-        return response_logps(m, prompts, responses, pad_id=PAD, layout="padded")
+        return response_logps(m, prompts, responses, pad_id=PAD, layout="padded", temperature=temperature)
 
 
 @pytest.fixture
@@ -85,20 +85,23 @@ def models():
     return policy, reference
 
 
-def test_hypo_loss_is_dpo_plus_lambda_times_kl_surrogate(models, pair_batch):
+@pytest.mark.parametrize("tau", [1.0, 0.7])
+def test_hypo_loss_is_dpo_plus_lambda_times_kl_surrogate(models, pair_batch, tau):
+    """τ = 1: one packed forward holds pairs and samples; τ ≠ 1: pairs at τ = 1, samples at τ."""
     policy, reference = models
-    cfg = HyPOConfig(k=3, max_new_tokens=5, beta=0.1, lam=0.7, alpha=0.01)
+    cfg = HyPOConfig(k=3, max_new_tokens=5, beta=0.1, lam=0.7, alpha=0.01, temperature=tau)
     loss, m = get_method("hypo")(cfg).loss(pair_batch, context(policy, reference))
 
-    r = replay(policy, 3, 5)
-    responses = [[ex.chosen_ids, ex.rejected_ids, *s] for ex, s in zip(pair_batch, r.responses)]
-    pol, ref = padded(policy, PROMPTS, responses), padded(reference, PROMPTS, responses)
-    pi, rf = pol.logps.view(3, 5), ref.logps.view(3, 5)
-    offline = dpo_loss(pi[:, 0], pi[:, 1], rf[:, 0], rf[:, 1], 0.1).mean()
-    online = hypo_kl_loss(pi[:, 2:], rf[:, 2:], pol.lengths.view(3, 5)[:, 2:], alpha=0.01).mean()
+    r = replay(policy, 3, 5, temperature=tau)
+    pairs = [[ex.chosen_ids, ex.rejected_ids] for ex in pair_batch]
+    pi_pairs, rf_pairs = padded(policy, PROMPTS, pairs).logps.view(3, 2), padded(reference, PROMPTS, pairs).logps.view(3, 2)
+    pol_s = padded(policy, PROMPTS, r.responses, temperature=tau)
+    pi_s, rf_s = pol_s.logps.view(3, 3), padded(reference, PROMPTS, r.responses, temperature=tau).logps.view(3, 3)
+    offline = dpo_loss(pi_pairs[:, 0], pi_pairs[:, 1], rf_pairs[:, 0], rf_pairs[:, 1], 0.1).mean()
+    online = hypo_kl_loss(pi_s, rf_s, pol_s.lengths.view(3, 3), alpha=0.01).mean()
     assert loss.item() == pytest.approx((offline + 0.7 * online).item(), abs=1e-5)
     assert m["loss/dpo"] == pytest.approx(offline.item(), abs=1e-5)
-    assert m["kl"] == pytest.approx(sequence_kl(pi[:, 2:], rf[:, 2:]).mean().item(), abs=1e-4)
+    assert m["kl"] == pytest.approx(sequence_kl(pi_s, rf_s).mean().item(), abs=1e-4)
     assert m["kl"] > 0.05  # π was moved away from π_ref
     assert m["lambda"] == 0.7
     assert m["response_length"] == pytest.approx(r.lengths.float().mean().item())
