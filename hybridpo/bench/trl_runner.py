@@ -22,11 +22,13 @@ from hybridpo.bench.workloads import Workload, batches, build_model, build_pairs
 
 def _import_trl():
     try:
+        import datasets
         import trl
     except ImportError as err:
         raise Unavailable(f"TRL is not installed ({err}); install the extra: pip install 'hybridpo[bench]'") from err
     if not trl.__version__.startswith("1.16."):
         raise Unavailable(f"TRL {trl.__version__} is installed; the comparison is pinned to trl==1.16.*")
+    datasets.disable_progress_bars()  # TRL maps its dataset several times; the bars are noise here
     return trl
 
 
