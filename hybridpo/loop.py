@@ -6,8 +6,8 @@ metrics -> eval / checkpoint -> final save. The loop knows nothing about a metho
 `Method` interface (hybridpo/methods/base.py).
 
 Distributed: under `accelerate launch` every process holds the model; gradients are averaged
-with an all-reduce after accumulation (no DDP wrapper, so the packed log-prob path, which calls
-the decoder directly, stays correct). Each process takes its own slice of the global batch.
+with an all-reduce after accumulation (no DDP wrapper, so a method or the log-prob module may call
+the model's submodules directly). Each process takes its own slice of the global batch.
 
 Data order: example i of the stream (i counts over epochs) is permutation_{epoch}(i mod n), each
 epoch's permutation seeded by (seed, epoch). The data position is just the number of examples
@@ -16,26 +16,27 @@ consumed, so a resumed run sees exactly the batches the killed run would have se
 
 from __future__ import annotations
 
-import json
 import math
-import signal
 import sys
 import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from transformers import get_scheduler
 
 from hybridpo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
 from hybridpo.data import load_preferences, load_prompts, load_tokenizer
 from hybridpo.logprobs import response_logps
-from hybridpo.methods import MethodContext, get_method
+from hybridpo.methods import Method, MethodContext, get_method
 from hybridpo.models import build_reference, load_policy, load_reward_model, trainable_parameters
 from hybridpo.rewards import reward_scores
+from hybridpo.run_io import MetricsLog, StopFlag, truncate_metrics
 
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -51,26 +52,93 @@ class TrainResult:
         self.interrupted = interrupted  # the signal number that stopped the run early, or None
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds; built once by `_build`, advanced by `_optimizer_step`."""
+
+    cfg: TrainConfig
+    run_dir: Path  # the run folder
+    accelerator: Accelerator
+    method: Method
+    tokenizer: Any
+    train_set: list  # training examples (PreferenceExample or PromptExample)
+    eval_set: list  # held-out examples, maybe empty
+    model: torch.nn.Module  # the trained model (unwrapped)
+    params: list  # its trainable parameters
+    optimizer: Any  # AdamW wrapped by accelerate (fp16 grad scaling)
+    scheduler: Any  # learning-rate schedule, stepped once per optimizer step
+    generator: torch.Generator  # sampling RNG handed to the method; checkpointed
+    ctx: MethodContext  # what the method sees
+    sample_clock: list  # [seconds spent in ctx.sample during the current step]
+    total_steps: int  # optimizer steps of the whole run
+    global_batch: int  # examples per optimizer step over all processes
+    order: "_Order"  # the data order
+    step: int = 0  # optimizer steps done
+    position: int = 0  # examples consumed (the data position)
+
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     run_dir = Path(cfg.run.out_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
         raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose a new run.out_dir")
+    run = _build(cfg, run_dir)
+    main = run.accelerator.is_main_process
+    if resume:
+        _resume(run)
+    elif main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    rng_after_setup = _snapshot_rng(run.generator)  # prepare() must not shift the training RNG streams
+    run.method.prepare(run.train_set, run.ctx)
+    _restore_rng(rng_after_setup, run.generator)
+
+    log = MetricsLog(run_dir, main, cfg.run.tensorboard)
+    bar = _progress(cfg, main, run.total_steps, run.step)
+    stop = StopFlag()
+    run.model.train()
+    with stop.installed():
+        while run.step < run.total_steps and stop.signum is None:
+            row = _optimizer_step(run)
+            step, last = run.step, run.step == run.total_steps
+            if step % cfg.run.log_every == 0 or last:
+                log.write(step, row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            if run.eval_set and cfg.run.eval_every and step % cfg.run.eval_every == 0 and not last:
+                log.write(step, _evaluate(run))
+            if cfg.run.save_every and step % cfg.run.save_every == 0 and not last:
+                _checkpoint(run)
+            stop.poll(run.accelerator)
+    bar.close()
+    _checkpoint(run)
+    if stop.signum is not None:
+        if main:
+            print(f"stopped by signal {stop.signum} at step {run.step}; checkpoint saved; "
+                  f"continue with: hybridpo train --resume {run_dir}", file=sys.stderr)
+        log.close()
+        return TrainResult(run_dir, run.step, stop.signum)
+    if run.eval_set:
+        log.write(run.step, _evaluate(run))
+    if main:
+        _save_final(run.model, run.tokenizer, run_dir / "final", merge=cfg.model.finetune == "lora" and cfg.model.lora.save_merged)
+    log.close()
+    return TrainResult(run_dir, run.step, None)
+
+
+def _build(cfg: TrainConfig, run_dir: Path) -> _Run:
+    """Data, model (+ reference, reward model), optimizer, schedule and the method's context."""
     accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
-    main = accelerator.is_main_process
     set_seed(cfg.run.seed)
     method = get_method(cfg.method)(cfg.method_args)
 
-    # -- data ----------------------------------------------------------------------------------
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
     load = load_preferences if method.data_kind == "preferences" else load_prompts
     train_set, eval_set = load(cfg.data, tokenizer)
     if not train_set:
         raise ValueError(f"data.source={cfg.data.source!r} gave no training examples")
-    world, rank = accelerator.num_processes, accelerator.process_index
-    global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * world
+    global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * accelerator.num_processes
     total_steps = cfg.optim.max_steps or math.ceil(cfg.optim.epochs * len(train_set) / global_batch)
 
-    # -- models, optimizer, schedule -------------------------------------------------------------
     model = load_policy(cfg.model, head=method.model_head).to(accelerator.device)
     reference = build_reference(model, cfg.model) if method.needs_reference else None
     if reference is not None:
@@ -84,112 +152,89 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     optimizer = torch.optim.AdamW(
         params, lr=cfg.optim.lr, betas=tuple(cfg.optim.adam_betas), eps=cfg.optim.adam_eps, weight_decay=cfg.optim.weight_decay
     )
-    from transformers import get_scheduler
-
     warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * total_steps)
     scheduler = get_scheduler(_SCHEDULES[cfg.optim.schedule], optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     optimizer = accelerator.prepare_optimizer(optimizer)  # grad scaling under fp16; the model stays unwrapped
 
-    # -- what the method sees ----------------------------------------------------------------------
-    generator = torch.Generator(device=accelerator.device).manual_seed(cfg.run.seed + rank)
-    sample_clock = [0.0]  # seconds spent in ctx.sample during the current step
+    generator = torch.Generator(device=accelerator.device).manual_seed(cfg.run.seed + accelerator.process_index)
+    sample_clock = [0.0]
     ctx = _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator, sample_clock)
+    return _Run(
+        cfg=cfg, run_dir=run_dir, accelerator=accelerator, method=method, tokenizer=tokenizer, train_set=train_set,
+        eval_set=eval_set, model=model, params=params, optimizer=optimizer, scheduler=scheduler, generator=generator,
+        ctx=ctx, sample_clock=sample_clock, total_steps=total_steps, global_batch=global_batch,
+        order=_Order(len(train_set), cfg.run.seed),
+    )
 
-    # -- resume --------------------------------------------------------------------------------
-    step, position = 0, 0
-    if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from")
-        state, method_state = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator, rank=rank)
-        step, position = state["step"], state["position"]
-        method.load_state_dict(method_state)
-        if main:
-            _truncate_metrics(run_dir / "metrics.jsonl", step)
-            print(f"resuming {run_dir} from {ckpt.name} (step {step})", file=sys.stderr)
-    elif main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    rng_after_setup = _snapshot_rng(generator)  # prepare() must not shift the training RNG streams
-    method.prepare(train_set, ctx)
-    _restore_rng(rng_after_setup, generator)
 
-    log = _MetricsLog(run_dir, main, cfg.run.tensorboard)
-    order = _Order(len(train_set), cfg.run.seed)
-    bar = _progress(cfg, main, total_steps, step)
-    stop = _StopFlag()
+def _resume(run: _Run) -> None:
+    ckpt = latest_checkpoint(run.run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"{run.run_dir}: no checkpoint to resume from")
+    state, method_state = load_checkpoint(
+        ckpt, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, generator=run.generator,
+        rank=run.accelerator.process_index,
+    )
+    run.step, run.position = state["step"], state["position"]
+    run.method.load_state_dict(method_state)
+    if run.accelerator.is_main_process:
+        truncate_metrics(run.run_dir / "metrics.jsonl", run.step)
+        print(f"resuming {run.run_dir} from {ckpt.name} (step {run.step})", file=sys.stderr)
 
-    def checkpoint():
-        if main:
-            save_checkpoint(
-                run_dir, step=step, position=position, model=model, optimizer=optimizer, scheduler=scheduler,
-                method_state=method.state_dict(), generator=generator, keep=cfg.run.keep_checkpoints,
-            )
-        accelerator.wait_for_everyone()
-        if not main:
-            save_process_rng(run_dir, step, rank, generator)
 
-    model.train()
-    with stop.installed():
-        while step < total_steps and stop.signum is None:
-            t0 = time.perf_counter()
-            sample_clock[0] = 0.0
-            ctx.step = step
-            sums, n_micro, tokens = {}, 0, 0
-            for m in range(cfg.optim.grad_accum):
-                start = position + (m * world + rank) * cfg.optim.batch_size
-                batch = [train_set[i] for i in order.indices(start, cfg.optim.batch_size)]
-                with accelerator.autocast():
-                    loss, metrics = method.loss(batch, ctx)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(_nonfinite_message("loss", loss.item(), step + 1, run_dir))
-                accelerator.backward(loss / cfg.optim.grad_accum)
-                tokens += int(metrics.pop("num_tokens", _count_tokens(batch)))
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                n_micro += 1
-            _all_reduce_grads(params, accelerator)
-            clip = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")
-            grad_norm = float(accelerator.clip_grad_norm_(params, clip))
-            if not math.isfinite(grad_norm):
-                raise NonFiniteLoss(_nonfinite_message("gradient norm", grad_norm, step + 1, run_dir))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            position += global_batch
+def _optimizer_step(run: _Run) -> dict:
+    """grad_accum micro-batches -> backward -> all-reduce -> clip -> AdamW step; returns the metrics row."""
+    cfg, acc = run.cfg, run.accelerator
+    t0 = time.perf_counter()
+    run.sample_clock[0] = 0.0
+    run.ctx.step = run.step
+    sums, tokens = {}, 0
+    for m in range(cfg.optim.grad_accum):
+        # this process's slice of the global batch: micro-batch m, rank r
+        start = run.position + (m * acc.num_processes + acc.process_index) * cfg.optim.batch_size
+        batch = [run.train_set[i] for i in run.order.indices(start, cfg.optim.batch_size)]
+        with acc.autocast():
+            loss, metrics = run.method.loss(batch, run.ctx)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(_nonfinite_message("loss", loss.item(), run.step + 1, run.run_dir))
+        acc.backward(loss / cfg.optim.grad_accum)
+        tokens += int(metrics.pop("num_tokens", _count_tokens(batch)))
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    _all_reduce_grads(run.params, acc)
+    clip = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")
+    grad_norm = float(acc.clip_grad_norm_(run.params, clip))
+    if not math.isfinite(grad_norm):
+        raise NonFiniteLoss(_nonfinite_message("gradient norm", grad_norm, run.step + 1, run.run_dir))
+    lr = run.scheduler.get_last_lr()[0]  # the rate this update uses
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    run.position += run.global_batch
 
-            row = {k: v / n_micro for k, v in sums.items()}
-            row = _mean_across(row, accelerator)
-            elapsed = time.perf_counter() - t0
-            total_tokens = _sum_across(tokens, accelerator)
-            row.update(grad_norm=grad_norm, lr=lr, tokens_per_s=total_tokens / elapsed, step_time_s=elapsed, epoch=position / len(train_set))
-            if sample_clock[0] > 0:
-                row["sample_time_share"] = sample_clock[0] / elapsed
-            if step % cfg.run.log_every == 0 or step == total_steps:
-                log.write(step, row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row.get('loss', float('nan')):.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if eval_set and cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < total_steps:
-                log.write(step, _evaluate(method, eval_set, ctx, cfg, accelerator, model))
-            if cfg.run.save_every and step % cfg.run.save_every == 0 and step < total_steps:
-                checkpoint()
-            stop.poll(accelerator)
-    bar.close()
-    checkpoint()
-    if stop.signum is not None:
-        if main:
-            print(f"stopped by signal {stop.signum} at step {step}; checkpoint saved; "
-                  f"continue with: hybridpo train --resume {run_dir}", file=sys.stderr)
-        log.close()
-        return TrainResult(run_dir, step, stop.signum)
-    if eval_set:
-        log.write(step, _evaluate(method, eval_set, ctx, cfg, accelerator, model))
-    if main:
-        _save_final(model, tokenizer, run_dir / "final", merge=cfg.model.finetune == "lora" and cfg.model.lora.save_merged)
-    log.close()
-    return TrainResult(run_dir, step, None)
+    row = _mean_across({k: v / cfg.optim.grad_accum for k, v in sums.items()}, acc)
+    elapsed = time.perf_counter() - t0
+    row.update(
+        grad_norm=grad_norm, lr=lr, tokens_per_s=_sum_across(tokens, acc) / elapsed, step_time_s=elapsed,
+        epoch=run.position / len(run.train_set),
+    )
+    if run.sample_clock[0] > 0:
+        row["sample_time_share"] = run.sample_clock[0] / elapsed
+    return row
+
+
+def _checkpoint(run: _Run) -> None:
+    acc = run.accelerator
+    if acc.is_main_process:
+        save_checkpoint(
+            run.run_dir, step=run.step, position=run.position, model=run.model, optimizer=run.optimizer,
+            scheduler=run.scheduler, method_state=run.method.state_dict(), generator=run.generator,
+            keep=run.cfg.run.keep_checkpoints,
+        )
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        save_process_rng(run.run_dir, run.step, acc.process_index, run.generator)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,22 +283,23 @@ def _context(cfg, model, reference, reward_model, tokenizer, generator, accelera
 
 
 @torch.no_grad()
-def _evaluate(method, eval_set, ctx, cfg, accelerator, model) -> dict:
+def _evaluate(run: _Run) -> dict:
     """Held-out metrics over the first `run.eval_examples` examples, weighted by batch size."""
-    n = len(eval_set) if cfg.run.eval_examples == 0 else min(cfg.run.eval_examples, len(eval_set))
-    mine = list(range(accelerator.process_index, n, accelerator.num_processes))
-    model.eval()
+    cfg, acc = run.cfg, run.accelerator
+    n = len(run.eval_set) if cfg.run.eval_examples == 0 else min(cfg.run.eval_examples, len(run.eval_set))
+    mine = list(range(acc.process_index, n, acc.num_processes))
+    run.model.eval()
     sums, count = {}, 0
     for s in range(0, len(mine), cfg.optim.batch_size):
-        batch = [eval_set[i] for i in mine[s : s + cfg.optim.batch_size]]
-        with accelerator.autocast():
-            metrics = method.evaluate(batch, ctx)
+        batch = [run.eval_set[i] for i in mine[s : s + cfg.optim.batch_size]]
+        with acc.autocast():
+            metrics = run.method.evaluate(batch, run.ctx)
         metrics.pop("num_tokens", None)
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
         count += len(batch)
-    model.train()
-    row = _mean_across({k: v / max(count, 1) for k, v in sums.items()}, accelerator)
+    run.model.train()
+    row = _mean_across({k: v / max(count, 1) for k, v in sums.items()}, acc)
     return {f"eval/{k}": v for k, v in row.items()}
 
 
@@ -277,63 +323,6 @@ class _Order:
 
     def indices(self, start: int, size: int) -> list[int]:
         return [self._perm(i // self.n)[i % self.n] for i in range(start, start + size)]
-
-
-class _StopFlag:
-    """SIGTERM / Ctrl-C set a flag; the loop finishes the step, checkpoints and returns."""
-
-    def __init__(self):
-        self.signum: int | None = None
-
-    def _handler(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    @contextmanager
-    def installed(self):
-        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield self
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    def poll(self, accelerator) -> None:
-        """Make every process agree: any process signalled -> all stop after this step."""
-        if accelerator.num_processes > 1:
-            flag = torch.tensor([self.signum or 0], device=accelerator.device)
-            flag = accelerator.reduce(flag, reduction="sum")
-            if int(flag) and self.signum is None:
-                self.signum = signal.SIGTERM
-
-
-class _MetricsLog:
-    """metrics.jsonl rows {"step": s, ...} (main process), mirrored to TensorBoard when asked."""
-
-    def __init__(self, run_dir: Path, main: bool, tensorboard: bool):
-        self.main = main
-        self.path = run_dir / "metrics.jsonl"
-        self.tb = None
-        if main and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ImportError("run.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def write(self, step: int, row: dict) -> None:
-        if not self.main:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **row}) + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _progress(cfg, main, total, initial):
@@ -379,14 +368,6 @@ def _nonfinite_message(what: str, value: float, step: int, run_dir: Path) -> str
     ckpt = latest_checkpoint(run_dir)
     kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was saved before it"
     return f"non-finite {what} ({value}) at step {step}: stopping; {kept}"
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows a killed run logged after its last checkpoint (the resumed run logs them again)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
 
 
 def _snapshot_rng(generator):

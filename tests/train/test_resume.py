@@ -1,9 +1,9 @@
 """Checkpoints and resume with real signals to a real `python -m hybridpo.cli train` process.
 
 The claim: on CPU, a run killed mid-training and resumed ends with exactly (bit for bit) the
-weights of the same run left alone, and logs the same loss at every step. A SIGTERM run saves a
-checkpoint at the step it was at; a SIGKILL run (no chance to save) restarts from its last
-periodic checkpoint and redoes the lost steps.
+weights of the same run left alone, and logs the same loss at every step. One run is killed
+twice: SIGKILL (no chance to save: it restarts from its last periodic checkpoint and redoes the
+lost steps), then, resumed, SIGTERM (it saves a checkpoint at the step it was at).
 """
 
 from __future__ import annotations
@@ -87,32 +87,37 @@ def uninterrupted(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
     return cfg, run
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killed_run_resumes_to_identical_weights(uninterrupted, tmp_path, sig):
+def test_killed_run_resumes_to_identical_weights(uninterrupted, tmp_path):
     cfg, whole = uninterrupted
     run = tmp_path / "killed"
-    proc = start("--config", str(cfg), f"run.out_dir={run}")
-    kill_after(proc, run, 8, sig)
-    rc, err = finish(proc)
-    stopped_at = latest_checkpoint(run)
-    if sig == signal.SIGTERM:
-        assert rc == 128 + signal.SIGTERM, err[-3000:]
-        assert "stopped by signal 15 at step" in err
-        # the checkpoint is the step the run had reached, not only a periodic one
-        assert int(stopped_at.name.split("-")[1]) == logged_steps(run) >= 8
-    else:
-        assert rc == -signal.SIGKILL
-        assert int(stopped_at.name.split("-")[1]) % 4 == 0  # the last periodic checkpoint
-    assert int(stopped_at.name.split("-")[1]) < STEPS
 
+    # 1. SIGKILL: no chance to save; the run restarts from its last periodic checkpoint (every 4)
+    proc = start("--config", str(cfg), f"run.out_dir={run}")
+    kill_after(proc, run, 6, signal.SIGKILL)
+    rc, _ = finish(proc)
+    assert rc == -signal.SIGKILL
+    first = latest_checkpoint(run)
+    assert int(first.name.split("-")[1]) % 4 == 0 and int(first.name.split("-")[1]) < STEPS
+
+    # 2. resume, then SIGTERM: the run checkpoints the step it had reached and exits 128 + 15
+    proc = start("--resume", str(run))
+    kill_after(proc, run, 14, signal.SIGTERM)
+    rc, err = finish(proc)
+    assert f"from {first.name}" in err
+    assert rc == 128 + signal.SIGTERM, err[-3000:]
+    assert "stopped by signal 15 at step" in err
+    second = latest_checkpoint(run)
+    assert int(second.name.split("-")[1]) == logged_steps(run) >= 14
+    assert int(second.name.split("-")[1]) < STEPS
+
+    # 3. resume to the end: bit-identical weights, every step logged once with the same loss
     rc, err = finish(start("--resume", str(run)))
     assert rc == 0, err[-3000:]
-    assert f"from {stopped_at.name}" in err
+    assert f"from {second.name}" in err
     expected, got = final_weights(whole), final_weights(run)
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), name
-    # every step logged exactly once, with the uninterrupted run's loss
     assert losses(run) == losses(whole)
 
 
