@@ -54,13 +54,17 @@ class OnlineDPO(Method):
         valid = (rewards.max(dim=1).values > rewards.min(dim=1).values).float()  # (B,) 1 where the pair is real
         pairs = [[s[int(b)], s[int(w)]] for s, b, w in zip(rollout.responses, best, worst)]
 
-        policy = ctx.logps(prompts, pairs).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward
-        ref = ctx.ref_logps(prompts, pairs).logps.detach().float().view(B, 2)
+        # π_ref on all k samples at the sampling τ (for the KL metric; at τ = 1 also the pair's reference)
+        ref_samples = ctx.ref_logps(prompts, rollout.responses, temperature=cfg.temperature).logps.detach().float()
+        ref_samples = ref_samples.view(B, cfg.k).to(rollout.logps.device)  # (B, k)
+        policy = ctx.logps(prompts, pairs).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward, with grad
+        if cfg.temperature == 1.0:
+            ref = ref_samples.gather(1, torch.stack([best, worst], dim=1).to(ref_samples.device)).to(policy.device)
+        else:
+            ref = ctx.ref_logps(prompts, pairs).logps.detach().float().view(B, 2)
         losses = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta)  # (B,) Eq. 4
         loss = (losses * valid).sum() / valid.sum().clamp(min=1.0)
 
-        # KL metric on all k samples: the sampler's log π_τ and π_ref's at the same τ (no grad)
-        ref_samples = ctx.ref_logps(prompts, rollout.responses, temperature=cfg.temperature).logps.float()
         chosen_r = implicit_rewards(policy[:, 0], ref[:, 0], cfg.beta)
         rejected_r = implicit_rewards(policy[:, 1], ref[:, 1], cfg.beta)
         metrics = {
@@ -75,7 +79,7 @@ class OnlineDPO(Method):
             "reward/best": rewards.max(dim=1).values.mean().item(),
             "reward/worst": rewards.min(dim=1).values.mean().item(),
             "pairs/ties": 1.0 - valid.mean().item(),
-            **sample_metrics(rollout, rollout.logps, ref_samples.to(rollout.logps.device).view(B, cfg.k)),
+            **sample_metrics(rollout, rollout.logps, ref_samples),  # the sampler's log π_τ vs π_ref's
             "num_tokens": sample_tokens(prompts, rollout),
         }
         return loss, metrics
