@@ -6,6 +6,8 @@ import math
 
 from hybridpo.bench.speed import Summary
 
+HYBRIDPO_DPO = ("hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded")  # first: the default
+TRL_DPO = ("trl dpo ref-model", "trl dpo precompute-ref")
 LOSS_TOLERANCE = 1e-5  # hybridpo and TRL must agree this closely after one update (fp32)
 
 COLUMNS = [
@@ -57,27 +59,31 @@ def _verdict(ok: bool) -> str:
 def bars(rows: list[Summary]) -> list[str]:
     """Issue 7's bars that these rows can decide, one line each; bars without data are skipped."""
     lines = []
-    trl_dpo = ("trl dpo ref-model", "trl dpo precompute-ref")
     for workload, need in (("tiny", 1.5), ("tldr", 3.0)):
-        ours = _get(rows, workload, "hybridpo dpo")
-        theirs = [r for v in trl_dpo if (r := _get(rows, workload, v))]
-        if ours and theirs:
+        ours_all = [r for v in HYBRIDPO_DPO if (r := _get(rows, workload, v))]
+        theirs = [r for v in TRL_DPO if (r := _get(rows, workload, v))]
+        if ours_all and theirs:
+            ours = max(ours_all, key=lambda r: r.e2e_pairs_per_s)
             best = max(theirs, key=lambda r: r.e2e_pairs_per_s)
             ratio = ours.e2e_pairs_per_s / best.e2e_pairs_per_s
-            lines.append(f"{workload}: DPO e2e pairs/s {ours.e2e_pairs_per_s:.2f} vs TRL's best ({best.variant}) "
-                         f"{best.e2e_pairs_per_s:.2f} = {ratio:.2f}x (bar >= {need}x): {_verdict(ratio >= need)}")
+            lines.append(f"{workload}: DPO e2e pairs/s, hybridpo's best ({ours.variant}) {ours.e2e_pairs_per_s:.2f} "
+                         f"vs TRL's best ({best.variant}) {best.e2e_pairs_per_s:.2f} = {ratio:.2f}x "
+                         f"(bar >= {need}x): {_verdict(ratio >= need)}")
             for r in theirs:
-                diff = abs(ours.loss_2 - r.loss_2)
-                lines.append(f"{workload}: |loss@2 hybridpo - {r.variant}| = {diff:.2e} (same work if <= "
-                             f"{LOSS_TOLERANCE:g}): {'same' if diff <= LOSS_TOLERANCE else 'DIFFERENT'}")
+                diff = abs(ours_all[0].loss_2 - r.loss_2)
+                lines.append(f"{workload}: |loss@2 {ours_all[0].variant} - {r.variant}| = {diff:.2e} (same work if "
+                             f"<= {LOSS_TOLERANCE:g}): {'same' if diff <= LOSS_TOLERANCE else 'DIFFERENT'}")
             if workload == "tldr":
+                ours_low = min(ours_all, key=lambda r: r.peak_rss_gb)
                 lowest = min(theirs, key=lambda r: r.peak_rss_gb)
-                share = ours.peak_rss_gb / lowest.peak_rss_gb
-                lines.append(f"tldr: peak RSS {ours.peak_rss_gb:.2f} GB vs TRL's lowest ({lowest.variant}) "
-                             f"{lowest.peak_rss_gb:.2f} GB = {share:.0%} (bar <= 50%): {_verdict(share <= 0.5)}")
-        if workload == "tldr" and ours:
-            lines.append(f"tldr: hybridpo DPO reaches {ours.flops_frac:.1%} of the fp32 matmul peak on the needed "
-                         f"FLOPs (bar >= 50%): {_verdict(ours.flops_frac >= 0.5)}")
+                share = ours_low.peak_rss_gb / lowest.peak_rss_gb
+                lines.append(f"tldr: peak RSS, hybridpo's lowest ({ours_low.variant}) {ours_low.peak_rss_gb:.2f} GB "
+                             f"vs TRL's lowest ({lowest.variant}) {lowest.peak_rss_gb:.2f} GB = {share:.0%} "
+                             f"(bar <= 50%): {_verdict(share <= 0.5)}")
+        steady = _get(rows, workload, "hybridpo dpo")
+        if workload == "tldr" and steady:
+            lines.append(f"tldr: hybridpo dpo reaches {steady.flops_frac:.1%} of the fp32 matmul peak on the needed "
+                         f"FLOPs (bar >= 50%): {_verdict(steady.flops_frac >= 0.5)}")
     dpo, hypo = _get(rows, "hypo", "hybridpo dpo"), _get(rows, "hypo", "hybridpo hypo")
     if dpo and hypo:
         ratio = hypo.step_s / dpo.step_s

@@ -41,16 +41,19 @@ def _row(workload, variant, **kw):
 def test_bars_compare_against_trls_best_variant_and_check_the_loss():
     rows = [
         _row("tldr", "hybridpo dpo", e2e_pairs_per_s=0.9, loss_2=0.6931, peak_rss_gb=3.0, flops_frac=0.55),
+        _row("tldr", "hybridpo dpo precompute-ref", e2e_pairs_per_s=0.5, loss_2=0.6931, peak_rss_gb=3.5),
         _row("tldr", "trl dpo ref-model", e2e_pairs_per_s=0.2, loss_2=0.693105, peak_rss_gb=8.0),
         _row("tldr", "trl dpo precompute-ref", e2e_pairs_per_s=0.3, loss_2=0.6932, peak_rss_gb=5.0),
         _row("hypo", "hybridpo dpo", step_s=2.0),
         _row("hypo", "hybridpo hypo", step_s=3.5),
     ]
     text = "\n".join(bars(rows))
+    assert "hybridpo's best (hybridpo dpo) 0.90" in text  # the better of 0.9 and 0.5
     assert "= 3.00x (bar >= 3.0x): met" in text  # 0.9 / max(0.2, 0.3)
     assert "trl dpo ref-model| = 5.00e-06" in text and ": same" in text
     assert "trl dpo precompute-ref| = 1.00e-04" in text and "DIFFERENT" in text
     assert "= 60% (bar <= 50%): NOT met" in text  # 3.0 GB vs TRL's lowest 5.0 GB
+    assert "hybridpo's lowest (hybridpo dpo) 3.00 GB" in text
     assert "55.0% of the fp32 matmul peak" in text and "(bar >= 50%): met" in text
     assert "= 1.75x (bar <= 1.5x): NOT met" in text
 
