@@ -41,7 +41,7 @@ def test_ipo_minimum_value_by_hand():
 
 def test_rlhf_lecture_reward_model(result):
     """r̂ = [1, 0, 10], β = 0.5, π_ref = (½, ½, 0): π ∝ (e², 1, 0) so π(y3) = 0 exactly and
-    π(y1) = e²/(1 + e²) ≈ 0.8808; KL = log 2 - H(π) ≈ 0.3380 ≤ 2R'/β = 40."""
+    π(y1) = e²/(1 + e²) ≈ 0.8808; KL = log 2 - H(π) ≈ 0.3278 ≤ 2R'/β = 40."""
     probs = result.series["rlhf_probs"]
     assert probs[2] == 0.0
     assert probs[0] == pytest.approx(math.exp(2) / (1 + math.exp(2)), abs=1e-12)
