@@ -3,8 +3,8 @@ unseen optimal response?
 
 Three responses with 2-d features, a log-linear policy π_θ(y) ∝ exp⟨θ, φ(y)⟩ (θ = 0 is the uniform
 π_ref) and preference data only on (y1, y2), infinitely many pairs labelled by Bradley-Terry on a
-linear r*(y) = ⟨w*, φ(y)⟩ (+ c). The paper's figures are not reproducible here from its text alone,
-so we fix features that satisfy the two facts the issue points out: φ(y1) = (1, 0), φ(y2) = (0, 1),
+linear r*(y) = ⟨w*, φ(y)⟩ (+ c). The paper's exact feature values were not available to us
+offline, so we fix features that satisfy the two facts the issue points out: φ(y1) = (1, 0), φ(y2) = (0, 1),
 φ(y3) = (0, 2). With w* = [10, 1] (as written) the optimum is y1, inside the data; with
 w* = [1, 10] it is y3, unseen.
 

@@ -48,7 +48,8 @@ def _dirichlet(n: int, gen: torch.Generator) -> Tensor:
     return x / x.sum()
 
 
-def _solve(ref_logp: Tensor, mu: Tensor, r_star: Tensor, beta: float, dpo_init: Tensor) -> dict[str, Tensor]:
+def _solve(ref_logp: Tensor, mu: Tensor, r_star: Tensor, beta: float, dpo_init: Tensor) -> dict:
+    """Exact DPO policy (logits from dpo_init) and exact RLHF policy (r̂ from 0) on population pairs."""
     chosen, rejected, weight = population_pairs(r_star, mu)
     keep = weight > 0
     chosen, rejected, weight = chosen[keep], rejected[keep], weight[keep]
@@ -62,13 +63,14 @@ def _solve(ref_logp: Tensor, mu: Tensor, r_star: Tensor, beta: float, dpo_init: 
     r_hat = torch.zeros_like(r_star, requires_grad=True)
     minimize(lambda: (weight * losses.bradley_terry_loss(r_hat[chosen], r_hat[rejected])).sum(), [r_hat])
     with torch.no_grad():
-        return {"dpo": torch.log_softmax(theta, -1), "rlhf": gibbs_logprobs(ref_logp, r_hat, beta),
-                "dpo_loss_at_rlhf": (weight * losses.dpo_loss(*(gibbs_logprobs(ref_logp, r_hat, beta)[k] for k in (chosen, rejected)),
-                                                              ref_logp[chosen], ref_logp[rejected], beta)).sum(),
-                "pairs": (chosen, rejected, weight)}
+        rlhf = gibbs_logprobs(ref_logp, r_hat, beta)
+        pairs = (chosen, rejected, weight)
+        return {"dpo": torch.log_softmax(theta, -1), "rlhf": rlhf, "pairs": pairs,
+                "dpo_loss_at_rlhf": _dpo_loss(rlhf, ref_logp, pairs, beta)}
 
 
 def _dpo_loss(logp: Tensor, ref_logp: Tensor, pairs, beta: float) -> float:
+    """Population DPO loss Σ weight · losses.dpo_loss over the (chosen, rejected, weight) pairs."""
     c, r, w = pairs
     return float((w * losses.dpo_loss(logp[c], logp[r], ref_logp[c], ref_logp[r], beta)).sum())
 
@@ -98,7 +100,7 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
         target = n - u + int(part["rlhf"][n - u:].argmin())  # the least likely uncovered response
         moved[target] += cfg.delta
         rows["solution_set_loss_gap"].append(
-            abs(_dpo_loss(moved.log(), ref_logp, part["pairs"], cfg.beta) - float(part["dpo_loss_at_rlhf"])))
+            abs(_dpo_loss(moved.log(), ref_logp, part["pairs"], cfg.beta) - part["dpo_loss_at_rlhf"]))
         rows["solution_set_max_diff"].append(float((moved - part["rlhf"].exp()).abs().max()))
         # π_ref has no mass on the uncovered responses; DPO's logits start at uniform
         ref_part = ref.clone()
