@@ -71,7 +71,10 @@ def _train(loss_fn, cfg: Config, phi: Tensor, track: dict[str, Tensor]) -> dict[
         if it == cfg.iterations:
             break
         opt.zero_grad()
-        loss_fn(logp).backward()
+        loss = loss_fn(logp)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{NAME}: loss is {loss.item()} at iteration {it}")
+        loss.backward()
         opt.step()
     return series
 

@@ -78,7 +78,10 @@ def _train(loss_fn, form: str, optimizer: str, cfg: Config) -> dict[str, list[fl
         if it == cfg.iterations:
             break
         opt.zero_grad()
-        loss_fn(logp).backward()
+        loss = loss_fn(logp)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{NAME}: {form}/{optimizer} loss is {loss.item()} at iteration {it}")
+        loss.backward()
         opt.step()
         if form == "linear":
             with torch.no_grad():

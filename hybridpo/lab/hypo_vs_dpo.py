@@ -113,7 +113,10 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
             if step == cfg.steps:
                 break
             opt.zero_grad()
-            loss_fn(logp).backward()
+            loss = loss_fn(logp)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{NAME}: {name} loss is {loss.item()} at step {step}")
+            loss.backward()
             opt.step()
         runs[name] = s
 

@@ -60,3 +60,11 @@ def test_tabular_other_settings_fall(tabular):
     hypo = tabular.series["hypo_linear_sgd"]["ood_mean_prob"][-1]
     dpo = tabular.series["dpo_linear_sgd"]["ood_mean_prob"][-1]
     assert abs(hypo - 1 / 500) < abs(dpo - 1 / 500)
+
+
+def test_a_diverging_run_stops_with_the_iteration():
+    """With an absurd step the w/Σw form's 1/w gradients explode; the run must fail loudly, not
+    write a curve of nans. (Plain SGD on logits with lr = 1e300 overflows to a non-finite loss.)"""
+    cfg = tab.Config(n_responses=20, n_seen=10, n_pairs=200, iterations=50, sgd_lr=1e300)
+    with pytest.raises(FloatingPointError, match="at iteration"):
+        tab.run(seed=0, cfg=cfg)
