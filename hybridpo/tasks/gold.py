@@ -52,8 +52,11 @@ class GoldTaskConfig:
     order_weight: float = 0.5  # weight of the order score in r*
     extra_cost: float = 0.25  # r* lost per word that is not a first mention of a key item
     length_cost: float = 0.02  # r* lost per word of the response (the length cost)
+    n_words: int = len(WORDS)  # items are drawn from WORDS[:n_words]; fewer words = an easier task for tiny models
 
     def __post_init__(self) -> None:
+        if not self.max_items <= self.n_words <= len(WORDS):
+            raise ValueError(f"gold task needs max_items={self.max_items} <= n_words={self.n_words} <= {len(WORDS)}")
         if not 2 <= self.min_key <= self.max_key < self.min_items <= self.max_items <= len(WORDS):
             raise ValueError(
                 f"gold task needs 2 <= min_key <= max_key < min_items <= max_items <= {len(WORDS)}; got "
@@ -143,7 +146,7 @@ def make_examples(n: int, seed: int, cfg: GoldTaskConfig | None = None) -> list[
         attempts += 1
         if attempts > 100 * n + 1000:
             raise ValueError(f"cannot draw {n} distinct gold-task prompts with {cfg}")
-        words = rng.sample(WORDS, rng.randint(cfg.min_items, cfg.max_items))
+        words = rng.sample(WORDS[: cfg.n_words], rng.randint(cfg.min_items, cfg.max_items))
         key = set(rng.sample(range(len(words)), rng.randint(cfg.min_key, cfg.max_key)))
         items = tuple(Item(w, rng.choice((1, 2)) if i in key else 0) for i, w in enumerate(words))
         prompt = render_prompt(items)

@@ -70,6 +70,12 @@ def test_examples_are_deterministic_distinct_and_valid():
         assert gold.parse_prompt(e.prompt) == e.items
     with pytest.raises(ValueError, match="min_key"):
         GoldTaskConfig(min_key=1)
+    # the default draws from every word; n_words narrows the vocabulary (an easier task)
+    assert make_examples(5, seed=7) == a[:5]
+    small = make_examples(50, seed=7, cfg=GoldTaskConfig(n_words=10))
+    assert {it.word for e in small for it in e.items} <= set(gold.WORDS[:10])
+    with pytest.raises(ValueError, match="n_words"):
+        GoldTaskConfig(n_words=4)
 
 
 def test_bad_prompt_is_named():
