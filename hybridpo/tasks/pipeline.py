@@ -43,6 +43,7 @@ class GoldBenchConfig:
     tokenizer: str = str(SHARED_TOKENIZER)  # the real Pythia tokenizer
     n_train: int = 512  # training prompts
     n_eval: int = 64  # held-out prompts (evaluation, validation KL)
+    n_words: int = 46  # task vocabulary: items drawn from the first n_words of gold.WORDS (fewer = easier; 46 = all)
     sft_steps: int = 150  # SFT optimizer steps on the references
     sft_lr: float = 3e-3  # SFT learning rate
     candidates: int = 4  # samples of π_SFT per training prompt from which pairs are built
@@ -124,10 +125,10 @@ def run_gold_bench(cfg: GoldBenchConfig, progress=lambda s: None) -> str:
 
 
 def _write_task(cfg: GoldBenchConfig, d: Path) -> Path:
-    from hybridpo.tasks import make_split, sft_rows, write_jsonl
+    from hybridpo.tasks import GoldTaskConfig, make_split, sft_rows, write_jsonl
 
     if not (d / "sft_eval.jsonl").exists():
-        train, held_out = make_split(cfg.n_train, cfg.n_eval, seed=0)
+        train, held_out = make_split(cfg.n_train, cfg.n_eval, seed=0, cfg=GoldTaskConfig(n_words=cfg.n_words))
         write_jsonl(d / "sft_train.jsonl", sft_rows(train))
         write_jsonl(d / "prompts_train.jsonl", ({"prompt": e.prompt} for e in train))
         write_jsonl(d / "sft_eval.jsonl", sft_rows(held_out))
