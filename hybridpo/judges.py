@@ -227,7 +227,10 @@ class ApiJudge:
                     last = f"HTTP {e.code} from {url}"
                     log.warning("judge server error (%s), attempt %d/%d", last, attempt + 1, self.cfg.max_retries + 1)
                     continue
-                raise JudgeError(f"HTTP {e.code} from {url}: {e.read()[:300]!r}") from None
+                text = e.read()[:300].decode("utf-8", "replace")
+                if self.cfg.api_key:  # a server may echo the key back in its error body
+                    text = text.replace(self.cfg.api_key, "***")
+                raise JudgeError(f"HTTP {e.code} from {url}: {text!r}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
                 last = f"{type(e).__name__} from {url}: {getattr(e, 'reason', e)}"
                 log.warning("judge request failed (%s), attempt %d/%d", last, attempt + 1, self.cfg.max_retries + 1)

@@ -40,8 +40,8 @@ class FakeJudgeServer:
                     server.requests.append({"post": post, "auth": self.headers.get("Authorization"), "first": a,
                                             "path": self.path, "model": body["model"]})
                     n = server.seen[post] = server.seen.get(post, 0) + 1
-                if self.headers.get("Authorization") != f"Bearer {KEY}":
-                    return self._send(401, {"error": {"message": "bad key"}})
+                if self.headers.get("Authorization") != f"Bearer {KEY}":  # echoes the key, as some servers do
+                    return self._send(401, {"error": {"message": f"bad key {self.headers.get('Authorization')}"}})
                 if "always500" in post or ("once500" in post and n == 1):
                     return self._send(500, {"error": "boom"})
                 if "slow" in post and n == 1:
