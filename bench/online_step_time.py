@@ -14,6 +14,10 @@ A random model rarely emits EOS, so nearly every sample runs the full 53 tokens:
 the sampling share. Each step is timed by the loop itself (metrics.jsonl `step_time_s`,
 `sample_time_share`); the first 2 steps are warm-up and not counted.
 
+Measured 2026-11-24 on the shared 2-core CPU box under heavy load from other jobs (load ~11), so
+the absolute times are inflated; medians of steps 3-6: dpo 6.5 s/step; hypo 32.3 s (4.9x dpo,
+74% of it sampling); rlhf 33.1 s (5.1x dpo, 71% sampling); every sample ran the full 53 tokens.
+
     .venv/bin/python bench/online_step_time.py            # CPU, a few minutes
     .venv/bin/python bench/online_step_time.py --size small --new-tokens 16
 """
