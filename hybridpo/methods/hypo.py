@@ -17,6 +17,9 @@ max DPO objective s.t. KL(π‖π_ref) ≤ budget): after each micro-batch,
 with KL_measured the mean sequence KL of that micro-batch's samples. λ is part of the method's
 state, so checkpoints and --resume carry it. Held-out evaluation never moves λ.
 
+With λ = 0 (and no kl_budget) a step's weights equal a `dpo` step's to float precision
+(tests/online): the samples are still drawn, so the KL of a DPO-like run is logged.
+
 Deviations, stated: with temperature τ ≠ 1 the samples and their log-probs are those of π_τ (the
 KL regularised is then KL(π_τ‖π_ref,τ)) and the samples need a second forward at τ; the paper
 samples π itself (τ = 1, the default), where one forward serves pairs and samples.
