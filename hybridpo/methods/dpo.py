@@ -31,6 +31,25 @@ class IPOConfig:
     precompute_ref_logps: bool = False  # as for dpo
 
 
+def pair_logps(policy: torch.Tensor) -> dict[str, float]:
+    """TRL's `logps/chosen`, `logps/rejected` from (B, 2) policy log-probs (chosen, rejected)."""
+    return {"logps/chosen": policy[:, 0].mean().item(), "logps/rejected": policy[:, 1].mean().item()}
+
+
+def pair_metrics(policy: torch.Tensor, ref: torch.Tensor, beta: float) -> dict[str, float]:
+    """TRL's pair metrics from (B, 2) log-probs (chosen, rejected) of π and π_ref: the implicit
+    rewards β log π/π_ref (`rewards/*`) and the policy's `logps/*`. Shared by every DPO-style method."""
+    chosen_r = implicit_rewards(policy[:, 0], ref[:, 0], beta)  # (B,)
+    rejected_r = implicit_rewards(policy[:, 1], ref[:, 1], beta)  # (B,)
+    return {
+        "rewards/chosen": chosen_r.mean().item(),
+        "rewards/rejected": rejected_r.mean().item(),
+        "rewards/margins": (chosen_r - rejected_r).mean().item(),
+        "rewards/accuracies": (chosen_r > rejected_r).float().mean().item(),
+        **pair_logps(policy),
+    }
+
+
 class DPO(Method):
     name = "dpo"
     Config = DPOConfig
@@ -63,17 +82,8 @@ class DPO(Method):
         lengths = pol.lengths.view(B, 2).to(policy.dtype)
         pi, rf = (policy / lengths, ref / lengths) if self.average_logps else (policy, ref)
         losses = self.pair_loss(pi[:, 0], pi[:, 1], rf[:, 0], rf[:, 1], self.cfg.beta)  # (B,)
-        chosen_r = implicit_rewards(pi[:, 0], rf[:, 0], self.cfg.beta)
-        rejected_r = implicit_rewards(pi[:, 1], rf[:, 1], self.cfg.beta)
-        metrics = {
-            "loss": losses.mean().item(),
-            "rewards/chosen": chosen_r.mean().item(),
-            "rewards/rejected": rejected_r.mean().item(),
-            "rewards/margins": (chosen_r - rejected_r).mean().item(),
-            "rewards/accuracies": (chosen_r > rejected_r).float().mean().item(),
-            "logps/chosen": policy[:, 0].mean().item(),
-            "logps/rejected": policy[:, 1].mean().item(),
-        }
+        # implicit rewards from the log-probs h is built from; logps/* always the sequence sums
+        metrics = {"loss": losses.mean().item(), **pair_metrics(pi, rf, self.cfg.beta), **pair_logps(policy)}
         return losses.mean(), metrics
 
     def _reference(self, batch: list[PreferenceExample], ctx: MethodContext) -> torch.Tensor:

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import torch
 
 from hybridpo.data.examples import PreferenceExample
-from hybridpo.losses import dpo_loss, hypo_kl_loss, implicit_rewards, sequence_kl
+from hybridpo.losses import dpo_loss, hypo_kl_loss, sequence_kl
 from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.dpo import pair_metrics
 from hybridpo.methods.online import SamplingArgs, check_sampling, draw, sample_metrics, sample_tokens
 
 
@@ -108,17 +109,11 @@ class HyPO(Method):
         if update_dual and cfg.kl_budget > 0:  # dual ascent on Eq. 6's constraint KL ≤ kl_budget
             self.lam = min(cfg.lambda_max, max(0.0, self.lam + cfg.lambda_lr * (kl - cfg.kl_budget)))
 
-        chosen_r, rejected_r = implicit_rewards(pc, rc, cfg.beta), implicit_rewards(pr, rr, cfg.beta)
         metrics = {
             "loss": loss.item(),
             "loss/dpo": offline.mean().item(),
             "loss/kl_surrogate": online.mean().item(),  # the surrogate's value (its gradient is ∇KL, its value is not KL)
-            "rewards/chosen": chosen_r.mean().item(),
-            "rewards/rejected": rejected_r.mean().item(),
-            "rewards/margins": (chosen_r - rejected_r).mean().item(),
-            "rewards/accuracies": (chosen_r > rejected_r).float().mean().item(),
-            "logps/chosen": pc.mean().item(),
-            "logps/rejected": pr.mean().item(),
+            **pair_metrics(policy[:, :2], ref[:, :2], cfg.beta),
             "lambda": lam,
             **sample_metrics(rollout, policy[:, 2:].detach(), ref[:, 2:]),
             "num_tokens": sample_tokens(prompts, rollout) + sum(len(c) + len(r) for c, r in pairs),

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from hybridpo.data.examples import PromptExample
-from hybridpo.losses import dpo_loss, implicit_rewards
+from hybridpo.losses import dpo_loss
 from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.dpo import pair_metrics
 from hybridpo.methods.online import SamplingArgs, check_sampling, draw, load_scorer, sample_metrics, sample_tokens, score
 
 
@@ -65,16 +66,9 @@ class OnlineDPO(Method):
         losses = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta)  # (B,) Eq. 4
         loss = (losses * valid).sum() / valid.sum().clamp(min=1.0)
 
-        chosen_r = implicit_rewards(policy[:, 0], ref[:, 0], cfg.beta)
-        rejected_r = implicit_rewards(policy[:, 1], ref[:, 1], cfg.beta)
         metrics = {
             "loss": loss.item(),
-            "rewards/chosen": chosen_r.mean().item(),
-            "rewards/rejected": rejected_r.mean().item(),
-            "rewards/margins": (chosen_r - rejected_r).mean().item(),
-            "rewards/accuracies": (chosen_r > rejected_r).float().mean().item(),
-            "logps/chosen": policy[:, 0].mean().item(),
-            "logps/rejected": policy[:, 1].mean().item(),
+            **pair_metrics(policy, ref, cfg.beta),
             "reward": rewards.mean().item(),
             "reward/best": rewards.max(dim=1).values.mean().item(),
             "reward/worst": rewards.min(dim=1).values.mean().item(),
