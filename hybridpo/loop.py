@@ -77,6 +77,20 @@ class _Run:
     position: int = 0  # examples consumed (the data position)
 
 
+
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def adamw(params, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """The loop's optimizer: AdamW, fused (one kernel over all tensors) wherever torch has the kernel.
+
+    Same update as the per-tensor default up to float rounding; on CPU a Pythia-70m step takes
+    0.05 s fused against 0.25 s (2 threads), which was 13-15% of a TL;DR DPO step (issue 7).
+    """
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in params)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None)
+
 def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     run_dir = Path(cfg.run.out_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
@@ -149,7 +163,7 @@ def _build(cfg: TrainConfig, run_dir: Path) -> _Run:
             raise ValueError(f"method={cfg.method!r} needs model.reward_model (a folder saved by method=rm)")
         reward_model = load_reward_model(cfg.model.reward_model, cfg.model).to(accelerator.device)
     params = trainable_parameters(model)
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         params, lr=cfg.optim.lr, betas=tuple(cfg.optim.adam_betas), eps=cfg.optim.adam_eps, weight_decay=cfg.optim.weight_decay
     )
     warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * total_steps)

@@ -34,7 +34,9 @@ def _optimizer(policy, w: Workload):
     """AdamW + linear decay to 0 over the run: the loop's optimizer with TRL's default settings."""
     from transformers import get_scheduler
 
-    opt = torch.optim.AdamW(policy.parameters(), lr=w.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    from hybridpo.loop import adamw
+
+    opt = adamw(policy.parameters(), lr=w.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     return opt, get_scheduler("linear", opt, num_warmup_steps=0, num_training_steps=w.steps)
 
 
