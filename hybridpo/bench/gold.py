@@ -15,7 +15,7 @@ The stages are hybridpo.tasks.pipeline's (task data, SFT on the references, pair
     and the wall time of every stage in OUT/timing.json.
 
 Method names map to a training method and its reward source (METHODS). Every stage is skipped
-when its output exists (pipeline._train's rule), so a run that is interrupted continues.
+when its output exists (pipeline.train's rule), so a run that is interrupted continues.
 """
 
 from __future__ import annotations
@@ -112,20 +112,20 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
         clock = now
         (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
 
-    data = pipeline._write_task(cfg, out / "data")
+    data = pipeline.write_task(cfg, out / "data")
     if not (out / "init" / "config.json").exists():
         init_model("gpt-neox", cfg.size, cfg.tokenizer, out / "init", seed=0)
-    sft = pipeline._train(out / "sft", {
+    sft = pipeline.train(out / "sft", {
         "method": "sft", "model": {"name_or_path": str(out / "init")},
         "data": {"source": str(data / "sft_train.jsonl"), "eval_source": str(data / "sft_eval.jsonl")},
         "optim": {"lr": cfg.sft_lr, "batch_size": cfg.batch_size, "max_steps": cfg.sft_steps, "warmup_steps": 10}}, progress)
     lap("sft")
-    pipeline._sample_pairs(cfg, sft, data, progress)
+    pipeline.sample_pairs(cfg, sft, data, progress)
     lap("pairs")
     steps_per_epoch = max(1, cfg.n_train // cfg.batch_size)
     rm = None
     if any(METHODS[m][1] == "rm" for m in cfg.methods):
-        rm = pipeline._train(out / "rm", {
+        rm = pipeline.train(out / "rm", {
             "method": "rm", "model": {"name_or_path": str(sft)},
             "data": {"source": str(data / "pairs_sft_train.jsonl"), "eval_source": str(data / "pairs_sft_eval.jsonl")},
             "optim": {"lr": cfg.rm_lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.rm_epochs},
@@ -136,11 +136,11 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     for name in cfg.methods:
         for seed in range(cfg.seeds):
             run_dir = out / f"{name}-seed{seed}"
-            pipeline._train(run_dir, method_run(cfg, name, seed, sft, rm, data, steps_per_epoch), progress)
-            pipeline._validation_kl(cfg, run_dir, sft, data, steps_per_epoch)
+            pipeline.train(run_dir, method_run(cfg, name, seed, sft, rm, data, steps_per_epoch), progress)
+            pipeline.validation_kl(cfg, run_dir, sft, data, steps_per_epoch)
             runs.append(run_dir)
             lap(run_dir.name)
-    results = pipeline._evaluate_all(cfg, sft, runs, data, out / "eval", progress)
+    results = pipeline.evaluate_all(cfg, sft, runs, data, out / "eval", progress)
     lap("eval")
     table = markdown_table(aggregate(results))
     if cfg.best_of_n > 1:

@@ -1,13 +1,9 @@
-"""The gold-reward benchmark: `hybridpo bench gold` (paper Table 1 and Figure 1 on a CPU).
+"""The stages of the gold-reward benchmark; `hybridpo bench gold` (hybridpo/bench/gold.py) runs them.
 
-    init a small model -> SFT on the references -> sample pairs from π_SFT, label them by
-    Bradley-Terry on r* -> train each method from the same SFT (one run per seed) -> evaluate all
-    against π_ref = π_SFT with the gold reward: r*, win rate vs π_SFT's generations, KL(π‖π_SFT)
-    -> OUT/table.md (mean ± std over seeds) and OUT/plots/ (training curves, validation KL).
-
-Every stage is skipped when its output exists, so an interrupted benchmark continues. Online
-methods that need a reward (online_dpo, rlhf) score samples with r* itself (the gold reward is
-the scorer: "a policy trained on the gold reward"), so no reward model is trained here.
+    write_task: prompts, references and SFT rows -> train: one `hybridpo train` run (skipped when
+    its final model exists, so an interrupted benchmark continues) -> sample_pairs: samples of π_SFT
+    labelled by Bradley-Terry on r* -> validation_kl: KL(π_t‖π_SFT) per epoch checkpoint ->
+    evaluate_all: gold reward, win rate vs π_SFT's generations and KL(π‖π_SFT) for every run.
 
 Validation KL over training (Figure 1): each method run keeps a checkpoint per epoch; afterwards
 KL(π_t‖π_SFT) is estimated on the held-out prompts for each checkpoint (hybridpo.evaluate.reverse_kl)
@@ -19,7 +15,6 @@ response is at most 4 words + EOS; the cap only bounds wasted CPU time on unfini
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -27,13 +22,6 @@ from pathlib import Path
 
 SHARED_TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "pythia" / "tokenizer.json"
 GOLD_SCORER = "hybridpo.tasks.gold:gold_reward"
-METHOD_ARGS = {  # per method: method_args beyond β (the online ones rank / reward with r*)
-    "dpo": {}, "ipo": {}, "hypo": {"k": 2, "max_new_tokens": 8},
-    "online_dpo": {"k": 4, "max_new_tokens": 8, "scorer": GOLD_SCORER},
-    "rlhf": {"k": 4, "max_new_tokens": 8, "scorer": GOLD_SCORER},
-}
-
-
 @dataclass
 class GoldBenchConfig:
     out: str = "runs/gold"  # benchmark folder: data/, sft/, <method>-seed<s>/, eval/, table.md, plots/
@@ -59,72 +47,7 @@ class GoldBenchConfig:
     kl_samples: int = 4  # samples per held-out prompt for the KL estimates
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    for f in GoldBenchConfig.__dataclass_fields__.values():
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "methods":
-            p.add_argument(flag, default=",".join(default), help="comma-separated methods (dpo, ipo, hypo, online_dpo, rlhf)")
-        else:
-            kind = {int: int, float: float, str: str}.get(type(default), int)
-            p.add_argument(flag, type=kind, default=default, help=f"default {default}")
-
-
-def run(args: argparse.Namespace) -> int:
-    values = vars(args).copy()
-    values = {k: v for k, v in values.items() if k in GoldBenchConfig.__dataclass_fields__}
-    values["methods"] = [m.strip() for m in values["methods"].split(",") if m.strip()]
-    table = run_gold_bench(GoldBenchConfig(**values), progress=print)
-    print(table)
-    return 0
-
-
-def run_gold_bench(cfg: GoldBenchConfig, progress=lambda s: None) -> str:
-    from hybridpo.report import aggregate, markdown_table, plot_training, plot_validation_kl
-
-    unknown = sorted(set(cfg.methods) - set(METHOD_ARGS))
-    if unknown:
-        raise ValueError(f"bench gold: methods {unknown}; choose from {sorted(METHOD_ARGS)}")
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    data = _write_task(cfg, out / "data")
-    init = out / "init"
-    if not (init / "config.json").exists():
-        from hybridpo.models import init_model
-
-        init_model("gpt-neox", cfg.size, cfg.tokenizer, init, seed=0)
-    sft = _train(out / "sft", {"method": "sft", "model": {"name_or_path": str(init)},
-                               "data": {"source": str(data / "sft_train.jsonl"), "eval_source": str(data / "sft_eval.jsonl")},
-                               "optim": {"lr": cfg.sft_lr, "batch_size": cfg.batch_size, "max_steps": cfg.sft_steps,
-                                         "warmup_steps": 10}}, progress)
-    _sample_pairs(cfg, sft, data, progress)
-    steps_per_epoch = max(1, cfg.n_train // cfg.batch_size)
-    runs = []
-    for method in cfg.methods:
-        for seed in range(cfg.seeds):
-            margs = {"beta": cfg.beta, **METHOD_ARGS[method]} | ({"lam": cfg.lam} if method == "hypo" else {})
-            src = "prompts_train.jsonl" if method in ("online_dpo", "rlhf") else "pairs_sft_train.jsonl"
-            raw = {"method": method, "model": {"name_or_path": str(sft)}, "method_args": margs,
-                   "data": {"source": str(data / src), "eval_source": str(data / "pairs_sft_eval.jsonl")}
-                   if src.startswith("pairs") else {"source": str(data / src)},
-                   "optim": {"lr": cfg.lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.epochs},
-                   "run": {"seed": seed, "save_every": steps_per_epoch, "keep_checkpoints": cfg.epochs + 1}}
-            run_dir = out / f"{method}-seed{seed}"
-            _train(run_dir, raw, progress)
-            _validation_kl(cfg, run_dir, sft, data, steps_per_epoch)
-            runs.append(run_dir)
-    results = _evaluate_all(cfg, sft, runs, data, out / "eval", progress)
-    table = markdown_table(aggregate(results))
-    (out / "table.md").write_text(table)
-    if runs:
-        plot_training(runs, out / "plots" / "training_curves.png")
-        plot_validation_kl(runs, out / "plots" / "validation_kl.png", key="eval/kl", x="epoch",
-                           file="validation_kl.jsonl")
-    return table
-
-
-def _write_task(cfg: GoldBenchConfig, d: Path) -> Path:
+def write_task(cfg: GoldBenchConfig, d: Path) -> Path:
     from hybridpo.tasks import GoldTaskConfig, make_split, sft_rows, write_jsonl
 
     if not (d / "sft_eval.jsonl").exists():
@@ -135,7 +58,7 @@ def _write_task(cfg: GoldBenchConfig, d: Path) -> Path:
     return d
 
 
-def _train(run_dir: Path, raw: dict, progress) -> Path:
+def train(run_dir: Path, raw: dict, progress) -> Path:
     """Train unless RUN/final exists; returns RUN/final."""
     from hybridpo.config import config_from_dict
     from hybridpo.loop import train
@@ -150,7 +73,7 @@ def _train(run_dir: Path, raw: dict, progress) -> Path:
     return final
 
 
-def _sample_pairs(cfg: GoldBenchConfig, sft: Path, d: Path, progress) -> None:
+def sample_pairs(cfg: GoldBenchConfig, sft: Path, d: Path, progress) -> None:
     """Pairs from π_SFT's samples (temperature 1), BT-labelled on r*, restricted by the coverage knobs."""
     import torch
 
@@ -180,7 +103,7 @@ def _sample_pairs(cfg: GoldBenchConfig, sft: Path, d: Path, progress) -> None:
     progress(f"pairs from π_SFT samples: {json.dumps(stats)}")
 
 
-def _validation_kl(cfg: GoldBenchConfig, run_dir: Path, sft: Path, d: Path, steps_per_epoch: int) -> None:
+def validation_kl(cfg: GoldBenchConfig, run_dir: Path, sft: Path, d: Path, steps_per_epoch: int) -> None:
     """KL(π_t‖π_SFT) on held-out prompts for each epoch's checkpoint -> RUN/validation_kl.jsonl."""
     from hybridpo.data import load_tokenizer
     from hybridpo.evaluate import EvalConfig, reverse_kl
@@ -202,7 +125,7 @@ def _validation_kl(cfg: GoldBenchConfig, run_dir: Path, sft: Path, d: Path, step
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _evaluate_all(cfg: GoldBenchConfig, sft: Path, runs: list[Path], d: Path, out: Path, progress) -> dict:
+def evaluate_all(cfg: GoldBenchConfig, sft: Path, runs: list[Path], d: Path, out: Path, progress) -> dict:
     """Gold reward, win rate vs π_SFT's generations, KL(π‖π_SFT) for SFT and every run."""
     from hybridpo.data import DataConfig, PromptExample, load_preferences, load_prompts, load_tokenizer
     from hybridpo.evaluate import EvalConfig, evaluate
