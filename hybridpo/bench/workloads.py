@@ -18,6 +18,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybridpo.data import recipes
+
 EOS_ID = 0  # "<|endoftext|>" in the Pythia tokenizer and in the tiny vocabulary
 PAD_ID = 1  # "<|padding|>"
 TLDR_SUFFIX = "\nTL;DR:"
@@ -73,8 +75,8 @@ class Pair:
 
 
 def shared_dir() -> Path:
-    """The read-only shared data next to the repository (../shared from the repo root)."""
-    path = Path(__file__).resolve().parents[2].parent / "shared"
+    """hybridpo.data.recipes.shared_dir(), which the benchmark cannot run without: say so plainly."""
+    path = recipes.shared_dir()
     if not path.is_dir():
         raise FileNotFoundError(f"shared data directory {path} not found (expected next to the repository)")
     return path

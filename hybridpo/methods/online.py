@@ -88,6 +88,14 @@ def load_scorer(spec: str) -> Callable[[str, str], float]:
     return fn
 
 
+def resolve_scorer(spec: str, given: Callable | None) -> Callable | None:
+    """The text scorer of an online method: `given` (tests, benchmarks), else `spec` loaded, else
+    None, meaning the reward model (ctx.reward) scores the samples."""
+    if given is not None:
+        return given
+    return load_scorer(spec) if spec else None
+
+
 def score(ctx: MethodContext, scorer: Callable | None, prompts: list[list[int]], rollout: Rollout) -> Tensor:
     """Rewards (P, k) of the samples: the text scorer when given, else the reward model (ctx.reward)."""
     P, k = len(prompts), len(rollout.responses[0])

@@ -21,7 +21,7 @@ from hybridpo.data.examples import PromptExample
 from hybridpo.losses import dpo_loss
 from hybridpo.methods.base import Method, MethodContext
 from hybridpo.methods.dpo import pair_metrics
-from hybridpo.methods.online import SamplingArgs, check_sampling, draw, load_scorer, sample_metrics, sample_tokens, score
+from hybridpo.methods.online import SamplingArgs, check_sampling, draw, resolve_scorer, sample_metrics, sample_tokens, score
 
 
 @dataclass
@@ -43,7 +43,7 @@ class OnlineDPO(Method):
         check_sampling(cfg)
         if not cfg.beta > 0:
             raise ValueError(f"method_args.beta={cfg.beta}; must be > 0")
-        self.scorer = scorer if scorer is not None else (load_scorer(cfg.scorer) if cfg.scorer else None)
+        self.scorer = resolve_scorer(cfg.scorer, scorer)
         self.needs_reward_model = self.scorer is None
 
     def loss(self, batch: list[PromptExample], ctx: MethodContext):

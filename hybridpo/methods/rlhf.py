@@ -23,7 +23,7 @@ import torch
 from hybridpo.data.examples import PromptExample
 from hybridpo.losses import rloo_policy_loss
 from hybridpo.methods.base import Method, MethodContext
-from hybridpo.methods.online import SamplingArgs, check_sampling, draw, load_scorer, sample_metrics, sample_tokens, score
+from hybridpo.methods.online import SamplingArgs, check_sampling, draw, resolve_scorer, sample_metrics, sample_tokens, score
 
 
 @dataclass
@@ -52,7 +52,7 @@ class RLHF(Method):
             raise ValueError(f"method_args.beta={cfg.beta}, reward_clip={cfg.reward_clip}; must be >= 0")
         if cfg.updates_per_sample < 1 or not cfg.ratio_clip > 0:
             raise ValueError(f"method_args.updates_per_sample={cfg.updates_per_sample} must be >= 1 and ratio_clip={cfg.ratio_clip} > 0")
-        self.scorer = scorer if scorer is not None else (load_scorer(cfg.scorer) if cfg.scorer else None)
+        self.scorer = resolve_scorer(cfg.scorer, scorer)
         self.needs_reward_model = self.scorer is None
         self._reuse: list[dict] = []  # the samples of the current u-step cycle, one entry per micro-batch
         self._cycle_step, self._micro, self._seen_step = -1, 0, -1

@@ -20,7 +20,9 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SHARED_TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "pythia" / "tokenizer.json"
+from hybridpo.data.recipes import shared_dir
+
+SHARED_TOKENIZER = shared_dir() / "tokenizers" / "pythia" / "tokenizer.json"
 GOLD_SCORER = "hybridpo.tasks.gold:gold_reward"
 @dataclass
 class GoldBenchConfig:

@@ -14,11 +14,6 @@ ROWS = [{"prompt": f"Question {i} about {i % 3}", "chosen": f" answer {i}", "rej
         for i in range(40)] + [{"prompt": "tie", "chosen": " x", "rejected": " x"}]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(SHARED / "tokenizers" / "pythia" / "tokenizer.json"))
-
-
 @pytest.fixture
 def setup(tmp_path):
     src = tmp_path / "pairs.jsonl"

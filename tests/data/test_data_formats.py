@@ -15,11 +15,6 @@ SHARED = Path(__file__).resolve().parents[3] / "shared"
 EOS = 0  # Pythia "<|endoftext|>"
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(SHARED / "tokenizers" / "pythia" / "tokenizer.json"))
-
-
 def ids(tok, text):
     return tok(text, add_special_tokens=False)["input_ids"]
 

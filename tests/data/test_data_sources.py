@@ -17,11 +17,6 @@ ROWS = [{"prompt": "2+2=", "chosen": " 4", "rejected": " 5"},
         {"prompt": "Capital of France?", "chosen": " Paris", "rejected": " Nice"}]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(PYTHIA))
-
-
 def load(tok, source, **kw):
     train, eval_ = load_preferences(DataConfig(source=str(source), use_cache=False, **kw), tok)
     return train + eval_

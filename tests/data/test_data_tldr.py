@@ -6,15 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybridpo.data import load_tokenizer, prepare_preferences, prepare_prompts, split_by_group, tldr
+from hybridpo.data import prepare_preferences, prepare_prompts, split_by_group, tldr
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 TLDR = SHARED / "data" / "tldr" / "tldr_comparisons_10k.parquet"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(SHARED / "tokenizers" / "pythia" / "tokenizer.json"))
 
 
 @pytest.fixture(scope="module")

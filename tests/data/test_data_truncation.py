@@ -13,11 +13,6 @@ EOS = 0
 PROMPT, LONG, SHORT = "one two three four five", " six seven eight", " nine"
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(SHARED / "tokenizers" / "pythia" / "tokenizer.json"))
-
-
 @pytest.fixture
 def src(tmp_path):
     path = tmp_path / "pairs.jsonl"

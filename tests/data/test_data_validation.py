@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from hybridpo.data import DataConfig, DataError, load_preferences, load_tokenizer, prepare_preferences, ultrafeedback
+from hybridpo.data import DataConfig, DataError, load_preferences, prepare_preferences, ultrafeedback
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 UF = SHARED / "data" / "ultrafeedback"
 GOOD = {"prompt": "p", "chosen": " a", "rejected": " b"}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(str(SHARED / "tokenizers" / "pythia" / "tokenizer.json"))
 
 
 def load(tok, path, **kw):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,14 +20,6 @@ from hybridpo.evaluate import EvalConfig, evaluate, generate
 from hybridpo.judges import gold_judge, win_rate
 from hybridpo.tasks import gold_reward, make_examples
 
-TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "pythia" / "tokenizer.json"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    from hybridpo.data import load_tokenizer
-
-    return load_tokenizer(str(TOKENIZER))
 
 
 def tiny_model(tok, seed: int):

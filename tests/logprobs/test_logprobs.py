@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from hybridpo import logprobs
+from tiny_models import tiny_model
 from hybridpo.logprobs import (
     PackingUnsupported,
     packed_attention_mask,
@@ -19,16 +19,6 @@ from hybridpo.logprobs import (
 
 PAD = 1
 
-
-def tiny_model(vocab=97, attn="sdpa", seed=0, init=0.3):
-    """A 2-layer GPT-NeoX; init 0.3 (not 0.02) makes attention sharp, so a mask error shows."""
-    torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=256, tie_word_embeddings=False,
-        initializer_range=init, attn_implementation=attn,
-    )
-    return GPTNeoXForCausalLM(cfg).eval()
 
 
 def rand_ids(g, n, vocab=97):

@@ -7,24 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from hybridpo.logprobs import response_logps
+from tiny_models import tiny_model
 from hybridpo.losses import sequence_kl
 from hybridpo.rollout import _truncate, sample
 
 EOS, PAD = 0, 1
 TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "pythia" / "tokenizer.json"
 
-
-def tiny_model(vocab=97, seed=0, init=0.3, attn="sdpa"):
-    torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=256, tie_word_embeddings=False,
-        initializer_range=init, attn_implementation=attn,
-    )
-    return GPTNeoXForCausalLM(cfg).eval()
 
 
 PROMPTS = [[5, 17, 42, 8, 9], [71], [3, 60, 22, 22, 14, 90, 33, 2, 40]]  # different lengths
