@@ -16,6 +16,7 @@ consumed, so a resumed run sees exactly the batches the killed run would have se
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -29,9 +30,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
-from hybridpo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
+from hybridpo.checkpoint import _atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
-from hybridpo.data import load_preferences, load_prompts, load_tokenizer
+from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
 from hybridpo.logprobs import response_logps
 from hybridpo.methods import Method, MethodContext, get_method
 from hybridpo.models import build_reference, load_policy, load_reward_model, trainable_parameters
@@ -63,6 +64,7 @@ class _Run:
     tokenizer: Any
     train_set: list  # training examples (PreferenceExample or PromptExample)
     eval_set: list  # held-out examples, maybe empty
+    data_stats: DataStats  # what the data load read, dropped and cut (written to data_stats.json)
     model: torch.nn.Module  # the trained model (unwrapped)
     params: list  # its trainable parameters
     optimizer: Any  # AdamW wrapped by accelerate (fp16 grad scaling)
@@ -102,6 +104,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
     elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
+    if main:
+        _write_data_stats(run)
     rng_after_setup = _snapshot_rng(run.generator)  # prepare() must not shift the training RNG streams
     run.method.prepare(run.train_set, run.ctx)
     _restore_rng(rng_after_setup, run.generator)
@@ -146,8 +150,9 @@ def _build(cfg: TrainConfig, run_dir: Path) -> _Run:
     method = get_method(cfg.method)(cfg.method_args)
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
-    load = load_preferences if method.data_kind == "preferences" else load_prompts
-    train_set, eval_set = load(cfg.data, tokenizer)
+    prepare = prepare_preferences if method.data_kind == "preferences" else prepare_prompts
+    data = prepare(cfg.data, tokenizer)
+    train_set, eval_set = data.train, data.eval
     if not train_set:
         raise ValueError(f"data.source={cfg.data.source!r} gave no training examples")
     global_batch = cfg.optim.batch_size * cfg.optim.grad_accum * accelerator.num_processes
@@ -175,10 +180,25 @@ def _build(cfg: TrainConfig, run_dir: Path) -> _Run:
     ctx = _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator, sample_clock)
     return _Run(
         cfg=cfg, run_dir=run_dir, accelerator=accelerator, method=method, tokenizer=tokenizer, train_set=train_set,
-        eval_set=eval_set, model=model, params=params, optimizer=optimizer, scheduler=scheduler, generator=generator,
-        ctx=ctx, sample_clock=sample_clock, total_steps=total_steps, global_batch=global_batch,
+        eval_set=eval_set, data_stats=data.stats, model=model, params=params, optimizer=optimizer, scheduler=scheduler,
+        generator=generator, ctx=ctx, sample_clock=sample_clock, total_steps=total_steps, global_batch=global_batch,
         order=_Order(len(train_set), cfg.run.seed),
     )
+
+
+def _write_data_stats(run: _Run) -> None:
+    """RUN/data_stats.json (atomic) and a one-line summary on stderr: what the data load kept.
+
+    "counts" are DataStats over all sources together (drops happen before the train/eval split);
+    "train" / "eval" (the latter only when there is held-out data) give each split's size and
+    token lengths. A resumed run rewrites the file from its own load.
+    """
+    stats = {"source": run.cfg.data.source, "eval_source": run.cfg.data.eval_source, "counts": run.data_stats.to_dict(),
+             "train": split_stats(run.train_set)}
+    if run.eval_set:
+        stats["eval"] = split_stats(run.eval_set)
+    _atomic_write(run.run_dir / "data_stats.json", json.dumps(stats, indent=2) + "\n")
+    print(f"data: {run.data_stats.summary()} (data_stats.json)", file=sys.stderr)
 
 
 def _resume(run: _Run) -> None:

@@ -7,7 +7,17 @@ policies, each folder's eval.json / eval.md / generations.jsonl, and one table o
         --task gold --judge gold --out runs/gold/eval
 
 A run folder is read as its final/ model, and its config.yaml names the reference when --ref is
-not given. The API judge reads its key from the environment variable named by --api-key-env
+not given.
+
+π_ref without a second model: when --ref is not given and a model is a LoRA adapter whose base is
+the reference (a peft folder, or a run with model.finetune=lora: its final/ when saved unmerged,
+else the adapter in its latest checkpoint, which holds the final weights), π_ref is that policy
+with its adapter switched off (hybridpo.models.Reference "disabled_adapter", as in training), so
+only the base weights are loaded, once. A full fine-tune, an explicit --ref, or an adapter on
+another base loads π_ref as a separate model (once for all models). eval.json records which in
+`reference_kind` ("disabled_adapter" or "separate").
+
+The API judge reads its key from the environment variable named by --api-key-env
 (default OPENAI_API_KEY); the key is passed to the judge and never printed or written.
 """
 
@@ -16,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 JUDGES = ("gold", "rm", "api", "none")
@@ -24,7 +34,10 @@ JUDGES = ("gold", "rm", "api", "none")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", help="run folders (their final/ model) or model folders / hub names")
-    p.add_argument("--ref", default=None, help="π_ref (model folder or hub name); default: the run's config.yaml model")
+    p.add_argument("--ref", default=None,
+                   help="π_ref (model folder or hub name), loaded as a separate model; default: the run's config.yaml "
+                        "model (or a peft folder's base), and for a LoRA adapter on it the policy with its adapter "
+                        "disabled (no second copy of the weights)")
     p.add_argument("--data", required=True, help="validation prompts with references: JSONL/parquet SFT rows (prompt, completion)")
     p.add_argument("--pairs", default=None, help="validation preference pairs (prompt, chosen, rejected) for logps/chosen|rejected")
     p.add_argument("--prompt-template", default="{prompt}", help="data prompt template (TL;DR: '{prompt}\\nTL;DR:')")
@@ -50,29 +63,38 @@ def run(args: argparse.Namespace) -> int:
 
     from hybridpo.data import DataConfig, load_preferences, load_prompts, load_tokenizer
     from hybridpo.evaluate import EvalConfig, evaluate
+    from hybridpo.models import Reference
     from hybridpo.report import aggregate, markdown_table
 
     torch.manual_seed(args.seed)
     sources = [_resolve(m) for m in args.models]
-    ref_path = args.ref or sources[0][2]
+    ref_path = args.ref or sources[0].ref
     if not ref_path:
-        raise SystemExit("hybridpo eval: no --ref given and the first model has no run config.yaml naming one")
-    tokenizer = load_tokenizer(args.tokenizer or str(sources[0][1]))
+        raise SystemExit("hybridpo eval: no --ref given, and the first model is neither a run whose config.yaml "
+                         "names one nor a peft adapter")
+    tokenizer = load_tokenizer(args.tokenizer or str(sources[0].path))
     data_cfg = DataConfig(source=args.data, prompt_template=args.prompt_template, unique_prompts=True, use_cache=False)
     prompts = _all(load_prompts(data_cfg, tokenizer))
     pairs = None
     if args.pairs:
         pairs = _all(load_preferences(DataConfig(source=args.pairs, prompt_template=args.prompt_template, use_cache=False), tokenizer))
-    ref = _load_lm(ref_path)
     scorers, judge = _scorers_and_judge(args, tokenizer)
     out = Path(args.out)
     results = {}
-    for name, path, _ in sources:
-        policy = _load_lm(str(path))
+    separate_ref = None  # π_ref as its own model, loaded when the first model needs it
+    for src in sources:
+        name, path = src.name, src.path
+        if args.ref is None and src.adapter is not None and _same_model(_adapter_base(src.adapter), ref_path):
+            policy, kind, path = _load_with_disabled_adapter(src.adapter), "disabled_adapter", src.adapter
+            ref = Reference(kind, policy, disable_adapter_of=policy)  # π_ref = the base: one copy of the weights
+        else:
+            if separate_ref is None:
+                separate_ref = _load_lm(ref_path)
+            policy, ref, kind = _load_lm(str(path)), separate_ref, "separate"
         cfg = EvalConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, kl_samples=args.kl_samples,
                          batch_size=args.batch_size, max_prompts=args.max_prompts, seed=args.seed, generator_name=name)
         res = evaluate(policy, ref, tokenizer, prompts, pairs=pairs, judge=judge, scorers=scorers, cfg=cfg)
-        res.metrics.update(model=str(path), reference=str(ref_path))
+        res.metrics.update(model=str(path), reference=str(ref_path), reference_kind=kind)
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         (d / "eval.json").write_text(json.dumps(res.metrics, indent=2) + "\n")
@@ -90,17 +112,63 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(spec: str) -> tuple[str, Path | str, str | None]:
-    """(name, model path, reference named by the run's config) for a run folder or a model."""
+@dataclass
+class _Source:
+    name: str  # the model's name in OUT/ and the table (a run folder's name)
+    path: Path | str  # the model evaluated: a run's final/, a model folder or a hub name
+    ref: str | None  # π_ref named by the run's config.yaml, or a peft folder's base model
+    adapter: Path | None  # a LoRA adapter folder holding this model's weights (see _run_adapter), or None
+
+
+def _resolve(spec: str) -> _Source:
+    """Name, model, reference and LoRA adapter (if any) of a run folder or a model."""
     p = Path(spec)
     if (p / "final").is_dir():
-        ref = None
+        model_cfg = {}
         if (p / "config.yaml").exists():
             import yaml
 
-            ref = (yaml.safe_load((p / "config.yaml").read_text()) or {}).get("model", {}).get("name_or_path")
-        return p.name, p / "final", ref
-    return (p.name if p.exists() else spec.replace("/", "_")), (p if p.exists() else spec), None
+            model_cfg = (yaml.safe_load((p / "config.yaml").read_text()) or {}).get("model", {})
+        return _Source(p.name, p / "final", model_cfg.get("name_or_path"), _run_adapter(p, model_cfg.get("finetune")))
+    if _is_adapter(p):
+        return _Source(p.name, p, _adapter_base(p), p)
+    return _Source(p.name if p.exists() else spec.replace("/", "_"), p if p.exists() else spec, None, None)
+
+
+def _run_adapter(run: Path, finetune: str | None) -> Path | None:
+    """A LoRA run's adapter: final/ itself (lora.save_merged=false), or else the latest checkpoint's
+    model/ (train() checkpoints the last step before saving final/ merged, so they hold the same
+    weights); None for other runs or when the checkpoints are gone."""
+    if _is_adapter(run / "final"):
+        return run / "final"
+    if finetune != "lora":
+        return None
+    from hybridpo.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    return ckpt / "model" if ckpt is not None and _is_adapter(ckpt / "model") else None
+
+
+def _is_adapter(path: Path) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def _adapter_base(path: Path) -> str | None:
+    return json.loads((Path(path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+
+
+def _same_model(a: str | None, b: str | None) -> bool:
+    """The same model folder (compared resolved) or the same hub name."""
+    if a is None or b is None:
+        return False
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def _load_with_disabled_adapter(adapter: Path):
+    """The policy as a peft model (base + unmerged adapter), so its adapter can be switched off for π_ref."""
+    from peft import AutoPeftModelForCausalLM
+
+    return AutoPeftModelForCausalLM.from_pretrained(str(adapter)).eval()
 
 
 def _load_lm(path: str):

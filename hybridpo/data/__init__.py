@@ -10,7 +10,7 @@ Modules: `config` (DataConfig), `sources` (files, `datasets`), `formats` (row fo
 """
 
 from hybridpo.data.config import DataConfig
-from hybridpo.data.examples import DataError, DataStats, PreferenceExample, PromptExample
+from hybridpo.data.examples import DataError, DataStats, PreferenceExample, PromptExample, split_stats
 from hybridpo.data.load import (
     Prepared,
     load_preferences,
@@ -24,6 +24,6 @@ from hybridpo.data.tokenize import load_tokenizer
 
 __all__ = [
     "DataConfig", "DataError", "DataStats", "PreferenceExample", "PromptExample", "Prepared",
-    "load_preferences", "load_prompts", "prepare_preferences", "prepare_prompts", "split_by_group",
+    "load_preferences", "load_prompts", "prepare_preferences", "prepare_prompts", "split_by_group", "split_stats",
     "RECIPES", "recipe_config", "tldr", "ultrafeedback", "load_tokenizer",
 ]

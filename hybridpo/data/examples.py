@@ -73,3 +73,23 @@ class DataStats:
             f"{self.truncated_responses} responses (end cut, no EOS)"
             + ("; from cache" if self.from_cache else "")
         )
+
+
+TOKEN_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids", "reference_ids")  # the id lists split_stats measures
+
+
+def split_stats(examples: list) -> dict:
+    """Size and token lengths of one split: {"examples", "groups", "<field>_tokens": {min, mean, max}}.
+
+    One length entry per id field the examples have (`prompt`, `chosen`, `rejected` for pairs;
+    `prompt`, `reference` for prompts; prompt-only rows have no reference). Lengths are after
+    EOS, BOS and truncation: what the model sees.
+    """
+    out: dict = {"examples": len(examples), "groups": len({e.group for e in examples})}
+    for name in TOKEN_FIELDS:
+        lengths = [len(ids) for e in examples if (ids := getattr(e, name, None)) is not None]
+        if lengths:
+            out[f"{name.removesuffix('_ids')}_tokens"] = {
+                "min": min(lengths), "mean": sum(lengths) / len(lengths), "max": max(lengths),
+            }
+    return out
