@@ -89,6 +89,10 @@ def bars(rows: list[Summary]) -> list[str]:
         ratio = hypo.step_s / dpo.step_s
         lines.append(f"hypo: HyPO step {hypo.step_s:.2f} s / DPO step {dpo.step_s:.2f} s = {ratio:.2f}x "
                      f"(bar <= 1.5x): {_verdict(ratio <= 1.5)}")
+        # FLOPs a step needs = achieved FLOP/s x step time; their ratio is the step-time ratio at equal efficiency
+        needed = (hypo.flops_frac * hypo.step_s) / (dpo.flops_frac * dpo.step_s)
+        lines.append(f"hypo: a HyPO step needs {needed:.2f}x the FLOPs of a DPO step (the step-time ratio if both "
+                     f"ran at the same FLOP/s; the rest of {ratio:.2f}x is HyPO's lower efficiency, mostly one-token decode)")
     ours, theirs = _get(rows, "tiny", "hybridpo rlhf"), _get(rows, "tiny", "trl rloo")
     if ours and theirs:
         ratio = ours.completions_per_s / theirs.completions_per_s
