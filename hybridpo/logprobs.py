@@ -25,6 +25,16 @@ Two layouts compute the same numbers (tested to 1e-5 in fp32, values and gradien
   On TL;DR (prompts ~334 tokens, responses ~35) a DPO pair costs one prompt pass instead of two,
   and the head runs on ~10% of the positions instead of all of them.
 
+- "after a prompt pass" (issue 7, online methods): `prompt_pass(model, prompts)` runs the prompts
+  once and keeps their keys / values (with grad) and next-token logits; `response_logps(...,
+  prompt_pass=pp)` then forwards only the responses, packed as above, attending to those cached keys
+  through the same kind of 4D mask; and `rollout.sample(..., prompt_pass=pp)` seeds its KV cache from
+  the same pass, detached. A step of HyPO / RLHF / online DPO thus runs each prompt through the
+  policy once for both sampling and the loss (the weights do not change in between).
+  `prompt_pass_unsupported_reason` says when that would change the numbers (active dropout: the
+  sampler runs in eval mode; gradient checkpointing; a DDP wrapper, which expects one forward per
+  backward); callers then fall back to the packed layout.
+
 Conventions: `prompts: list[list[int]]` (P prompts, each non-empty); `responses:
 list[list[list[int]]]` (for prompt i, its responses); results are in prompt-major order (N =
 total responses). Padding is never inferred from token ids (pad may equal EOS): every mask is
@@ -82,15 +92,22 @@ def response_logps(
     pad_id: int,
     temperature: float = 1.0,
     layout: str = "packed",
+    prompt_pass: PromptPass | None = None,
 ) -> ResponseLogps:
     """log π_τ(y|x) for every response y of every prompt x, π_τ = softmax(logits / τ), in fp32.
 
     `temperature` τ must equal the sampler's so log-probs of samples are those of the
     distribution that drew them (rollout.sample uses the same convention). Raises
     `PackingUnsupported` for layout="packed" on a model that cannot take a custom 4D mask.
+    With `prompt_pass` (from `prompt_pass(model, prompts)`, same model, same prompts) only the
+    responses are forwarded; `layout` is then not used.
     """
     _check_inputs(prompts, responses, temperature)
-    if layout == "packed":
+    if prompt_pass is not None:
+        if prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
+            raise ValueError("prompt_pass was run on other prompts than the ones given")
+        tok_logps = _after_prompt_tok_logps(model, prompt_pass, responses, pad_id, temperature)
+    elif layout == "packed":
         tok_logps = _packed_tok_logps(model, prompts, responses, pad_id, temperature)
     elif layout == "padded":
         tok_logps = _padded_tok_logps(model, prompts, responses, pad_id, temperature)
@@ -253,6 +270,147 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
     return list(tok.split([len(r) for rs in responses for r in rs]))
 
 
+# ---------------------------------------------------------------------------------------------
+# after a prompt pass: the prompts' keys / values are computed once and reused
+
+
+@dataclass
+class PromptPass:
+    """One forward of P prompts, left-padded to width W, kept for the rest of the step."""
+
+    prompts: list[list[int]]  # the prompts it ran, as given
+    kv: list[tuple[Tensor, Tensor]]  # per layer (keys, values), each (P, heads, W, head_dim); with grad when enabled
+    last_logits: Tensor  # (P, V) logits at each prompt's last token (predicting the first response token)
+    attn: Tensor  # (P, W) long, 1 on real prompt tokens (left padding is 0)
+
+
+def prompt_pass_unsupported_reason(model) -> str | None:
+    """Why `prompt_pass` + `response_logps(prompt_pass=...)` + `rollout.sample(prompt_pass=...)`
+    would not give the numbers of separate passes for `model` now, or None when they would."""
+    reason = packing_unsupported_reason(model)
+    if reason is not None:
+        return reason
+    inner = unwrap_model(model)
+    if hasattr(model, "module") and not hasattr(model, "get_base_model"):
+        return "a DDP-style wrapper expects one forward per backward"
+    if model.training and getattr(inner, "is_activation_checkpointing", getattr(inner, "is_gradient_checkpointing", False)):
+        return "gradient checkpointing turns the KV cache off in training mode"
+    if model.training:
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+            return "active dropout: the sampler runs in eval mode and would see other keys / values"
+        config = inner.config
+        for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "dropout"):
+            if isinstance(getattr(config, name, None), float) and getattr(config, name) > 0:
+                return f"config.{name} > 0: the sampler runs in eval mode and would see other keys / values"
+    return None
+
+
+def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
+    """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
+
+    The head runs at one position per prompt. Raises `PackingUnsupported` when
+    `prompt_pass_unsupported_reason(model)` names a reason.
+    """
+    if not prompts or any(not p for p in prompts):
+        raise ValueError("prompt_pass needs at least one prompt, and no empty prompt")
+    reason = prompt_pass_unsupported_reason(model)
+    if reason is not None:
+        raise PackingUnsupported(f"prompt_pass is not available: {reason}")
+    cache, last_logits, attn = forward_prompts(model, prompts, pad_id)
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        raise PackingUnsupported(f"prompt_pass needs a DynamicCache of plain layers, got {type(cache).__name__}")
+    return PromptPass(prompts=prompts, kv=[(layer.keys, layer.values) for layer in layers], last_logits=last_logits, attn=attn)
+
+
+def forward_prompts(model, prompts: list[list[int]], pad_id: int):
+    """The prompts once, left-padded to width W so that each ends at column W-1, with a KV cache and
+    the LM head at the last position only (shared by `prompt_pass` and `rollout.sample`'s prefill).
+
+    Returns (the model's cache, last logits (P, V), attention mask (P, W) long: 1 on real tokens),
+    on the model's device. Position ids count from each prompt's first real token.
+    """
+    device, P, width = _device(model), len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((P, width), pad_id, dtype=torch.long)
+    attn = torch.zeros((P, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p) :] = 1
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    attn = attn.to(device)
+    kwargs = dict(input_ids=ids.to(device), attention_mask=attn, position_ids=position_ids.to(device), use_cache=True)
+    if "logits_to_keep" in forward_params(model):
+        kwargs["logits_to_keep"] = 1
+    out = model(**kwargs)
+    cache = getattr(out, "cache", None)
+    return (cache if cache is not None else out.past_key_values), out.logits[:, -1], attn
+
+
+def after_prompt_attention_mask(segment: Tensor, prompt_attn: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive mask (P, 1, T, W + T) for responses laid out after a cached prompt of width W.
+
+    segment (P, T): j+1 on response j, -1 on padding; prompt_attn (P, W): 1 on real prompt tokens.
+    Query q sees every real prompt token and the earlier tokens of its own response; padding
+    queries see only themselves (their rows are never read).
+    """
+    T = segment.shape[-1]
+    q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (P, T, 1), (P, 1, T)
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
+    own = (causal & (q_seg >= 0) & (k_seg == q_seg)) | torch.eye(T, dtype=torch.bool, device=segment.device)
+    prompt = (prompt_attn[:, None, :] == 1) & (q_seg >= 0)  # (P, T, W)
+    allowed = torch.cat([prompt, own], dim=-1)  # (P, T, W + T)
+    zero = torch.zeros((), dtype=dtype, device=segment.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+def _after_prompt_tok_logps(model, pp: PromptPass, responses, pad_id, temperature) -> list[Tensor]:
+    """Token log-probs of the responses, forwarding only them, after the cached prompt keys / values."""
+    from transformers.cache_utils import DynamicCache
+
+    device, (P, W) = _device(model), pp.attn.shape
+    width = max(sum(len(r) for r in rs) for rs in responses)
+    input_ids = torch.full((P, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((P, width), dtype=torch.long)
+    segment = torch.full((P, width), -1, dtype=torch.long)
+    needs_head = torch.zeros((P, width), dtype=torch.bool)  # positions predicting a response's token t > 0
+    predictor = []  # per response: index of the row of `logits` (below) predicting each of its tokens
+    for i, (p, rs) in enumerate(zip(pp.prompts, responses)):
+        start = 0
+        for j, r in enumerate(rs):
+            n = len(r)
+            if n:
+                input_ids[i, start : start + n] = torch.tensor(r, dtype=torch.long)
+                position_ids[i, start : start + n] = torch.arange(len(p), len(p) + n)
+                segment[i, start : start + n] = j + 1
+                needs_head[i, start : start + n - 1] = True
+                # token 0 is predicted by the prompt's last logits (row i), token t > 0 at start + t - 1
+                predictor.append(torch.cat([torch.tensor([-1 - i]), i * width + torch.arange(start, start + n - 1)]))
+            start += n
+    inner = unwrap_model(model)
+    mask = after_prompt_attention_mask(segment.to(device), pp.attn, inner.get_output_embeddings().weight.dtype)
+    cache = DynamicCache(ddp_cache_data=pp.kv)  # a fresh cache per call: the forward appends to it
+    inputs = dict(input_ids=input_ids.to(device), attention_mask=mask, position_ids=position_ids.to(device),
+                  use_cache=True)
+    inputs["cache" if "cache" in forward_params(model) else "past_key_values"] = cache
+    needs_head = needs_head.to(device)
+    if not needs_head.any():  # every response is one token long: the prompt's logits predict them all
+        resp_logits = pp.last_logits.new_zeros((0, pp.last_logits.shape[-1]))
+    elif _head_selects_positions(inner):
+        resp_logits = model(**inputs, logits_to_keep=needs_head).logits  # (U, V)
+    else:
+        inner = _unwrap_peft(model)
+        hidden = getattr(inner, inner.base_model_prefix)(**inputs).last_hidden_state  # (P, T, H)
+        resp_logits = inner.get_output_embeddings()(hidden[needs_head])
+    logits = torch.cat([pp.last_logits, resp_logits]).float() / temperature  # (P + U, V)
+    log_norm = logits.logsumexp(-1)
+    head_index = needs_head.view(-1).cumsum(0).cpu() - 1 + P  # flat position -> row of `logits`
+    flat = torch.cat(predictor)
+    at = torch.where(flat < 0, -1 - flat, head_index[flat.clamp(min=0)]).to(device)
+    target = torch.tensor([t for rs in responses for r in rs for t in r], dtype=torch.long, device=device)
+    tok = logits[at, target] - log_norm[at]
+    return list(tok.split([len(r) for rs in responses for r in rs]))
+
+
 def _head_selects_positions(inner) -> bool:
     """Whether `inner.forward` takes a (P, T) boolean `logits_to_keep` and applies its LM head only
     there (transformers 5.x `slice_logits_to_keep`); otherwise the decoder + head fallback is used."""
@@ -300,6 +458,16 @@ def _check_inputs(prompts, responses, temperature) -> None:
             raise ValueError(f"prompt {i} is empty: its first response token has nothing to condition on")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def forward_params(model) -> frozenset[str]:
+    """Keyword names the transformers model under any DDP / peft wrapper takes (they pass through)."""
+    return _signature_params(type(unwrap_model(model)))
+
+
+@functools.cache
+def _signature_params(cls) -> frozenset[str]:  # once per model class, not once per call
+    return frozenset(inspect.signature(cls.forward).parameters)
 
 
 def unwrap_model(model):

@@ -33,7 +33,7 @@ from transformers import get_scheduler
 from hybridpo.checkpoint import _atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
-from hybridpo.logprobs import response_logps
+from hybridpo.logprobs import prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.methods import Method, MethodContext, get_method
 from hybridpo.models import build_reference, load_policy, load_reward_model, trainable_parameters
 from hybridpo.rewards import reward_scores
@@ -277,8 +277,14 @@ def _checkpoint(run: _Run) -> None:
 def _context(cfg, model, reference, reward_model, tokenizer, generator, accelerator, sample_clock) -> MethodContext:
     layout, pad_id = cfg.run.logprob_layout, tokenizer.pad_token_id
 
-    def policy_logps(prompts, responses, temperature=1.0):
-        return response_logps(model, prompts, responses, pad_id=pad_id, temperature=temperature, layout=layout)
+    def policy_logps(prompts, responses, temperature=1.0, prompt_pass=None):
+        return response_logps(model, prompts, responses, pad_id=pad_id, temperature=temperature, layout=layout,
+                              prompt_pass=prompt_pass)
+
+    def shared_prompt_pass(prompts):  # the packed layout's extension; None where it would change the numbers
+        if layout != "packed" or prompt_pass_unsupported_reason(model) is not None:
+            return None
+        return prompt_pass(model, prompts, pad_id=pad_id)
 
     def ref_logps(prompts, responses, temperature=1.0):
         with torch.no_grad(), reference.scope():
@@ -307,6 +313,7 @@ def _context(cfg, model, reference, reward_model, tokenizer, generator, accelera
         logps=policy_logps,
         ref_logps=ref_logps if reference is not None else None,
         sample=sample,
+        prompt_pass=shared_prompt_pass,
         reward=reward if reward_model is not None else None,
         tokenizer=tokenizer,
         pad_id=pad_id,

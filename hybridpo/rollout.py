@@ -29,15 +29,13 @@ samples (the TL;DR practice) is the reward side's job.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from hybridpo.logprobs import unwrap_model
+from hybridpo.logprobs import PromptPass, forward_params, forward_prompts
 
 
 @dataclass
@@ -70,18 +68,26 @@ def sample(
     stop_strings: list[str] | None = None,
     tokenizer=None,
     generator: torch.Generator | None = None,
+    prompt_pass: PromptPass | None = None,
 ) -> Rollout:
     """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
 
     The model is put in eval mode while sampling (no dropout: samples come from π itself; and
     gradient checkpointing, active only in training mode, would turn the KV cache off), then
-    restored to its previous mode.
+    restored to its previous mode. With `prompt_pass` (hybridpo.logprobs.prompt_pass of the same
+    model on the same prompts, this step) its keys / values and last logits, detached, replace
+    the prefill: the prompts are not run again.
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
+    if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
+        raise ValueError("prompt_pass was run on other prompts than the ones given")
     was_training = model.training
     model.eval()
     try:
-        cache, logits, attn, next_pos = _prefill(model, prompts, k, max_new_tokens, pad_id)
+        if prompt_pass is not None:
+            cache, logits, attn, next_pos = _from_prompt_pass(prompt_pass, k, max_new_tokens)
+        else:
+            cache, logits, attn, next_pos = _prefill(model, prompts, k, max_new_tokens, pad_id)
         tokens, tok_logps, samp_logps, alive, done = _decode(
             model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id,
             (temperature, top_k, top_p, generator),
@@ -121,23 +127,25 @@ def _prefill(model, prompts, k, max_new_tokens, pad_id):
     (P*k, V), the attention mask (P*k, W + max_new_tokens) whose generated columns are all real
     tokens, and each row's next position (P*k,).
     """
-    device = next(model.parameters()).device
-    P, width = len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((P, width), pad_id, dtype=torch.long)  # (P, W) each prompt ends at column W-1
-    attn = torch.zeros((P, width + max_new_tokens), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p) :] = 1
-    position_ids = (attn[:, :width].cumsum(-1) - 1).clamp(min=0)  # (P, W) 0.. on the real tokens
-    out = _forward(model, ids, attn[:, :width], position_ids, cache=None, device=device)
-    cache = _cache_of(out)
+    cache, last_logits, prompt_attn = forward_prompts(model, prompts, pad_id)
+    P, width = prompt_attn.shape
     if hasattr(cache, "layers") and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_PreallocatedLayer(layer, k, width + max_new_tokens) for layer in cache.layers]
+        cache.layers = [_PreallocatedLayer(layer.keys, layer.values, k, width + max_new_tokens) for layer in cache.layers]
     else:  # another cache type (e.g. sliding-window layers): keep it, it grows by concatenation
         cache.batch_repeat_interleave(k)
-    logits = out.logits[:, -1].repeat_interleave(k, dim=0)  # (P*k, V)
-    prompt_lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-    return cache, logits, attn.repeat_interleave(k, dim=0).to(device), prompt_lens.repeat_interleave(k).to(device)
+    attn = torch.cat([prompt_attn, prompt_attn.new_ones((P, max_new_tokens))], dim=1)
+    return cache, last_logits.repeat_interleave(k, dim=0), attn.repeat_interleave(k, dim=0), prompt_attn.sum(-1).repeat_interleave(k)
+
+
+def _from_prompt_pass(pp: PromptPass, k, max_new_tokens):
+    """What `_prefill` returns, from a prompt pass already run (detached: sampling needs no grad)."""
+    P, width = pp.attn.shape
+    cache = DynamicCache()
+    cache.layers = [_PreallocatedLayer(keys.detach(), values.detach(), k, width + max_new_tokens) for keys, values in pp.kv]
+    logits = pp.last_logits.detach().repeat_interleave(k, dim=0)  # (P*k, V)
+    attn = torch.cat([pp.attn, pp.attn.new_ones((P, max_new_tokens))], dim=1).repeat_interleave(k, dim=0)
+    next_pos = pp.attn.sum(-1).repeat_interleave(k)  # prompt lengths
+    return cache, logits, attn, next_pos
 
 
 def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args):
@@ -226,10 +234,9 @@ class _PreallocatedLayer(DynamicLayer):
     times (sample j of prompt i is row i*k + j); rows that finish leave by `batch_select_indices`.
     """
 
-    def __init__(self, prefilled: DynamicLayer, k: int, capacity: int):
+    def __init__(self, keys: Tensor, values: Tensor, k: int, capacity: int):
         super().__init__()
-        keys, values = prefilled.keys, prefilled.values  # (P, H, W, D)
-        P, H, W, D = keys.shape
+        P, H, W, D = keys.shape  # the prefilled prompts
         self.lazy_initialization(keys, values)
         self.keys = keys.new_empty((P * k, H, capacity, D))
         self.values = values.new_empty((P * k, H, capacity, values.shape[-1]))
@@ -287,22 +294,12 @@ def _forward(model, ids, attn, position_ids, cache, device):
         "position_ids": position_ids.to(device),
         "use_cache": True,
     }
-    params = _forward_params(model)
+    params = forward_params(model)
     if cache is not None:
         kwargs["cache" if "cache" in params else "past_key_values"] = cache
     if "logits_to_keep" in params:
         kwargs["logits_to_keep"] = 1
     return model(**kwargs)
-
-
-def _forward_params(model) -> frozenset[str]:
-    """Keyword names the transformers model under any DDP / peft wrapper takes (they pass through)."""
-    return _signature_params(type(unwrap_model(model)))
-
-
-@functools.cache
-def _signature_params(cls) -> frozenset[str]:  # once per model class, not once per decode step
-    return frozenset(inspect.signature(cls.forward).parameters)
 
 
 def _cache_of(out):

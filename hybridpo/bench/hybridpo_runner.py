@@ -25,7 +25,7 @@ from hybridpo.bench.workloads import (
 )
 from hybridpo.config import ModelConfig
 from hybridpo.data.examples import PreferenceExample, PromptExample
-from hybridpo.logprobs import response_logps
+from hybridpo.logprobs import prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.methods import METHODS, MethodContext
 from hybridpo.models import build_reference
 from hybridpo.rollout import sample
@@ -56,7 +56,8 @@ class _Phases:
             self.current[name] = self.current.get(name, 0.0) + time.perf_counter() - start
 
 
-def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases, stop_at_eos: bool = True) -> MethodContext:
+def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases, stop_at_eos: bool = True,
+             share_prompt: bool = True) -> MethodContext:
     """A MethodContext wired like `hybridpo.loop._context` (reference: a frozen copy), phases timed.
 
     `stop_at_eos=False` samples every response to its full length (TRL's RLOO side runs with
@@ -66,9 +67,16 @@ def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases, stop_
     reference = build_reference(policy, ModelConfig(reference="copy"))
     generator = torch.Generator().manual_seed(w.seed)
 
-    def policy_logps(prompts, responses, temperature=1.0):
+    def policy_logps(prompts, responses, temperature=1.0, prompt_pass=None):
         with phases.time("policy forward"):
-            return response_logps(policy, prompts, responses, pad_id=PAD_ID, temperature=temperature, layout=layout)
+            return response_logps(policy, prompts, responses, pad_id=PAD_ID, temperature=temperature, layout=layout,
+                                  prompt_pass=prompt_pass)
+
+    def shared_prompt_pass(prompts):  # as the loop's; timed as policy forward (it is one, with grad)
+        if not share_prompt or layout != "packed" or prompt_pass_unsupported_reason(policy) is not None:
+            return None
+        with phases.time("policy forward"):
+            return prompt_pass(policy, prompts, pad_id=PAD_ID)
 
     def ref_logps(prompts, responses, temperature=1.0):
         with phases.time("reference forward"), torch.no_grad(), reference.scope():
@@ -93,6 +101,7 @@ def _context(w: Workload, policy, tokenizer, layout: str, phases: _Phases, stop_
             return torch.tensor(low_id_reward(flat, w.vocab))
 
     return MethodContext(policy=policy, logps=policy_logps, ref_logps=ref_logps, sample=draw, reward=reward,
+                         prompt_pass=shared_prompt_pass,
                          tokenizer=tokenizer, pad_id=PAD_ID, eos_id=EOS_ID, generator=generator,
                          device=torch.device("cpu"))
 
@@ -106,7 +115,7 @@ def _prompt_example(p: Pair) -> PromptExample:
 
 
 def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None, stop_at_eos: bool = True,
-         as_example=_example) -> RunRecord:
+         as_example=_example, share_prompt: bool = True) -> RunRecord:
     """The timed loop: `loss_fn(batch, ctx, phases) -> (loss, metrics, groups, samples)` per step.
 
     `groups` are (prompt length, lengths of every scored response) per prompt and `samples` the
@@ -117,7 +126,7 @@ def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None, sto
     policy = build_model(w).train()
     shape = ModelShape.from_config(policy.config)
     phases = _Phases()
-    ctx = _context(w, policy, tokenizer, layout, phases, stop_at_eos)
+    ctx = _context(w, policy, tokenizer, layout, phases, stop_at_eos, share_prompt)
     opt, sched = _optimizer(policy, w)
     if prepare is not None:
         start = time.perf_counter()
@@ -164,12 +173,14 @@ def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False) -> Ru
     return _run(record, w, layout, loss_fn, prepare=method.prepare if precompute else None)
 
 
-def run_hypo(w: Workload) -> RunRecord:
-    """HyPO through the registry: the offline DPO pair plus k on-policy samples per prompt."""
+def run_hypo(w: Workload, share_prompt: bool = True) -> RunRecord:
+    """HyPO through the registry: the offline DPO pair plus k on-policy samples per prompt; with
+    `share_prompt=False` the sampler prefills the prompts itself instead of reusing the loss's pass."""
     if "hypo" not in METHODS:
         raise Unavailable(f"no 'hypo' method in hybridpo.methods.METHODS yet ({sorted(METHODS)})")
-    record = RunRecord("hybridpo hypo", w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
-    return _run_method(record, w, "hypo")
+    name = "hybridpo hypo" + ("" if share_prompt else " separate-prompt")
+    record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
+    return _run_method(record, w, "hypo", share_prompt)
 
 
 # Config field names an online method may use for the workload's knobs (first match is set).
@@ -193,7 +204,7 @@ def _method_config(method_cls, values: dict):
     return method_cls.Config(**chosen), chosen
 
 
-def _run_method(record: RunRecord, w: Workload, name: str) -> RunRecord:
+def _run_method(record: RunRecord, w: Workload, name: str, share_prompt: bool = True) -> RunRecord:
     """An online method from the registry; the samples it draws are counted through ctx.sample."""
     method_cls = METHODS[name]
     online_only = method_cls.data_kind == "prompts"  # rlhf: prompts in, k samples scored by the reward
@@ -210,9 +221,10 @@ def _run_method(record: RunRecord, w: Workload, name: str) -> RunRecord:
         groups = [(len(ex.prompt_ids), (offline[i] if offline else []) + s) for i, (ex, s) in enumerate(zip(batch, samples))]
         return loss, metrics, groups, samples
 
-    record.note = f"methods[{name!r}] with {chosen}" + (", samples run to full length (no EOS stop)" if online_only else "")
+    record.note = (f"methods[{name!r}] with {chosen}" + (", samples run to full length (no EOS stop)" if online_only else "")
+                   + ("" if share_prompt else ", the sampler runs its own prompt pass"))
     return _run(record, w, "packed", loss_fn, stop_at_eos=not online_only,
-                as_example=_prompt_example if online_only else _example)
+                as_example=_prompt_example if online_only else _example, share_prompt=share_prompt)
 
 
 def run_rlhf(w: Workload) -> RunRecord:

@@ -25,6 +25,7 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo dpo padded": ("hybridpo_runner", "run_dpo", {"layout": "padded"}),
     "hybridpo dpo precompute-ref": ("hybridpo_runner", "run_dpo", {"precompute": True}),
     "hybridpo hypo": ("hybridpo_runner", "run_hypo", {}),
+    "hybridpo hypo separate-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": False}),
     "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
     "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
     "trl dpo precompute-ref": ("trl_runner", "run_dpo", {"precompute": True}),
@@ -36,7 +37,7 @@ PLAN: dict[str, list[str]] = {
     "tiny": ["hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
              "hybridpo rlhf", "trl rloo"],
     "tldr": ["hybridpo dpo", "hybridpo dpo precompute-ref", "trl dpo ref-model", "trl dpo precompute-ref"],
-    "hypo": ["hybridpo dpo", "hybridpo hypo"],
+    "hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt"],
 }
 
 

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 @dataclass
 class MethodContext:
     policy: nn.Module  # the model being trained (possibly wrapped by accelerate); forward it with grad
-    logps: Callable  # logps(prompts, responses, temperature=1.0) -> ResponseLogps of the policy, with grad
+    logps: Callable  # logps(prompts, responses, temperature=1.0, prompt_pass=None) -> ResponseLogps of the policy, with grad
     ref_logps: Callable | None  # the same for π_ref under no_grad; None when the method needs no reference
     sample: Callable | None  # sample(prompts, k, **rollout kwargs) -> hybridpo.rollout.Rollout from the policy, no grad
     reward: Callable | None  # reward(prompts, responses) -> (N,) reward-model scores, no grad; None when not configured
@@ -36,6 +36,10 @@ class MethodContext:
     generator: torch.Generator  # seeded RNG for sampling; its state is checkpointed
     device: torch.device  # where the policy lives
     step: int = 0  # optimizer steps done so far (updated by the loop)
+    # prompt_pass(prompts) -> hybridpo.logprobs.PromptPass of the policy (grad as the caller has it), to hand
+    # to both ctx.sample(..., prompt_pass=) and ctx.logps(..., prompt_pass=) so a step runs each prompt
+    # once; returns None where sharing would change the numbers (see logprobs.prompt_pass_unsupported_reason)
+    prompt_pass: Callable | None = None
 
 
 class Method:

@@ -9,7 +9,8 @@ where hypo_kl_loss is the trajectory-level leave-one-out estimator with stop-gra
 log π/π_ref (hybridpo.losses; its gradient is an unbiased estimate of ∇ KL(π‖π_ref), checked by
 enumeration in tests/rollout/test_hypo_kl_gradient.py), plus α|y| in the cost when a length
 penalty is set (the paper's chat setting). The chosen, rejected and k sampled responses of a
-prompt share the prompt in ONE packed forward for π and one for π_ref (hybridpo.logprobs).
+prompt share the prompt in ONE packed forward for π and one for π_ref (hybridpo.logprobs); the
+policy's prompt pass is also the sampler's prefill (ctx.prompt_pass, where the context allows it).
 
 Beyond the paper, `kl_budget > 0` turns λ into the dual variable of the constrained form (Eq. 6,
 max DPO objective s.t. KL(π‖π_ref) ≤ budget): after each micro-batch,
@@ -35,7 +36,9 @@ from hybridpo.data.examples import PreferenceExample
 from hybridpo.losses import dpo_loss, hypo_kl_loss, sequence_kl
 from hybridpo.methods.base import Method, MethodContext
 from hybridpo.methods.dpo import pair_metrics
-from hybridpo.methods.online import SamplingArgs, check_sampling, draw, sample_metrics, sample_tokens
+from hybridpo.methods.online import (
+    SamplingArgs, check_sampling, draw, policy_logps, sample_metrics, sample_tokens, shared_prompt_pass,
+)
 
 
 @dataclass
@@ -81,17 +84,19 @@ class HyPO(Method):
     def _loss(self, batch: list[PreferenceExample], ctx: MethodContext, update_dual: bool):
         cfg, B, k = self.cfg, len(batch), self.cfg.k
         prompts = [ex.prompt_ids for ex in batch]
-        rollout = draw(ctx, prompts, cfg)  # Alg. 1 line 4: y_1..y_k ~ π(·|x), no grad
+        pp = shared_prompt_pass(ctx, prompts)  # the policy runs each prompt once, for sampling and the loss
+        rollout = draw(ctx, prompts, cfg, pp)  # Alg. 1 line 4: y_1..y_k ~ π(·|x), no grad
         pairs = [[ex.chosen_ids, ex.rejected_ids] for ex in batch]
         if cfg.temperature == 1.0:  # one packed forward per model: prompt | y+ | y- | y_1 .. y_k
             both = [p + s for p, s in zip(pairs, rollout.responses)]
-            pol = ctx.logps(prompts, both)
+            pol = policy_logps(ctx, prompts, both, prompt_pass=pp)
             policy = pol.logps.view(B, 2 + k)  # (B, 2 + k)
             ref = ctx.ref_logps(prompts, both).logps.detach().float().view(B, 2 + k)
             lengths = pol.lengths.view(B, 2 + k)[:, 2:]  # (B, k)
         else:  # the pairs at τ = 1 (the DPO objective), the samples at the sampler's τ
             t = cfg.temperature
-            pol_pairs, pol_samples = ctx.logps(prompts, pairs), ctx.logps(prompts, rollout.responses, temperature=t)
+            pol_pairs = policy_logps(ctx, prompts, pairs, prompt_pass=pp)
+            pol_samples = policy_logps(ctx, prompts, rollout.responses, temperature=t, prompt_pass=pp)
             policy = torch.cat([pol_pairs.logps.view(B, 2), pol_samples.logps.view(B, k)], dim=1)
             ref = torch.cat([
                 ctx.ref_logps(prompts, pairs).logps.view(B, 2),

@@ -48,14 +48,28 @@ def check_sampling(cfg: SamplingArgs) -> None:
         raise ValueError(f"method_args.temperature={cfg.temperature}; must be > 0 (log-probs of greedy samples are not π's)")
 
 
-def draw(ctx: MethodContext, prompts: list[list[int]], cfg: SamplingArgs) -> Rollout:
-    """k samples per prompt from the current policy (no grad), with the config's sampler options."""
+def draw(ctx: MethodContext, prompts: list[list[int]], cfg: SamplingArgs, prompt_pass=None) -> Rollout:
+    """k samples per prompt from the current policy (no grad), with the config's sampler options;
+    from `prompt_pass` (see `shared_prompt_pass`) when given, instead of a prefill of its own."""
     if ctx.sample is None:
         raise ValueError("this method samples online but the context has no sampler (ctx.sample is None)")
+    extra = {"prompt_pass": prompt_pass} if prompt_pass is not None else {}
     return ctx.sample(
         prompts, cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-        top_p=cfg.top_p, top_k=cfg.top_k, stop_strings=cfg.stop_strings,
+        top_p=cfg.top_p, top_k=cfg.top_k, stop_strings=cfg.stop_strings, **extra,
     )
+
+
+def policy_logps(ctx: MethodContext, prompts, responses, temperature: float = 1.0, prompt_pass=None):
+    """ctx.logps, after `prompt_pass` when there is one (contexts without prompt passes need not take it)."""
+    extra = {"prompt_pass": prompt_pass} if prompt_pass is not None else {}
+    return ctx.logps(prompts, responses, temperature=temperature, **extra)
+
+
+def shared_prompt_pass(ctx: MethodContext, prompts: list[list[int]]):
+    """One policy forward of the prompts for this step's sampling AND its loss (issue 7), or None
+    where the context cannot share it (then each runs the prompts itself; the numbers are the same)."""
+    return ctx.prompt_pass(prompts) if ctx.prompt_pass is not None else None
 
 
 def sample_metrics(rollout: Rollout, policy_logps: Tensor, ref_logps: Tensor) -> dict[str, float]:

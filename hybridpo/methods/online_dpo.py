@@ -21,7 +21,9 @@ from hybridpo.data.examples import PromptExample
 from hybridpo.losses import dpo_loss
 from hybridpo.methods.base import Method, MethodContext
 from hybridpo.methods.dpo import pair_metrics
-from hybridpo.methods.online import SamplingArgs, check_sampling, draw, resolve_scorer, sample_metrics, sample_tokens, score
+from hybridpo.methods.online import (
+    SamplingArgs, check_sampling, draw, resolve_scorer, policy_logps, sample_metrics, sample_tokens, score, shared_prompt_pass,
+)
 
 
 @dataclass
@@ -49,7 +51,8 @@ class OnlineDPO(Method):
     def loss(self, batch: list[PromptExample], ctx: MethodContext):
         cfg, B = self.cfg, len(batch)
         prompts = [ex.prompt_ids for ex in batch]
-        rollout = draw(ctx, prompts, cfg)  # (B, k) samples of the current policy, no grad
+        pp = shared_prompt_pass(ctx, prompts)  # the policy runs each prompt once, for sampling and the loss
+        rollout = draw(ctx, prompts, cfg, pp)  # (B, k) samples of the current policy, no grad
         rewards = score(ctx, self.scorer, prompts, rollout)  # (B, k)
         best, worst = rewards.argmax(dim=1), rewards.argmin(dim=1)  # (B,) ties: argmax == argmin index
         valid = (rewards.max(dim=1).values > rewards.min(dim=1).values).float()  # (B,) 1 where the pair is real
@@ -58,7 +61,7 @@ class OnlineDPO(Method):
         # π_ref on all k samples at the sampling τ (for the KL metric; at τ = 1 also the pair's reference)
         ref_samples = ctx.ref_logps(prompts, rollout.responses, temperature=cfg.temperature).logps.detach().float()
         ref_samples = ref_samples.view(B, cfg.k).to(rollout.logps.device)  # (B, k)
-        policy = ctx.logps(prompts, pairs).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward, with grad
+        policy = policy_logps(ctx, prompts, pairs, prompt_pass=pp).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward, with grad
         if cfg.temperature == 1.0:
             ref = ref_samples.gather(1, torch.stack([best, worst], dim=1).to(ref_samples.device)).to(policy.device)
         else:

@@ -23,7 +23,9 @@ import torch
 from hybridpo.data.examples import PromptExample
 from hybridpo.losses import rloo_policy_loss
 from hybridpo.methods.base import Method, MethodContext
-from hybridpo.methods.online import SamplingArgs, check_sampling, draw, resolve_scorer, sample_metrics, sample_tokens, score
+from hybridpo.methods.online import (
+    SamplingArgs, check_sampling, draw, resolve_scorer, policy_logps, sample_metrics, sample_tokens, score, shared_prompt_pass,
+)
 
 
 @dataclass
@@ -69,11 +71,11 @@ class RLHF(Method):
         return r
 
     def loss(self, batch: list[PromptExample], ctx: MethodContext):
-        return self._loss(self._samples(batch, ctx, train=True), ctx)
+        return self._loss(*self._samples(batch, ctx, train=True), ctx)
 
     @torch.no_grad()
     def evaluate(self, batch: list[PromptExample], ctx: MethodContext) -> dict[str, float]:
-        return self._loss(self._samples(batch, ctx, train=False), ctx)[1]
+        return self._loss(*self._samples(batch, ctx, train=False), ctx)[1]
 
     def state_dict(self) -> dict:
         return {"reuse": self._reuse, "cycle_step": self._cycle_step} if self.cfg.updates_per_sample > 1 else {}
@@ -84,8 +86,9 @@ class RLHF(Method):
 
     # --------------------------------------------------------------------------------------------
 
-    def _samples(self, batch: list[PromptExample], ctx: MethodContext, train: bool) -> dict:
-        """This micro-batch's prompts, samples and bounded rewards: fresh, or reused within a u-cycle."""
+    def _samples(self, batch: list[PromptExample], ctx: MethodContext, train: bool) -> tuple[dict, object]:
+        """This micro-batch's prompts, samples and bounded rewards: fresh, or reused within a u-cycle;
+        and, for fresh samples, the policy's prompt pass that drew them (the loss reuses it), else None."""
         u = self.cfg.updates_per_sample
         if train and u > 1:
             if ctx.step != self._seen_step:  # first micro-batch of an optimizer step
@@ -93,11 +96,12 @@ class RLHF(Method):
             reusing = self._cycle_step >= 0 and ctx.step - self._cycle_step < u and self._micro < len(self._reuse)
             if reusing:
                 self._micro += 1
-                return self._reuse[self._micro - 1]
+                return self._reuse[self._micro - 1], None  # drawn by older weights: no prompt pass to share
             if self._micro == 0:
                 self._reuse, self._cycle_step = [], ctx.step
         prompts = [ex.prompt_ids for ex in batch]
-        rollout = draw(ctx, prompts, self.cfg)
+        pp = shared_prompt_pass(ctx, prompts)  # the policy runs each prompt once, for sampling and the loss
+        rollout = draw(ctx, prompts, self.cfg, pp)
         raw = score(ctx, self.scorer, prompts, rollout)  # (P, k)
         entry = {
             "prompts": prompts, "responses": rollout.responses, "raw": raw.cpu(),
@@ -108,12 +112,12 @@ class RLHF(Method):
         if train and u > 1:
             self._reuse.append(entry)
             self._micro += 1
-        return entry
+        return entry, pp
 
-    def _loss(self, s: dict, ctx: MethodContext):
+    def _loss(self, s: dict, pp, ctx: MethodContext):
         cfg = self.cfg
         P, k = len(s["prompts"]), cfg.k
-        pol = ctx.logps(s["prompts"], s["responses"], temperature=cfg.temperature)
+        pol = policy_logps(ctx, s["prompts"], s["responses"], temperature=cfg.temperature, prompt_pass=pp)
         policy = pol.logps.view(P, k)  # (P, k) log π_τ(y_i|x), with grad
         ref = ctx.ref_logps(s["prompts"], s["responses"], temperature=cfg.temperature).logps.detach().float().view(P, k)
         rewards = s["rewards"].to(policy.device)  # (P, k) bounded

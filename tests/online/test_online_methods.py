@@ -137,21 +137,21 @@ def test_hypo_on_the_reference_has_zero_kl_and_lambda_falls_to_zero(pair_batch):
 def test_online_dpo_trains_on_best_vs_worst_and_skips_ties(models):
     policy, reference = models
     batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
-    scorer = lambda prompt, response: float(len(response.split()))  # noqa: E731  longer = better
+    scorer = lambda prompt, response: float(sum(int(t) for t in response.split()))  # noqa: E731  sum of the ids
     method = get_method("online_dpo")(OnlineDPOConfig(k=4, max_new_tokens=6, beta=0.2), scorer=scorer)
     assert not method.needs_reward_model
     loss, m = method.loss(batch, context(policy, reference))
 
     r = replay(policy, 4, 6)
-    lengths = r.lengths.float()  # (3, 4) = the scores
-    best, worst = lengths.argmax(1), lengths.argmin(1)
-    valid = lengths.max(1).values > lengths.min(1).values
+    scores = (r.tokens * r.mask).sum(-1).float()  # (3, 4): the scorer's values, from the replayed ids
+    best, worst = scores.argmax(1), scores.argmin(1)
+    valid = scores.max(1).values > scores.min(1).values
     pairs = [[s[b], s[w]] for s, b, w in zip(r.responses, best.tolist(), worst.tolist())]
     pi, rf = padded(policy, PROMPTS, pairs).logps.view(3, 2), padded(reference, PROMPTS, pairs).logps.view(3, 2)
     expected = dpo_loss(pi[:, 0], pi[:, 1], rf[:, 0], rf[:, 1], 0.2)[valid].mean()
     assert valid.any()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
-    assert m["reward/best"] == pytest.approx(lengths.max(1).values.mean().item())
+    assert m["reward/best"] == pytest.approx(scores.max(1).values.mean().item())
     assert m["pairs/ties"] == pytest.approx(1 - valid.float().mean().item())
 
     tie = get_method("online_dpo")(OnlineDPOConfig(k=2, max_new_tokens=3), scorer=lambda p, r: 1.0)

@@ -40,8 +40,10 @@ def test_hypo_step_with_lambda_zero_equals_dpo_step(tiny_model_dir, tmp_path):
     hypo = train("hypo.yaml", tmp_path / "hypo", *common, "method_args.lam=0.0", "method_args.max_new_tokens=4")
     start, after_dpo, after_hypo = weights(tiny_model_dir), weights(dpo), weights(hypo)
     assert max_diff(after_dpo, start) > 1e-4  # the step moved the weights (Adam: about lr = 1e-3 per weight)
-    # float precision: the only difference is HyPO's packed forward also holding the k samples
-    assert max_diff(after_hypo, after_dpo) < 1e-6
+    # float precision: HyPO's forward also holds the k samples, after a shared prompt pass. Adam's first
+    # step moves each weight by lr * g / (|g| + eps), so gradients equal to float precision give updates
+    # equal to a small fraction of lr = 1e-3; 1% of it allows for weights whose gradient is tiny.
+    assert max_diff(after_hypo, after_dpo) < 1e-2 * 1e-3
     logged_dpo, logged_hypo = rows(dpo)[0], rows(hypo)[0]
     assert logged_hypo["loss"] == pytest.approx(logged_dpo["loss"], abs=1e-6)
     assert logged_hypo["lambda"] == 0.0 and 0.0 < logged_hypo["sample_time_share"] < 1.0
