@@ -92,7 +92,8 @@ def bars(rows: list[Summary]) -> list[str]:
         # FLOPs a step needs = achieved FLOP/s x step time; their ratio is the step-time ratio at equal efficiency
         needed = (hypo.flops_frac * hypo.step_s) / (dpo.flops_frac * dpo.step_s)
         lines.append(f"hypo: a HyPO step needs {needed:.2f}x the FLOPs of a DPO step (the step-time ratio if both "
-                     f"ran at the same FLOP/s; the rest of {ratio:.2f}x is HyPO's lower efficiency, mostly one-token decode)")
+                     f"ran at the same FLOP/s); HyPO's step ran at {hypo.flops_frac / dpo.flops_frac:.0%} of DPO's "
+                     f"FLOP/s (one-token decode steps are memory-bound)")
     ours, theirs = _get(rows, "tiny", "hybridpo rlhf"), _get(rows, "tiny", "trl rloo")
     if ours and theirs:
         ratio = ours.completions_per_s / theirs.completions_per_s
