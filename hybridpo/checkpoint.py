@@ -54,7 +54,7 @@ def save_checkpoint(
     if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _atomic_write(root / LATEST, final.name)
+    atomic_write(root / LATEST, final.name)
     _prune(root, keep)
     return final
 
@@ -145,7 +145,7 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj))
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import get_scheduler
 
-from hybridpo.checkpoint import _atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
+from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
 from hybridpo.logprobs import prompt_pass, prompt_pass_unsupported_reason, response_logps
@@ -197,7 +197,7 @@ def _write_data_stats(run: _Run) -> None:
              "train": split_stats(run.train_set)}
     if run.eval_set:
         stats["eval"] = split_stats(run.eval_set)
-    _atomic_write(run.run_dir / "data_stats.json", json.dumps(stats, indent=2) + "\n")
+    atomic_write(run.run_dir / "data_stats.json", json.dumps(stats, indent=2) + "\n")
     print(f"data: {run.data_stats.summary()} (data_stats.json)", file=sys.stderr)
 
 
