@@ -8,7 +8,7 @@ Two layouts compute the same numbers (tested to 1e-5 in fp32, values and gradien
 - "packed", the fast path (issue 7): each prompt appears ONCE in its row, followed by all of its
   responses (e.g. chosen, rejected and k online samples):
 
-      row i:  [ prompt_i | response_i1 | response_i2 | ... | pad ]
+      row:  [ prompt_i | response_i1 | response_i2 | ... | prompt_j | ... | pad ]
       pos  :  0 .. Lp-1  | Lp .. Lp+n1-1 | Lp .. Lp+n2-1 | ...          (restart per response)
 
   A 4D additive attention mask lets each response token see the whole prompt and the earlier
@@ -23,7 +23,10 @@ Two layouts compute the same numbers (tested to 1e-5 in fp32, values and gradien
   `get_output_embeddings()` to the gathered states. Models whose attention cannot take a custom
   4D mask raise `PackingUnsupported` (use layout="padded"); `packing_unsupported_reason` says why.
   On TL;DR (prompts ~334 tokens, responses ~35) a DPO pair costs one prompt pass instead of two,
-  and the head runs on ~10% of the positions instead of all of them.
+  and the head runs on ~10% of the positions instead of all of them. Groups (a prompt and its
+  responses) shorter than the widest share a row (first-fit decreasing, `_rows_of`), each with its
+  own positions, and the mask keeps groups apart; so padding is what bin packing leaves, not the
+  gap between each prompt and the longest one.
 
 - "after a prompt pass" (issue 7, online methods): `prompt_pass(model, prompts)` runs the prompts
   once and keeps their keys / values (with grad) and next-token logits; `response_logps(...,
@@ -171,67 +174,101 @@ def _padded_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
 
 @dataclass
 class _Packed:
-    input_ids: Tensor  # (P, T) prompt then its responses, right-padded with pad_id
-    position_ids: Tensor  # (P, T) 0..Lp-1 on the prompt, restarting at Lp for each response
-    segment: Tensor  # (P, T) 0 on the prompt, j+1 on response j, -1 on padding
-    needs_head: Tensor  # (P, T) bool, True at the U positions whose next token is a response token
+    input_ids: Tensor  # (R, T) groups (a prompt then its responses) back to back, right-padded with pad_id
+    position_ids: Tensor  # (R, T) 0..Lp-1 on a prompt, restarting at Lp for each of its responses
+    segment: Tensor  # (R, T) 0 on a prompt, j+1 on its response j, -1 on padding
+    group: Tensor  # (R, T) index of the prompt whose group the position belongs to, -1 on padding
+    needs_head: Tensor  # (R, T) bool, True at the U positions whose next token is a response token
     target_head: Tensor  # (M,) for each response token (prompt-major), its index into the U
     target_ids: Tensor  # (M,) the response tokens themselves
 
 
+def _rows_of(sizes: list[int]) -> list[list[int]]:
+    """Groups (prompt + its responses, `sizes` tokens each) assigned to rows no wider than the widest
+    group, first-fit in decreasing size: short groups share a row instead of padding it out. On
+    TL;DR batches (prompts 142-511 tokens) one group per row would leave ~30% of the positions padding.
+    Returns, per row, its groups' indices in row order."""
+    width = max(sizes)
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for g in sorted(range(len(sizes)), key=lambda g: -sizes[g]):
+        r = next((r for r, room in enumerate(free) if room >= sizes[g]), None)
+        if r is None:
+            rows.append([]), free.append(width)
+            r = len(rows) - 1
+        rows[r].append(g)
+        free[r] -= sizes[g]
+    return rows
+
+
 def _pack(prompts, responses, pad_id) -> _Packed:
     """Lay out rows and index tensors; per-response Python, per-token work in torch ops."""
-    width = max(len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses))
-    P = len(prompts)
-    input_ids = torch.full((P, width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((P, width), dtype=torch.long)
-    segment = torch.full((P, width), -1, dtype=torch.long)
-    needs_head = torch.zeros((P, width), dtype=torch.bool)  # next token is a response token
-    predictor = []  # per response: (row, flat column of the position predicting each token)
-    for i, (p, rs) in enumerate(zip(prompts, responses)):
-        lp = len(p)
-        input_ids[i, :lp] = torch.tensor(p, dtype=torch.long)
-        position_ids[i, :lp] = torch.arange(lp)
-        segment[i, :lp] = 0
-        start = lp
-        for j, r in enumerate(rs):
-            n = len(r)
-            if n:
-                input_ids[i, start : start + n] = torch.tensor(r, dtype=torch.long)
-                position_ids[i, start : start + n] = torch.arange(lp, lp + n)
-                segment[i, start : start + n] = j + 1
-                # token 0 is predicted at the last prompt position, token t > 0 at start + t - 1
-                cols = torch.cat([torch.tensor([lp - 1]), torch.arange(start, start + n - 1)])
-                needs_head[i, cols] = True
-                predictor.append(i * width + cols)
-            start += n
+    sizes = [len(p) + sum(len(r) for r in rs) for p, rs in zip(prompts, responses)]
+    rows, width = _rows_of(sizes), max(sizes)
+    R = len(rows)
+    input_ids = torch.full((R, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((R, width), dtype=torch.long)
+    segment = torch.full((R, width), -1, dtype=torch.long)
+    group = torch.full((R, width), -1, dtype=torch.long)
+    needs_head = torch.zeros((R, width), dtype=torch.bool)  # next token is a response token
+    predictor: list = [None] * sum(len(rs) for rs in responses)  # per response (prompt-major): flat predicting columns
+    first_response = [0]
+    for rs in responses:
+        first_response.append(first_response[-1] + len(rs))
+    for row, groups in enumerate(rows):
+        offset = 0
+        for g in groups:
+            p, rs = prompts[g], responses[g]
+            lp = len(p)
+            input_ids[row, offset : offset + lp] = torch.tensor(p, dtype=torch.long)
+            position_ids[row, offset : offset + lp] = torch.arange(lp)
+            segment[row, offset : offset + lp] = 0
+            group[row, offset : offset + sizes[g]] = g
+            start = offset + lp
+            for j, r in enumerate(rs):
+                n = len(r)
+                if n:
+                    input_ids[row, start : start + n] = torch.tensor(r, dtype=torch.long)
+                    position_ids[row, start : start + n] = torch.arange(lp, lp + n)
+                    segment[row, start : start + n] = j + 1
+                    # token 0 is predicted at the last prompt position, token t > 0 at start + t - 1
+                    cols = torch.cat([torch.tensor([offset + lp - 1]), torch.arange(start, start + n - 1)])
+                    needs_head[row, cols] = True
+                    predictor[first_response[g] + j] = row * width + cols
+                start += n
+            offset += sizes[g]
     # each needed position is computed once; several responses share the last prompt position
-    head_index = needs_head.view(-1).cumsum(0) - 1  # (P*T,) index into the U head positions
-    flat_pred = torch.cat(predictor) if predictor else torch.zeros(0, dtype=torch.long)
+    head_index = needs_head.view(-1).cumsum(0) - 1  # (R*T,) index into the U head positions
+    used = [c for c in predictor if c is not None]
+    flat_pred = torch.cat(used) if used else torch.zeros(0, dtype=torch.long)
     flat_ids = [t for rs in responses for r in rs for t in r]
     return _Packed(
         input_ids=input_ids,
         position_ids=position_ids,
         segment=segment,
+        group=group,
         needs_head=needs_head,
         target_head=head_index[flat_pred],
         target_ids=torch.tensor(flat_ids, dtype=torch.long),
     )
 
 
-def packed_attention_mask(segment: Tensor, dtype: torch.dtype) -> Tensor:
-    """Additive mask (P, 1, T, T): 0 where query q may attend key k, the dtype's minimum elsewhere.
+def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None) -> Tensor:
+    """Additive mask (R, 1, T, T): 0 where query q may attend key k, the dtype's minimum elsewhere.
 
-    q sees k iff k <= q and k is on the prompt or in q's own response. Padding queries see only
+    q sees k iff k <= q, both are in the same group (prompt + its responses; `group` None = one
+    group per row) and k is on the prompt or in q's own response. Padding queries see only
     themselves (their rows are never read; a non-empty row keeps softmax finite).
     """
     T = segment.shape[-1]
-    q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (P, T, 1), (P, 1, T)
+    q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (R, T, 1), (R, 1, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=segment.device).tril()
     allowed = causal & (q_seg >= 0) & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
+    if group is not None:
+        allowed &= group[:, :, None] == group[:, None, :]
     allowed |= torch.eye(T, dtype=torch.bool, device=segment.device)
     zero = torch.zeros((), dtype=dtype, device=segment.device)
-    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (P, 1, T, T)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (R, 1, T, T)
 
 
 def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Tensor]:
@@ -241,7 +278,8 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
     device = _device(model)
     packed = _pack(prompts, responses, pad_id)
     inner = unwrap_model(model)
-    mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype)
+    mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype,
+                                 packed.group.to(device))
     inputs = dict(
         input_ids=packed.input_ids.to(device),
         attention_mask=mask,

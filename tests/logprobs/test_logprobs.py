@@ -241,3 +241,24 @@ def test_gradient_flows_only_when_enabled():
     out = response_logps(model, [[3, 4]], [[[5, 6]]], pad_id=PAD)
     assert out.logps.requires_grad and out.logps.dtype == torch.float32
     assert math.isfinite(out.logps.item())
+
+
+def test_short_groups_share_a_row_first_fit_decreasing():
+    """Group sizes 15, 2, 21, 6, 19 with rows 21 wide: 21 | 19 + 2 | 15 + 6."""
+    assert logprobs._rows_of([15, 2, 21, 6, 19]) == [[2], [4, 1], [0, 3]]
+    packed = logprobs._pack([[5] * 5, [6], [7] * 9], [[[8] * 3, [9] * 7], [[3]], [[4] * 4, [2] * 2, [], [3] * 6]], PAD)
+    assert packed.input_ids.shape == (2, 21)  # the "mixed" case of CASES: 3 groups in 2 rows, equal to padded above
+    assert packed.group.tolist()[1] == [0] * 15 + [1] * 2 + [-1] * 4
+
+
+def test_packed_mask_keeps_groups_in_one_row_apart():
+    """Row [p a | q b]: group 0 = prompt p + response a, group 1 = prompt q + response b."""
+    segment = torch.tensor([[0, 1, 0, 1]])
+    group = torch.tensor([[0, 0, 1, 1]])
+    expected = torch.tensor([
+        [1, 0, 0, 0],  # p
+        [1, 1, 0, 0],  # a: p + itself
+        [0, 0, 1, 0],  # q: never group 0
+        [0, 0, 1, 1],  # b: q + itself
+    ], dtype=torch.bool)
+    assert torch.equal(packed_attention_mask(segment, torch.float32, group)[0, 0] == 0, expected)
