@@ -51,6 +51,8 @@ class GoldConfig(GoldBenchConfig):
     k: int = 4  # samples per prompt of the online methods (online DPO's best-vs-worst, RLHF's RLOO group)
     hypo_k: int = 2  # samples per prompt of HyPO's KL surrogate
     best_of_n: int = 0  # > 1: also evaluate best-of-n of π_SFT under r* (uses the gold reward: must beat π_SFT); 0 = skip
+    sampled: int = 0  # > 0: also judge this many temperature-1 samples per held-out prompt of every run against
+    #                   as many of π_SFT (the law RLHF optimises; the table's near-greedy columns judge the mode)
 
 
 def load_gold_config(path: str | Path | None, overrides: dict | None = None) -> GoldConfig:
@@ -76,9 +78,18 @@ def load_gold_config(path: str | Path | None, overrides: dict | None = None) -> 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML of GoldConfig fields (configs/gold/*.yaml)")
     for f in fields(GoldConfig):  # every field can be overridden on the command line; None = the config's value
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        kind = {"int": int, "float": float, "str": str, "bool": _flag}.get(str(f.type).split(" ")[0], str)
         p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
                        help="comma-separated: " + ", ".join(METHODS) if f.name == "methods" else None)
+
+
+def _flag(text: str) -> bool:
+    """A boolean field on the command line: true/false, yes/no, 1/0."""
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r}: want true or false")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     """Every stage; returns the markdown table (also OUT/table.md). Plots in OUT/plots/."""
     from hybridpo.models import init_model
-    from hybridpo.report import aggregate, markdown_table, plot_training, plot_validation_kl
+    from hybridpo.report import TABLE_KEYS, aggregate, markdown_table, plot_training, plot_validation_kl
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +153,13 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
             lap(run_dir.name)
     results = pipeline.evaluate_all(cfg, sft, runs, data, out / "eval", progress)
     lap("eval")
-    table = markdown_table(aggregate(results))
+    keys = TABLE_KEYS
+    if cfg.sampled > 0:
+        for run_dir in runs:
+            results[run_dir.name] |= sampled_vs_sft(cfg, sft, run_dir / "final", data, out / "eval" / run_dir.name, cfg.sampled)
+        keys = TABLE_KEYS + SAMPLED_KEYS
+        lap("sampled")
+    table = markdown_table(aggregate(results, keys), keys)
     if cfg.best_of_n > 1:
         bon = best_of_n(cfg, sft, data, out / "eval" / "best_of_n", cfg.best_of_n)
         table += (f"\nbest-of-{cfg.best_of_n} of π_SFT under r* vs one π_SFT sample (temperature 1): "
@@ -187,6 +204,60 @@ def rm_accuracy(rm_run: Path) -> float:
     return accs[-1] if accs else float("nan")
 
 
+SAMPLED_KEYS = ("sampled/win_rate", "sampled/gold", "sampled/gold_sft")
+
+
+def _samples(model_dir: Path, prompts: list[str], n: int, cfg: GoldConfig, seed: int) -> list[list[str]]:
+    """n temperature-1 responses (text) per prompt of the model in model_dir; (P, n)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hybridpo.data import load_tokenizer
+    from hybridpo.rollout import sample
+
+    tok = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    roll = sample(model, [tok.encode(x) for x in prompts], n, max_new_tokens=cfg.max_new_tokens,
+                  eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(seed))
+    return [[tok.decode(y, skip_special_tokens=True) for y in ys] for ys in roll.responses]
+
+
+def _held_out_prompts(data: Path) -> list[str]:
+    return [json.loads(line)["prompt"] for line in (data / "sft_eval.jsonl").read_text().splitlines() if line.strip()]
+
+
+def sampled_vs_sft(cfg: GoldConfig, sft: Path, policy: Path, data: Path, out: Path, n: int) -> dict:
+    """n temperature-1 samples of `policy` per held-out prompt, each judged by r* against an
+    independent sample of π_SFT (the i-th against the i-th): the comparison of the two LAWS that
+    RLHF's objective E_{y~π}[r*] is about, where the near-greedy table columns compare their modes.
+
+    OUT/sampled.json also keeps, per prompt, the mean r* difference and the win rate over its n
+    pairs (`sampled/*_by_prompt`, for tests over prompts, the independent units); the returned
+    metrics (for the table) leave those lists out.
+    """
+    from hybridpo.judges import gold_judge, win_rate
+    from hybridpo.tasks import gold_reward
+
+    prompts = _held_out_prompts(data)
+    mine, theirs = _samples(policy, prompts, n, cfg, seed=1), _samples(sft, prompts, n, cfg, seed=2)
+    xs = [x for x in prompts for _ in range(n)]
+    a, b = [y for ys in mine for y in ys], [y for ys in theirs for y in ys]
+    ra, rb = [gold_reward(x, y) for x, y in zip(xs, a)], [gold_reward(x, y) for x, y in zip(xs, b)]
+    verdicts = gold_judge(gold_reward).judge(xs, a, b)
+    wr = win_rate(verdicts)
+    metrics = {
+        "sampled/win_rate": wr["win_rate"], "sampled/wins": wr["wins"], "sampled/losses": wr["losses"],
+        "sampled/ties": wr["ties"], "sampled/gold": sum(ra) / len(ra), "sampled/gold_sft": sum(rb) / len(rb),
+        "sampled/gold_diff_by_prompt": [sum(ra[i * n:(i + 1) * n]) / n - sum(rb[i * n:(i + 1) * n]) / n
+                                        for i in range(len(prompts))],
+        "sampled/win_rate_by_prompt": [sum(v.score for v in verdicts[i * n:(i + 1) * n]) / n for i in range(len(prompts))],
+        "sampled/n": n,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sampled.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
+
+
 def best_of_n(cfg: GoldConfig, sft: Path, data: Path, out: Path, n: int, seed: int = 0) -> dict:
     """Best-of-n of π_SFT under r*: a policy that uses the gold reward, so it must beat π_SFT.
 
@@ -198,20 +269,11 @@ def best_of_n(cfg: GoldConfig, sft: Path, data: Path, out: Path, n: int, seed: i
     """
     import math
 
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from hybridpo.data import load_tokenizer
     from hybridpo.judges import gold_judge, win_rate
-    from hybridpo.rollout import sample
     from hybridpo.tasks import gold_reward
 
-    tok = load_tokenizer(str(sft))
-    model = AutoModelForCausalLM.from_pretrained(sft).eval()
-    prompts = [json.loads(line)["prompt"] for line in (data / "sft_eval.jsonl").read_text().splitlines() if line.strip()]
-    roll = sample(model, [tok.encode(x) for x in prompts], n + 1, max_new_tokens=cfg.max_new_tokens,
-                  eos_id=tok.eos_token_id, pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(seed))
-    texts = [[tok.decode(y, skip_special_tokens=True) for y in ys] for ys in roll.responses]  # (P, n + 1)
+    prompts = _held_out_prompts(data)
+    texts = _samples(sft, prompts, n + 1, cfg, seed)  # (P, n + 1)
     best = [max(ys[:n], key=lambda y, x=x: gold_reward(x, y)) for x, ys in zip(prompts, texts)]
     opponent = [ys[n] for ys in texts]
     metrics = {

@@ -9,7 +9,15 @@ and the ideal response (the SFT reference) names the marked items, heavier first
 order of the prompt:  " box dog". This is summarisation in miniature: select the important points,
 order them, leave out the rest, be short. Every item word is ONE Pythia token with its leading
 space and a mark is one more token (" dog" "*", " box" "**"), so a prompt is ~15 tokens and a
-reference 2-4: a tiny model learns the task in minutes on a CPU.
+reference 2-4.
+
+`capitalise_key` also writes the marked items Capitalised (`items: cat Dog* sun Box** pen`; the
+response stays lower-case, " box dog"). A Capitalised word is its own Pythia token, so a marked
+item is visible from its own position and one attention layer can select it; with lower-case
+items, knowing that " dog" is marked takes a second layer (the mark comes AFTER the word), and a
+tiny 2-layer model trained a few hundred steps on a CPU never learns the selection (it learns the
+format: 2-3 random item words, then EOS). Ordering by weight still needs the marks, so with
+capitalisation a small SFT model selects well and orders imperfectly: room for preference learning.
 
 The gold reward r*(x, y) reads the response TEXT (words split on whitespace) against the prompt:
 
@@ -33,14 +41,16 @@ from itertools import combinations
 
 # One Pythia token each with a leading space, and " word*" / " word**" split into word + mark
 # (checked in tests/eval/test_gold_task.py). "key" is left out: it is the prompt's cue word.
+# " Word" is one token too for all but the last two (" Ink", " Toe" are two): keep n_words <= 44
+# with capitalise_key.
 WORDS = (
-    "cat dog sun box pen cup hat map bag bed car egg fan fox gem ink jar kit log mug net pig rug "
-    "tea toy van web zip ant bee cow ham ice jam leg lip nut oak pan pot ram rat sea sky toe tub"
+    "cat dog sun box pen cup hat map bag bed car egg fan fox gem jar kit log mug net pig rug tea "
+    "toy van web zip ant bee cow ham ice jam leg lip nut oak pan pot ram rat sea sky tub ink toe"
 ).split()
 
 PROMPT_HEAD = "items:"  # the prompt starts with this, then the items
 PROMPT_CUE = "\nkey:"  # the prompt ends with this; the response follows after a space
-_PROMPT_RE = re.compile(r"^items:((?: [a-z]+\*{0,2})+)\nkey:$")
+_PROMPT_RE = re.compile(r"^items:((?: [A-Za-z]+\*{0,2})+)\nkey:$")
 
 
 @dataclass
@@ -53,6 +63,7 @@ class GoldTaskConfig:
     extra_cost: float = 0.25  # r* lost per word that is not a first mention of a key item
     length_cost: float = 0.02  # r* lost per word of the response (the length cost)
     n_words: int = len(WORDS)  # items are drawn from WORDS[:n_words]; fewer words = an easier task for tiny models
+    capitalise_key: bool = False  # write marked items Capitalised (" Dog*"): a distinct token, so selecting them is easy
 
     def __post_init__(self) -> None:
         if not self.max_items <= self.n_words <= len(WORDS):
@@ -86,8 +97,11 @@ class GoldScore:
     words: int  # |y| in words
 
 
-def render_prompt(items: tuple[Item, ...]) -> str:
-    return PROMPT_HEAD + "".join(f" {it.word}{'*' * it.weight}" for it in items) + PROMPT_CUE
+def render_prompt(items: tuple[Item, ...], capitalise_key: bool = False) -> str:
+    def show(it: Item) -> str:
+        return it.word.capitalize() if capitalise_key and it.weight > 0 else it.word
+
+    return PROMPT_HEAD + "".join(f" {show(it)}{'*' * it.weight}" for it in items) + PROMPT_CUE
 
 
 def parse_prompt(prompt: str) -> tuple[Item, ...]:
@@ -95,7 +109,7 @@ def parse_prompt(prompt: str) -> tuple[Item, ...]:
     m = _PROMPT_RE.match(prompt)
     if m is None:
         raise ValueError(f"not a gold-task prompt (want 'items: a b* c**\\nkey:'): {prompt!r}")
-    items = tuple(Item(t.rstrip("*"), len(t) - len(t.rstrip("*"))) for t in m.group(1).split())
+    items = tuple(Item(t.rstrip("*").lower(), len(t) - len(t.rstrip("*"))) for t in m.group(1).split())
     words = [it.word for it in items]
     if len(set(words)) != len(words):
         raise ValueError(f"gold-task prompt repeats an item: {prompt!r}")
@@ -149,7 +163,7 @@ def make_examples(n: int, seed: int, cfg: GoldTaskConfig | None = None) -> list[
         words = rng.sample(WORDS[: cfg.n_words], rng.randint(cfg.min_items, cfg.max_items))
         key = set(rng.sample(range(len(words)), rng.randint(cfg.min_key, cfg.max_key)))
         items = tuple(Item(w, rng.choice((1, 2)) if i in key else 0) for i, w in enumerate(words))
-        prompt = render_prompt(items)
+        prompt = render_prompt(items, cfg.capitalise_key)
         if prompt in seen:
             continue
         seen.add(prompt)

@@ -31,9 +31,11 @@ class GoldBenchConfig:
     seeds: int = 3  # runs per method (seeds 0..seeds-1); the SFT policy and data are shared
     size: str = "small"  # init-model size of the policy (hybridpo.models.SIZES)
     tokenizer: str = str(SHARED_TOKENIZER)  # the real Pythia tokenizer
-    n_train: int = 512  # training prompts
+    n_train: int = 512  # prompts of the offline pairs (and of the online methods' samples)
+    n_sft: int = 0  # SFT prompts: the n_train pair prompts plus fresh ones up to n_sft (0 = n_train; prompts are free)
     n_eval: int = 64  # held-out prompts (evaluation, validation KL)
     n_words: int = 46  # task vocabulary: items drawn from the first n_words of gold.WORDS (fewer = easier; 46 = all)
+    capitalise_key: bool = False  # marked items written Capitalised in the prompt (GoldTaskConfig.capitalise_key)
     sft_steps: int = 150  # SFT optimizer steps on the references
     sft_lr: float = 3e-3  # SFT learning rate
     candidates: int = 4  # samples of π_SFT per training prompt from which pairs are built
@@ -53,8 +55,10 @@ def write_task(cfg: GoldBenchConfig, d: Path) -> Path:
     from hybridpo.tasks import GoldTaskConfig, make_split, sft_rows, write_jsonl
 
     if not (d / "sft_eval.jsonl").exists():
-        train, held_out = make_split(cfg.n_train, cfg.n_eval, seed=0, cfg=GoldTaskConfig(n_words=cfg.n_words))
-        write_jsonl(d / "sft_train.jsonl", sft_rows(train))
+        n_sft = max(cfg.n_sft, cfg.n_train)
+        sft, held_out = make_split(n_sft, cfg.n_eval, seed=0, cfg=GoldTaskConfig(n_words=cfg.n_words, capitalise_key=cfg.capitalise_key))
+        train = sft[: cfg.n_train]  # the pair prompts are the first n_train SFT prompts
+        write_jsonl(d / "sft_train.jsonl", sft_rows(sft))
         write_jsonl(d / "prompts_train.jsonl", ({"prompt": e.prompt} for e in train))
         write_jsonl(d / "sft_eval.jsonl", sft_rows(held_out))
     return d
@@ -91,8 +95,8 @@ def sample_pairs(cfg: GoldBenchConfig, sft: Path, d: Path, progress) -> None:
     gen = torch.Generator().manual_seed(0)
     cov = CoverageConfig(max_distinct=cfg.max_distinct, max_words=cfg.max_words, bt_scale=cfg.bt_scale)
     stats = {}
-    for split in ("train", "eval"):
-        prompts = [json.loads(line)["prompt"] for line in (d / f"sft_{split}.jsonl").read_text().splitlines()]
+    for split, source in (("train", "prompts_train.jsonl"), ("eval", "sft_eval.jsonl")):
+        prompts = [json.loads(line)["prompt"] for line in (d / source).read_text().splitlines()]
         texts = []
         for s in range(0, len(prompts), 64):
             roll = sample(model, [tok.encode(x) for x in prompts[s : s + 64]], cfg.candidates,

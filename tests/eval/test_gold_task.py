@@ -78,6 +78,19 @@ def test_examples_are_deterministic_distinct_and_valid():
         GoldTaskConfig(n_words=4)
 
 
+def test_capitalised_key_items_parse_to_the_same_task():
+    cap = "items: cat Dog* sun Box** pen\nkey:"  # X with its marked items Capitalised
+    assert gold.parse_prompt(cap) == gold.parse_prompt(X)
+    for y in (" box dog", " dog box", " box dog cat", ""):  # r* reads the same lower-case words
+        assert gold_reward(cap, y) == gold_reward(X, y)
+    assert gold.score(cap, " Box dog").extras == 1  # the response is lower-case: " Box" is not an item
+    plain, capd = make_examples(30, seed=5), make_examples(30, seed=5, cfg=GoldTaskConfig(capitalise_key=True))
+    assert [e.items for e in capd] == [e.items for e in plain] and [e.reference for e in capd] == [e.reference for e in plain]
+    for e in capd:  # Capitalised exactly when marked
+        words = e.prompt.removeprefix("items:").removesuffix("\nkey:").split()
+        assert [w[0].isupper() for w in words] == [it.weight > 0 for it in e.items]
+
+
 def test_bad_prompt_is_named():
     with pytest.raises(ValueError, match="not a gold-task prompt.*hello"):
         gold_reward("hello", " box")
@@ -89,15 +102,21 @@ def test_vocabulary_tokenises_compactly_with_pythia():
     from transformers import PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER))
-    for w in gold.WORDS:  # one token per item, one per mark
+    for i, w in enumerate(gold.WORDS):  # one token per item, one per mark
         assert len(tok.encode(" " + w)) == 1, w
         assert len(tok.encode(f" {w}*")) == 2 and len(tok.encode(f" {w}**")) == 2, w
+        # Capitalised: one token, distinct from the lower-case one, for all but the last two words
+        cap = tok.encode(" " + w.capitalize())
+        assert (len(cap) == 1 and cap != tok.encode(" " + w)) == (i < len(gold.WORDS) - 2), w
+        assert len(tok.encode(f" {w.capitalize()}**")) == len(cap) + 1, w
     ex = make_examples(1, seed=0)[0]
     n_items = len(ex.items)
     n_marked = sum(it.weight > 0 for it in ex.items)
     # "items" ":" + items + marks + "\n" "key" ":"  ==  the prompt's token count
     assert len(tok.encode(ex.prompt)) == 2 + n_items + n_marked + 3
     assert len(tok.encode(ex.reference)) == n_marked
+    ex = make_examples(1, seed=0, cfg=GoldTaskConfig(n_words=44, capitalise_key=True))[0]
+    assert len(tok.encode(ex.prompt)) == 2 + len(ex.items) + sum(it.weight > 0 for it in ex.items) + 3
 
 
 def test_bradley_terry_probability():
