@@ -35,7 +35,12 @@ import torch
 from torch import Tensor
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from hybridpo.logprobs import PromptPass, forward_params, forward_prompts
+from hybridpo import neox_decode
+from hybridpo.logprobs import (
+    PromptPass, forward_params, forward_prompts, packed_prompt_kv, packing_unsupported_reason, unwrap_model,
+)
+
+DECODERS = ("auto", "neox", "transformers")  # `sample(decoder=...)`: auto = neox where supported
 
 
 @dataclass
@@ -69,6 +74,7 @@ def sample(
     tokenizer=None,
     generator: torch.Generator | None = None,
     prompt_pass: PromptPass | None = None,
+    decoder: str = "auto",
 ) -> Rollout:
     """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
 
@@ -77,21 +83,36 @@ def sample(
     restored to its previous mode. With `prompt_pass` (hybridpo.logprobs.prompt_pass of the same
     model on the same prompts, this step) its keys / values and last logits, detached, replace
     the prefill: the prompts are not run again.
+
+    `decoder`: "neox" decodes with hybridpo.neox_decode (GPT-NeoX only: fewer ops, each prompt's
+    cache read once for its k samples), "transformers" with the model's own forward, "auto" the
+    first where `neox_decode.unsupported_reason` allows it. Both draw the same tokens from the
+    same generator (up to float rounding of the logits).
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}; choose from {list(DECODERS)}")
+    neox_reason = neox_decode.unsupported_reason(unwrap_model(model))
+    if decoder == "neox" and neox_reason is not None:
+        raise ValueError(f"decoder='neox' is not available: {neox_reason}")
+    lean = decoder != "transformers" and neox_reason is None
     if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
         raise ValueError("prompt_pass was run on other prompts than the ones given")
     was_training = model.training
     model.eval()
+    draw_args = (temperature, top_k, top_p, generator)
     try:
-        if prompt_pass is not None:
-            cache, logits, attn, next_pos = _from_prompt_pass(prompt_pass, k, max_new_tokens)
+        kv, logits, prompt_attn = _prompt_state(model, prompts, pad_id, prompt_pass)
+        if lean and isinstance(kv, list):
+            tokens, tok_logps, samp_logps, alive, done = neox_decode.decode(
+                unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id,
+                lambda logits: _draw(logits, *draw_args),
+            )
         else:
-            cache, logits, attn, next_pos = _prefill(model, prompts, k, max_new_tokens, pad_id)
-        tokens, tok_logps, samp_logps, alive, done = _decode(
-            model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id,
-            (temperature, top_k, top_p, generator),
-        )
+            cache, logits, attn, next_pos = _decode_start(kv, logits, prompt_attn, k, max_new_tokens)
+            tokens, tok_logps, samp_logps, alive, done = _decode(
+                model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args,
+            )
     finally:
         model.train(was_training)
     P, device, steps = len(prompts), tokens.device, tokens.shape[1]
@@ -120,32 +141,39 @@ def sample(
     )
 
 
-def _prefill(model, prompts, k, max_new_tokens, pad_id):
-    """Run each prompt once, left-padded, then repeat its cache and last logits k times.
+def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
+    """The prompts' keys / values and next-token logits, from the prompt pass when given (detached),
+    else from one prefill: packed where the model allows it (no padding computed), else left-padded.
+
+    Returns (per layer (keys, values) (P, H, W, D) left-padded, or transformers' own cache when it
+    is not made of plain layers; last logits (P, V); prompt mask (P, W) long, 1 on real tokens).
+    """
+    if pp is not None:
+        return [(keys.detach(), values.detach()) for keys, values in pp.kv], pp.last_logits.detach(), pp.attn
+    if packing_unsupported_reason(model) is None:
+        return packed_prompt_kv(model, prompts, pad_id)
+    cache, last_logits, prompt_attn = forward_prompts(model, prompts, pad_id)
+    if hasattr(cache, "layers") and all(type(layer) is DynamicLayer for layer in cache.layers):
+        return [(layer.keys, layer.values) for layer in cache.layers], last_logits, prompt_attn
+    return cache, last_logits, prompt_attn
+
+
+def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens):
+    """transformers' decode loop's starting state from the prompts' state, each prompt repeated k times.
 
     Returns the cache (P*k rows: sample j of prompt i is row i*k + j), the next-token logits
     (P*k, V), the attention mask (P*k, W + max_new_tokens) whose generated columns are all real
     tokens, and each row's next position (P*k,).
     """
-    cache, last_logits, prompt_attn = forward_prompts(model, prompts, pad_id)
     P, width = prompt_attn.shape
-    if hasattr(cache, "layers") and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_PreallocatedLayer(layer.keys, layer.values, k, width + max_new_tokens) for layer in cache.layers]
+    if isinstance(kv, list):
+        cache = DynamicCache()
+        cache.layers = [_PreallocatedLayer(keys, values, k, width + max_new_tokens) for keys, values in kv]
     else:  # another cache type (e.g. sliding-window layers): keep it, it grows by concatenation
+        cache = kv
         cache.batch_repeat_interleave(k)
-    attn = torch.cat([prompt_attn, prompt_attn.new_ones((P, max_new_tokens))], dim=1)
-    return cache, last_logits.repeat_interleave(k, dim=0), attn.repeat_interleave(k, dim=0), prompt_attn.sum(-1).repeat_interleave(k)
-
-
-def _from_prompt_pass(pp: PromptPass, k, max_new_tokens):
-    """What `_prefill` returns, from a prompt pass already run (detached: sampling needs no grad)."""
-    P, width = pp.attn.shape
-    cache = DynamicCache()
-    cache.layers = [_PreallocatedLayer(keys.detach(), values.detach(), k, width + max_new_tokens) for keys, values in pp.kv]
-    logits = pp.last_logits.detach().repeat_interleave(k, dim=0)  # (P*k, V)
-    attn = torch.cat([pp.attn, pp.attn.new_ones((P, max_new_tokens))], dim=1).repeat_interleave(k, dim=0)
-    next_pos = pp.attn.sum(-1).repeat_interleave(k)  # prompt lengths
-    return cache, logits, attn, next_pos
+    attn = torch.cat([prompt_attn, prompt_attn.new_ones((P, max_new_tokens))], dim=1).repeat_interleave(k, dim=0)
+    return cache, last_logits.repeat_interleave(k, dim=0), attn, prompt_attn.sum(-1).repeat_interleave(k)
 
 
 def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args):

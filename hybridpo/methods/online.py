@@ -68,26 +68,10 @@ def policy_logps(ctx: MethodContext, prompts, responses, temperature: float = 1.
 
 def shared_prompt_pass(ctx: MethodContext, prompts: list[list[int]]):
     """One policy forward of the prompts for this step's sampling AND its loss (issue 7), or None
-    where the context cannot share it or it would not pay (then each runs the prompts itself; the
-    numbers are the same either way)."""
-    if ctx.prompt_pass is None or not prompt_pass_pays(prompts):
-        return None
-    return ctx.prompt_pass(prompts)
-
-
-def prompt_pass_pays(prompts: list[list[int]], min_fill: float = 0.75) -> bool:
-    """Whether sharing one prompt pass saves work for these prompts.
-
-    The shared pass runs the P prompts left-padded to the longest (W tokens) under grad: forward
-    and backward, ~3 W·P token-passes. Apart, the sampler's prefill costs W·P (no grad) and the
-    loss's packed forward + backward ~3 Σ|x| (no padding to speak of). Sharing wins when
-    3 W·P < W·P + 3 Σ|x|, i.e. when real tokens fill more than 2/3 of the padded block; the split
-    forward (prompts, then responses after a cache) has overheads of its own, so we ask for
-    `min_fill` = 3/4. Measured on the TL;DR batches (prompts 142-511 tokens, fill 0.65): shared
-    7.9 s per HyPO step, apart 7.6 s.
-    """
-    width = max(len(p) for p in prompts)
-    return sum(len(p) for p in prompts) >= min_fill * width * len(prompts)
+    where the context cannot share it (then each runs the prompts itself; the numbers are the same
+    either way). The pass is packed (`logprobs.packed_prompt_kv`: no padding computed), so sharing
+    always saves the sampler's prefill."""
+    return None if ctx.prompt_pass is None else ctx.prompt_pass(prompts)
 
 
 def sample_metrics(rollout: Rollout, policy_logps: Tensor, ref_logps: Tensor) -> dict[str, float]:

@@ -66,6 +66,23 @@ def test_after_prompt_pass_equals_padded_values_and_gradients(attn, case, head, 
         assert_close(gs, gp, atol=1e-5, rtol=1e-4)
 
 
+def test_packed_prompt_pass_equals_a_left_padded_prefill():
+    """The prompt pass runs the prompts packed (several per row, no padding computed), then gathers
+    keys / values into the left-padded layout: on real tokens they equal a left-padded forward's."""
+    model = tiny_model()
+    prompts = [[5, 9, 13, 2, 7, 30, 41, 3], [11, 3], [8, 8, 20], [4], [6, 6, 6, 6, 6]]
+    with torch.no_grad():
+        kv, last, attn = logprobs.packed_prompt_kv(model, prompts, PAD)
+        cache, last_padded, attn_padded = logprobs.forward_prompts(model, prompts, PAD)
+    assert torch.equal(attn, attn_padded)
+    assert_close(last, last_padded, atol=1e-5, rtol=0)
+    real = attn.bool()[:, None, :, None]  # (P, 1, W, 1)
+    for (keys, values), layer in zip(kv, cache.layers):
+        assert keys.shape == layer.keys.shape
+        assert_close(keys * real, layer.keys * real, atol=1e-5, rtol=0)
+        assert_close(values * real, layer.values * real, atol=1e-5, rtol=0)
+
+
 def test_one_prompt_pass_serves_two_scorings():
     """HyPO at τ ≠ 1 scores pairs and samples separately: the cached keys / values must survive."""
     model = tiny_model()

@@ -219,13 +219,3 @@ def test_rlhf_reuses_samples_for_updates_per_sample_steps(models):
     ctx.step = 4
     resumed.loss(batch, ctx)
     assert len(calls) == 4  # a resumed run continues the cycle from the checkpoint's samples
-
-
-def test_prompt_pass_is_shared_only_when_padding_is_small():
-    """Fill = real prompt tokens / (P x longest): 3/4 and above shares; TL;DR-like spreads do not."""
-    from hybridpo.methods.online import prompt_pass_pays
-
-    assert prompt_pass_pays([[2] * 4, [2] * 3])  # 7 / 8 = 0.875
-    assert prompt_pass_pays([[2] * 4, [2] * 2])  # 6 / 8 = 0.75, the boundary
-    assert not prompt_pass_pays([[2] * 4, [2] * 1])  # 5 / 8
-    assert not prompt_pass_pays([[2] * 511, [2] * 142, [2] * 334])  # 987 / 1533 = 0.64

@@ -50,7 +50,8 @@ def test_greedy_k_copies_are_identical():
         assert rs[0] == rs[1] == rs[2]
 
 
-def test_prompt_is_prefilled_once_then_one_token_per_step():
+@pytest.mark.parametrize("decoder", ["transformers", "neox"])
+def test_prompt_is_prefilled_once_then_one_token_per_step(decoder):
     model, P, k, width = tiny_model(), len(PROMPTS), 4, max(len(p) for p in PROMPTS)
     shapes = []
     hook = model.gpt_neox.register_forward_pre_hook(
@@ -58,11 +59,15 @@ def test_prompt_is_prefilled_once_then_one_token_per_step():
         with_kwargs=True,
     )
     try:
-        r = sample(model, PROMPTS, k, max_new_tokens=6, eos_id=EOS, pad_id=PAD, generator=gen(0))
+        r = sample(model, PROMPTS, k, max_new_tokens=6, eos_id=EOS, pad_id=PAD, generator=gen(0), decoder=decoder)
     finally:
         hook.remove()
     steps = r.tokens.shape[-1]
-    assert shapes[0] == (P, width)  # each prompt once, not once per sample
+    rows, cols = shapes[0]  # the prefill: each prompt once, not once per sample, packed into rows
+    assert cols == width and rows < P and rows * cols >= sum(len(p) for p in PROMPTS)
+    if decoder == "neox":  # its decode steps do not go through transformers' forward
+        assert len(shapes) == 1 and steps > 1
+        return
     # forward i >= 1 feeds token i-1 of the samples still running, i.e. those longer than i;
     # a sample that emitted EOS leaves the batch, and no forward follows the last token
     running = [int((r.lengths > i).sum()) for i in range(1, steps)]

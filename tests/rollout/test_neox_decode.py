@@ -1,0 +1,111 @@
+"""hybridpo.neox_decode: the lean GPT-NeoX decode step draws what transformers' forward draws.
+
+Both decoders consume the generator in the same order (one draw per running sample per step), so
+with the same seed they give the same tokens, and the per-token log-probs agree to float rounding
+(1e-5 in fp32). The samples are also checked against a plain padded forward of the finished
+responses (teacher forcing), which shares no code with either decoder. Cases cover what the grid
+does differently from transformers' batch: prompts of different lengths (left padding in the
+shared prompt cache), k > 1 samples reading one prompt cache, samples ending at EOS while others
+of the same prompt run on, whole prompts leaving the grid, and the sequential-residual variant.
+"""
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+from hybridpo import neox_decode
+from hybridpo.logprobs import prompt_pass, response_logps
+from hybridpo.rollout import sample
+from tiny_models import tiny_model
+
+PAD = 1
+PROMPTS = [[5, 9, 13, 2, 7, 30, 41], [11, 3], [8, 8, 20, 17, 60], [4]]
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def frequent_token(model, prompts) -> int:
+    """A token the model emits often, used as EOS so that samples end at different steps."""
+    r = sample(model, prompts, 4, max_new_tokens=12, eos_id=-1, pad_id=PAD, generator=gen(123), decoder="transformers")
+    return int(r.tokens.flatten().mode().values)
+
+
+def both(model, prompts, k, **kwargs):
+    out = {}
+    for decoder in ("transformers", "neox"):
+        out[decoder] = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder=decoder, **kwargs)
+    return out["transformers"], out["neox"]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 5), (0.0, 0)])
+def test_same_tokens_and_logps_as_transformers(k, temperature, top_k):
+    model = tiny_model()
+    eos = frequent_token(model, PROMPTS)
+    a, b = both(model, PROMPTS, k, max_new_tokens=12, eos_id=eos, temperature=temperature, top_k=top_k)
+    assert a.eos.any() and not a.eos.all()  # samples end at different steps, some never
+    assert a.responses == b.responses
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.eos, b.eos) and torch.equal(a.finished, b.finished)
+    assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+    assert_close(b.sampler_logps, a.sampler_logps, atol=1e-5, rtol=0)
+
+
+def test_prompts_leave_the_grid_when_all_their_samples_end():
+    """EOS = the greedy continuation's 2nd token of prompt 1: its samples all end at step 2 while
+    the others run on, so prompt 1 leaves the grid and the rest must keep their own caches."""
+    model = tiny_model()
+    greedy = sample(model, PROMPTS, 1, max_new_tokens=3, eos_id=-1, pad_id=PAD, temperature=0.0, decoder="transformers")
+    eos = greedy.responses[1][0][1]
+    a, b = both(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos, temperature=0.0)
+    assert b.lengths[1].tolist() == [2, 2] and b.lengths.max() > 2
+    assert a.responses == b.responses
+    assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+
+
+def test_samples_score_the_same_under_a_padded_forward():
+    """Teacher forcing the drawn responses through the plain padded layout gives the sampler's log-probs."""
+    model = tiny_model(seed=4)
+    r = sample(model, PROMPTS, 3, max_new_tokens=9, eos_id=frequent_token(model, PROMPTS), pad_id=PAD,
+               generator=gen(5), decoder="neox")
+    with torch.no_grad():
+        scored = response_logps(model, PROMPTS, r.responses, pad_id=PAD, layout="padded")
+    assert_close(scored.by_prompt(), r.logps, atol=1e-5, rtol=0)
+
+
+def test_sequential_residual_and_full_rotary():
+    """use_parallel_residual=False (x + attn, then + mlp) and rotary over the whole head."""
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=256, tie_word_embeddings=False, initializer_range=0.3,
+                        use_parallel_residual=False, rotary_pct=1.0, attn_implementation="sdpa")
+    model = GPTNeoXForCausalLM(cfg).eval()
+    a, b = both(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1)
+    assert a.responses == b.responses
+    assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+
+
+def test_decoding_from_a_prompt_pass():
+    """The shared prompt pass (packed, with grad) seeds the lean decoder as the sampler's own prefill does."""
+    model = tiny_model()
+    with torch.enable_grad():
+        pp = prompt_pass(model, PROMPTS, pad_id=PAD)
+    shared = sample(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1, pad_id=PAD, generator=gen(9), prompt_pass=pp)
+    own = sample(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1, pad_id=PAD, generator=gen(9))
+    assert shared.responses == own.responses
+    assert_close(shared.tok_logps, own.tok_logps, atol=1e-5, rtol=0)
+
+
+def test_other_models_fall_back_and_forcing_neox_says_why():
+    peft = pytest.importorskip("peft")
+    lora = peft.get_peft_model(tiny_model(), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value"]))
+    reason = neox_decode.unsupported_reason(lora.get_base_model())
+    assert reason is not None and "Linear" in reason
+    r = sample(lora, PROMPTS, 2, max_new_tokens=4, eos_id=-1, pad_id=PAD, generator=gen(1))  # auto: transformers
+    assert r.lengths.tolist() == [[4, 4]] * len(PROMPTS)
+    with pytest.raises(ValueError, match="decoder='neox' is not available"):
+        sample(lora, PROMPTS, 2, max_new_tokens=4, eos_id=-1, pad_id=PAD, decoder="neox")
+    with pytest.raises(ValueError, match="decoder='fast'; choose from"):
+        sample(tiny_model(), PROMPTS, 2, max_new_tokens=4, eos_id=-1, pad_id=PAD, decoder="fast")
