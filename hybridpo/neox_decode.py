@@ -97,18 +97,18 @@ class NeoXDecoder:
              tables: tuple[Tensor, Tensor]) -> Tensor:
         """Feed one token per sample; return the next-token logits (P, k, V).
 
-        tok, positions: (P, k) long. caches: per layer (P, H, C, 2D), keys in [..., :D], values in
-        [..., D:]; this step writes columns width - k .. width - 1 (sample j at width - k + j) and
+        tok: (P, k) long; positions: (P,) long, the position of this token (one per prompt: its
+        samples are equally long, counting the ones that ended). caches: per layer (P, H, C, 2D),
+        keys in [..., :D], values in [..., D:]; this step writes columns width - k .. width - 1 (sample j at width - k + j) and
         attends over the first `width`. bias (P, 1, k, C): 0 where sample j's query may look,
-        -inf elsewhere (prompt padding, the other samples' tokens).
+        -inf elsewhere (prompt padding, the other samples' tokens). tables: `rotary_tables` of
+        every position the decode reaches.
         """
         P, k = tok.shape
         H, D = self.heads, self.head_dim
         x = self.embed[tok.reshape(-1)]  # (P*k, d)
-        cos, sin = self.rotary(x, positions.reshape(-1, 1))  # (P*k, 1, R) each
-        R = cos.shape[-1]
-        cos = cos.view(P, k, 1, 1, R)
-        sin = torch.cat([-sin[..., : R // 2], sin[..., R // 2 :]], dim=-1).view(P, k, 1, 1, R)  # rotate_half's signs
+        R = tables[0].shape[-1]
+        cos, sin = (table[positions].view(P, 1, 1, 1, R) for table in tables)  # broadcast over k, heads, q|k
         bias = bias[..., :width]
         for (norm1, norm2, w_qkv, b_qkv, w_dense, b_dense, w_in, b_in, act, w_out, b_out), cache in zip(self.layers, caches):
             qkv = _linear(norm1(x), w_qkv, b_qkv).view(P, k, H, 3, D)  # per head q | k | v (GPT-NeoX packing)
@@ -198,19 +198,29 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     running = torch.ones((P, k), dtype=torch.bool, device=device)  # on the grid and not yet ended
     slots = torch.arange(k, device=device)
     steps = 0
+    full = True  # every sample is running and every prompt is on the grid (rows = 0 .. N-1)
     for t in range(max_new_tokens):
-        live = running.reshape(-1)
-        live_rows = (pids[:, None] * k + slots).reshape(-1)[live]  # original rows of the running samples
-        tok, lp, slp = draw(grid_logits.reshape(live.shape[0], -1)[live].float())
-        tokens[live_rows, t], tok_logps[live_rows, t], samp_logps[live_rows, t], alive[live_rows, t] = tok, lp, slp, True
-        ended = tok == eos_id
-        done[live_rows[ended]] = True
+        if full:  # the common case: whole-column writes, no index bookkeeping
+            tok, lp, slp = draw(grid_logits.reshape(N, -1).float())
+            tokens[:, t], tok_logps[:, t], samp_logps[:, t], alive[:, t] = tok, lp, slp, True
+            ended = tok == eos_id
+            live = None
+        else:
+            live = running.reshape(-1)
+            live_rows = (pids[:, None] * k + slots).reshape(-1)[live]  # original rows of the running samples
+            tok, lp, slp = draw(grid_logits.reshape(live.shape[0], -1)[live].float())
+            tokens[live_rows, t], tok_logps[live_rows, t], samp_logps[live_rows, t], alive[live_rows, t] = tok, lp, slp, True
+            ended = tok == eos_id
         steps = t + 1
         if steps == max_new_tokens or bool(ended.all()):
+            done[(live_rows if live is not None else slice(None))] |= ended
             break
-        if bool(live.all()) and not bool(ended.any()):  # the common step: every sample runs on
+        if live is None and not bool(ended.any()):
             grid_tok = tok
         else:
+            if live is None:
+                live, live_rows, full = running.reshape(-1), torch.arange(N, device=device), False
+            done[live_rows[ended]] = True
             grid_tok = torch.full(live.shape, pad_id, dtype=torch.long, device=device)
             grid_tok[live] = tok
             running = running.reshape(-1).clone()
@@ -222,6 +232,5 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
                 pids, running, start, bias = pids[idx], running[idx], start[idx], bias[idx]
                 grid_tok = grid_tok.view(-1, k)[idx].reshape(-1)
                 caches = [cache[idx] for cache in caches]
-        positions = (start[:, None] + t).expand(len(pids), k)
-        grid_logits = dec.step(grid_tok.view(len(pids), k), positions, caches, bias, W + k * (t + 1), tables)
+        grid_logits = dec.step(grid_tok.view(len(pids), k), start + t, caches, bias, W + k * (t + 1), tables)
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done

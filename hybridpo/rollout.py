@@ -37,7 +37,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from hybridpo import neox_decode
 from hybridpo.logprobs import (
-    PromptPass, forward_params, forward_prompts, packed_prompt_kv, packing_unsupported_reason, unwrap_model,
+    PromptPass, forward_params, forward_prompts, packing_unsupported_reason, prompt_kv, unwrap_model,
 )
 
 DECODERS = ("auto", "neox", "transformers")  # `sample(decoder=...)`: auto = neox where supported
@@ -143,7 +143,7 @@ def sample(
 
 def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
     """The prompts' keys / values and next-token logits, from the prompt pass when given (detached),
-    else from one prefill: packed where the model allows it (no padding computed), else left-padded.
+    else from one prefill (`logprobs.prompt_kv`: packed where that computes fewer positions).
 
     Returns (per layer (keys, values) (P, H, W, D) left-padded, or transformers' own cache when it
     is not made of plain layers; last logits (P, V); prompt mask (P, W) long, 1 on real tokens).
@@ -151,7 +151,7 @@ def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
     if pp is not None:
         return [(keys.detach(), values.detach()) for keys, values in pp.kv], pp.last_logits.detach(), pp.attn
     if packing_unsupported_reason(model) is None:
-        return packed_prompt_kv(model, prompts, pad_id)
+        return prompt_kv(model, prompts, pad_id)
     cache, last_logits, prompt_attn = forward_prompts(model, prompts, pad_id)
     if hasattr(cache, "layers") and all(type(layer) is DynamicLayer for layer in cache.layers):
         return [(layer.keys, layer.values) for layer in cache.layers], last_logits, prompt_attn
