@@ -1,9 +1,11 @@
 """No-grad sampling of k completions per prompt with a KV cache; knows nothing of rewards.
 
-The prompt is run once per prompt, not once per sample: the P prompts are left-padded into one
-batch and prefilled, then the cache (and the next-token distribution of the last prompt position)
-is repeated k times along the batch, and the P*k samples decode together, one forward of one token
-per step; a sample that emits EOS leaves the batch (its cache rows are dropped). The only Python
+The prompt is run once per prompt, not once per sample: the P prompts are prefilled in one
+forward (`logprobs.prompt_kv`: packed where prompts can share rows, their keys / values then laid
+out left-padded), and the P*k samples decode together, one token per step. GPT-NeoX models decode
+with `hybridpo.neox_decode` (each prompt's cache read once for its k samples); others with their
+own forward, the cache repeated k times along the batch, a sample that emits EOS leaving the
+batch (its cache rows are dropped). The only Python
 loop is over time steps. Prompts of different lengths are left-padded, with the attention mask
 hiding the pads and position ids counting from each prompt's first real token, so a batch gives
 the same tokens as one prompt at a time (tested against transformers' greedy `generate`).
