@@ -28,7 +28,7 @@ Two layouts compute the same numbers (tested to 1e-5 in fp32, values and gradien
   own positions, and the mask keeps groups apart; so padding is what bin packing leaves, not the
   gap between each prompt and the longest one.
 
-- "after a prompt pass" (issue 7, online methods): `prompt_pass(model, prompts)` runs the prompts
+- "after a prompt pass" (issue 7, online methods): `prompt_cache.prompt_pass(model, prompts)` runs the prompts
   once and keeps their keys / values (with grad) and next-token logits; `response_logps(...,
   prompt_pass=pp)` then forwards only the responses, packed as above, attending to those cached keys
   through the same kind of 4D mask; and `rollout.sample(..., prompt_pass=pp)` seeds its KV cache from
@@ -49,9 +49,13 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # prompt_cache imports this module; the type is all logprobs needs of it
+    from hybridpo.prompt_cache import PromptPass
 
 LAYOUTS = ("packed", "padded")
 
@@ -102,7 +106,7 @@ def response_logps(
     `temperature` τ must equal the sampler's so log-probs of samples are those of the
     distribution that drew them (rollout.sample uses the same convention). Raises
     `PackingUnsupported` for layout="packed" on a model that cannot take a custom 4D mask.
-    With `prompt_pass` (from `prompt_pass(model, prompts)`, same model, same prompts) only the
+    With `prompt_pass` (from `prompt_cache.prompt_pass(model, prompts)`, same model, same prompts) only the
     responses are forwarded; `layout` is then not used.
     """
     _check_inputs(prompts, responses, temperature)
@@ -309,145 +313,7 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
 
 
 # ---------------------------------------------------------------------------------------------
-# after a prompt pass: the prompts' keys / values are computed once and reused
-
-
-@dataclass
-class PromptPass:
-    """One forward of P prompts, left-padded to width W, kept for the rest of the step."""
-
-    prompts: list[list[int]]  # the prompts it ran, as given
-    kv: list[tuple[Tensor, Tensor]]  # per layer (keys, values), each (P, heads, W, head_dim); with grad when enabled
-    last_logits: Tensor  # (P, V) logits at each prompt's last token (predicting the first response token)
-    attn: Tensor  # (P, W) long, 1 on real prompt tokens (left padding is 0)
-
-
-def prompt_pass_unsupported_reason(model) -> str | None:
-    """Why `prompt_pass` + `response_logps(prompt_pass=...)` + `rollout.sample(prompt_pass=...)`
-    would not give the numbers of separate passes for `model` now, or None when they would."""
-    reason = packing_unsupported_reason(model)
-    if reason is not None:
-        return reason
-    inner = unwrap_model(model)
-    if hasattr(model, "module") and not hasattr(model, "get_base_model"):
-        return "a DDP-style wrapper expects one forward per backward"
-    if model.training and getattr(inner, "is_activation_checkpointing", getattr(inner, "is_gradient_checkpointing", False)):
-        return "gradient checkpointing turns the KV cache off in training mode"
-    if model.training:
-        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
-            return "active dropout: the sampler runs in eval mode and would see other keys / values"
-        config = inner.config
-        for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "dropout"):
-            if isinstance(getattr(config, name, None), float) and getattr(config, name) > 0:
-                return f"config.{name} > 0: the sampler runs in eval mode and would see other keys / values"
-    return None
-
-
-def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
-    """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
-
-    The head runs at one position per prompt. Raises `PackingUnsupported` when
-    `prompt_pass_unsupported_reason(model)` names a reason.
-    """
-    if not prompts or any(not p for p in prompts):
-        raise ValueError("prompt_pass needs at least one prompt, and no empty prompt")
-    reason = prompt_pass_unsupported_reason(model)
-    if reason is not None:
-        raise PackingUnsupported(f"prompt_pass is not available: {reason}")
-    kv, last_logits, attn = prompt_kv(model, prompts, pad_id)
-    return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn)
-
-
-def prompt_kv(model, prompts: list[list[int]], pad_id: int):
-    """The prompts' keys / values (P, heads, W, head_dim) per layer, left-padded, their last logits
-    (P, V) and mask (P, W): from a packed forward where packing puts several prompts in a row (it
-    then computes fewer positions), else from one left-padded forward (same numbers; no gather).
-    Needs `packing_unsupported_reason(model)` to be None."""
-    if len(_rows_of([len(p) for p in prompts])) < len(prompts):
-        return packed_prompt_kv(model, prompts, pad_id)
-    cache, last_logits, attn = forward_prompts(model, prompts, pad_id)
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        raise PackingUnsupported(f"a prompt pass needs a DynamicCache of plain layers, got {type(cache).__name__}")
-    return [(layer.keys, layer.values) for layer in layers], last_logits, attn
-
-
-def packed_prompt_kv(model, prompts: list[list[int]], pad_id: int):
-    """The prompts once, PACKED (no padding computed), with the LM head at each prompt's last token;
-    their keys / values then gathered into the left-padded layout the sampler and
-    `response_logps(prompt_pass=...)` read (prompt i in columns W - |x_i| .. W - 1).
-
-    Grad flows as the caller has it (the gather is differentiable). Returns (per layer (keys,
-    values) each (P, heads, W, head_dim), last logits (P, V), attention mask (P, W) long: 1 on real
-    tokens), the same numbers a left-padded forward gives (to float rounding), at the cost of the
-    real tokens only: TL;DR prompts (142-511 tokens) fill 65% of a left-padded block.
-    Needs `packing_unsupported_reason(model)` to be None.
-    """
-    device, P = _device(model), len(prompts)
-    lengths = [len(p) for p in prompts]
-    packed = _pack(prompts, [[] for _ in prompts], pad_id)
-    R, T = packed.input_ids.shape
-    start = [0] * P  # flat index (row * T + column) of each prompt's first token
-    for row, groups in enumerate(_rows_of(lengths)):  # the rows _pack laid out
-        offset = 0
-        for g in groups:
-            start[g], offset = row * T + offset, offset + lengths[g]
-    start_t, len_t = torch.tensor(start), torch.tensor(lengths)
-    W = max(lengths)
-    col = torch.arange(W)
-    attn = (col[None, :] >= W - len_t[:, None]).long()  # (P, W) left padding
-    src = start_t[:, None] + (col[None, :] - (W - len_t[:, None])).clamp(min=0)  # (P, W); padding reads token 0
-    last = start_t + len_t - 1  # (P,) flat position of each prompt's last token
-    needs_head = torch.zeros(R * T, dtype=torch.bool)
-    needs_head[last] = True
-    inner = unwrap_model(model)
-    mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype, packed.group.to(device))
-    inputs = dict(input_ids=packed.input_ids.to(device), attention_mask=mask,
-                  position_ids=packed.position_ids.to(device), use_cache=True)
-    needs_head = needs_head.view(R, T).to(device)
-    if _head_selects_positions(inner):
-        out = model(**inputs, logits_to_keep=needs_head)
-        logits = out.logits  # (P, V) in row-major order of the last tokens
-    else:
-        base = _unwrap_peft(model)
-        out = getattr(base, base.base_model_prefix)(**inputs)
-        logits = base.get_output_embeddings()(out.last_hidden_state[needs_head])
-    cache = getattr(out, "cache", None)
-    layers = getattr(cache if cache is not None else out.past_key_values, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        raise PackingUnsupported("a prompt pass needs a DynamicCache of plain layers")
-    src = src.view(-1).to(device)
-
-    def left_padded(x: Tensor) -> Tensor:  # (R, H, T, D) -> (P, H, W, D)
-        H, D = x.shape[1], x.shape[-1]
-        return x.transpose(1, 2).reshape(R * T, H, D)[src].view(P, W, H, D).transpose(1, 2)
-
-    kv = [(left_padded(layer.keys), left_padded(layer.values)) for layer in layers]
-    rank = torch.argsort(torch.argsort(last)).to(device)  # prompt i's row in the row-major logits
-    return kv, logits[rank], attn.to(device)
-
-
-def forward_prompts(model, prompts: list[list[int]], pad_id: int):
-    """The prompts once, left-padded to width W so that each ends at column W-1, with a KV cache and
-    the LM head at the last position only (shared by `prompt_pass` and `rollout.sample`'s prefill).
-
-    Returns (the model's cache, last logits (P, V), attention mask (P, W) long: 1 on real tokens),
-    on the model's device. Position ids count from each prompt's first real token.
-    """
-    device, P, width = _device(model), len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((P, width), pad_id, dtype=torch.long)
-    attn = torch.zeros((P, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p) :] = 1
-    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
-    attn = attn.to(device)
-    kwargs = dict(input_ids=ids.to(device), attention_mask=attn, position_ids=position_ids.to(device), use_cache=True)
-    if "logits_to_keep" in forward_params(model):
-        kwargs["logits_to_keep"] = 1
-    out = model(**kwargs)
-    cache = getattr(out, "cache", None)
-    return (cache if cache is not None else out.past_key_values), out.logits[:, -1], attn
+# after a prompt pass (hybridpo.prompt_cache): the prompts' keys / values are computed once and reused
 
 
 def after_prompt_attention_mask(segment: Tensor, prompt_attn: Tensor, dtype: torch.dtype) -> Tensor:

@@ -33,7 +33,8 @@ from transformers import get_scheduler
 from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
-from hybridpo.logprobs import prompt_pass, prompt_pass_unsupported_reason, response_logps
+from hybridpo.logprobs import response_logps
+from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
 from hybridpo.methods import Method, MethodContext, get_method
 from hybridpo.models import build_reference, load_policy, load_reward_model, trainable_parameters
 from hybridpo.rewards import reward_scores

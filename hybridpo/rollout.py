@@ -1,7 +1,7 @@
 """No-grad sampling of k completions per prompt with a KV cache; knows nothing of rewards.
 
 The prompt is run once per prompt, not once per sample: the P prompts are prefilled in one
-forward (`logprobs.prompt_kv`: packed where prompts can share rows, their keys / values then laid
+forward (`prompt_cache.prefill`: packed where prompts can share rows, their keys / values then laid
 out left-padded), and the P*k samples decode together, one token per step. GPT-NeoX models decode
 with `hybridpo.neox_decode` (each prompt's cache read once for its k samples); others with their
 own forward, the cache repeated k times along the batch, a sample that emits EOS leaving the
@@ -38,9 +38,8 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from hybridpo import neox_decode
-from hybridpo.logprobs import (
-    PromptPass, forward_params, forward_prompts, packing_unsupported_reason, prompt_kv, unwrap_model,
-)
+from hybridpo.logprobs import forward_params, unwrap_model
+from hybridpo.prompt_cache import PromptPass, prefill
 
 DECODERS = ("auto", "neox", "transformers")  # `sample(decoder=...)`: auto = neox where supported
 
@@ -82,7 +81,7 @@ def sample(
 
     The model is put in eval mode while sampling (no dropout: samples come from π itself; and
     gradient checkpointing, active only in training mode, would turn the KV cache off), then
-    restored to its previous mode. With `prompt_pass` (hybridpo.logprobs.prompt_pass of the same
+    restored to its previous mode. With `prompt_pass` (hybridpo.prompt_cache.prompt_pass of the same
     model on the same prompts, this step) its keys / values and last logits, detached, replace
     the prefill: the prompts are not run again.
 
@@ -145,19 +144,14 @@ def sample(
 
 def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
     """The prompts' keys / values and next-token logits, from the prompt pass when given (detached),
-    else from one prefill (`logprobs.prompt_kv`: packed where that computes fewer positions).
+    else from one prefill (`prompt_cache.prefill`: packed where that computes fewer positions).
 
     Returns (per layer (keys, values) (P, H, W, D) left-padded, or transformers' own cache when it
     is not made of plain layers; last logits (P, V); prompt mask (P, W) long, 1 on real tokens).
     """
     if pp is not None:
         return [(keys.detach(), values.detach()) for keys, values in pp.kv], pp.last_logits.detach(), pp.attn
-    if packing_unsupported_reason(model) is None:
-        return prompt_kv(model, prompts, pad_id)
-    cache, last_logits, prompt_attn = forward_prompts(model, prompts, pad_id)
-    if hasattr(cache, "layers") and all(type(layer) is DynamicLayer for layer in cache.layers):
-        return [(layer.keys, layer.values) for layer in cache.layers], last_logits, prompt_attn
-    return cache, last_logits, prompt_attn
+    return prefill(model, prompts, pad_id)
 
 
 def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens):

@@ -25,7 +25,8 @@ from hybridpo.bench.workloads import (
 )
 from hybridpo.config import ModelConfig
 from hybridpo.data.examples import PreferenceExample, PromptExample
-from hybridpo.logprobs import prompt_pass, prompt_pass_unsupported_reason, response_logps
+from hybridpo.logprobs import response_logps
+from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
 from hybridpo.methods import METHODS, MethodContext
 from hybridpo.models import build_reference
 from hybridpo.rollout import sample

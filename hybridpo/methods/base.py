@@ -36,9 +36,9 @@ class MethodContext:
     generator: torch.Generator  # seeded RNG for sampling; its state is checkpointed
     device: torch.device  # where the policy lives
     step: int = 0  # optimizer steps done so far (updated by the loop)
-    # prompt_pass(prompts) -> hybridpo.logprobs.PromptPass of the policy (grad as the caller has it), to hand
+    # prompt_pass(prompts) -> hybridpo.prompt_cache.PromptPass of the policy (grad as the caller has it), to hand
     # to both ctx.sample(..., prompt_pass=) and ctx.logps(..., prompt_pass=) so a step runs each prompt
-    # once; returns None where sharing would change the numbers (see logprobs.prompt_pass_unsupported_reason)
+    # once; returns None where sharing would change the numbers (see prompt_cache.prompt_pass_unsupported_reason)
     prompt_pass: Callable | None = None
 
 

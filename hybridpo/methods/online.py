@@ -69,7 +69,7 @@ def policy_logps(ctx: MethodContext, prompts, responses, temperature: float = 1.
 def shared_prompt_pass(ctx: MethodContext, prompts: list[list[int]]):
     """One policy forward of the prompts for this step's sampling AND its loss (issue 7), or None
     where the context cannot share it (then each runs the prompts itself; the numbers are the same
-    either way). The pass is packed (`logprobs.packed_prompt_kv`: no padding computed), so sharing
+    either way). The pass is packed (`prompt_cache.prefill`: no padding computed), so sharing
     always saves the sampler's prefill."""
     return None if ctx.prompt_pass is None else ctx.prompt_pass(prompts)
 

@@ -11,14 +11,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo import logprobs
-from hybridpo.logprobs import (
-    PackingUnsupported,
-    after_prompt_attention_mask,
-    prompt_pass,
-    prompt_pass_unsupported_reason,
-    response_logps,
-)
+from hybridpo import logprobs, prompt_cache
+from hybridpo.logprobs import PackingUnsupported, after_prompt_attention_mask, response_logps
+from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
 from hybridpo.rollout import sample
 from tiny_models import tiny_model
 
@@ -72,8 +67,8 @@ def test_packed_prompt_pass_equals_a_left_padded_prefill():
     model = tiny_model()
     prompts = [[5, 9, 13, 2, 7, 30, 41, 3], [11, 3], [8, 8, 20], [4], [6, 6, 6, 6, 6]]
     with torch.no_grad():
-        kv, last, attn = logprobs.packed_prompt_kv(model, prompts, PAD)
-        cache, last_padded, attn_padded = logprobs.forward_prompts(model, prompts, PAD)
+        kv, last, attn = prompt_cache.packed_prompt_kv(model, prompts, PAD)
+        cache, last_padded, attn_padded = prompt_cache.forward_prompts(model, prompts, PAD)
     assert torch.equal(attn, attn_padded)
     assert_close(last, last_padded, atol=1e-5, rtol=0)
     real = attn.bool()[:, None, :, None]  # (P, 1, W, 1)

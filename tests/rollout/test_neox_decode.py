@@ -15,7 +15,8 @@ from torch.testing import assert_close
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from hybridpo import neox_decode
-from hybridpo.logprobs import prompt_pass, response_logps
+from hybridpo.logprobs import response_logps
+from hybridpo.prompt_cache import prompt_pass
 from hybridpo.rollout import sample
 from tiny_models import tiny_model
 
