@@ -15,7 +15,9 @@ bandwidth. Three wastes, three changes:
   one (k x D) @ (D x W) product per prompt and head, so the prompt cache is read once per step.
   Softmax runs over the prompt and the sample's own keys together, so this is exact attention,
   not an approximation (Hydragen-style prefix sharing).
-- Masks, rotary tables and cache bookkeeping are built once per step, not once per layer.
+- Masks, rotary tables and cache bookkeeping are built once per step, not once per layer; layer
+  norms' affine parts, the attention scale and rotary's pairing are folded into the weights
+  (`NeoXDecoder`), so a layer is ~10 kernels: the step is bound by per-op overhead on small models.
 
 The samples sit on a (prompts, k) grid. A sample that has ended keeps a slot (its rows are
 ignored) until every sample of its prompt has ended; then the prompt leaves the grid. Extra rows
@@ -55,8 +57,14 @@ class NeoXDecoder:
     Built once per `sample` call (the weights do not change while sampling), without grad:
     - block weights as contiguous (in, out) copies (`torch.addmm(b, x, W)`), the fast layout for
       few-row inputs; the LM head keeps its own (V, d) weight, which is as fast and not copied;
-    - the attention scale 1/sqrt(D) folded into the query columns of the QKV weight (rotary
-      embedding is linear, so scaling before or after it is the same), so no per-step scaling.
+    - each layer norm's affine γ, β folded into the linear that reads it ((x̂γ + β)W + b =
+      x̂(γW) + (βW + b)), so a norm is one plain normalisation; with the parallel residual
+      (Pythia) both norms read the same x, so QKV and the MLP's first linear are one matmul;
+    - the attention scale 1/sqrt(D) folded into the query columns (rotary embedding is linear,
+      so scaling before or after it is the same), so no per-step scaling;
+    - the rotary dims of q and k reordered (i, i + R/2) -> (2i, 2i + 1): rotate_half's pairs
+      become adjacent, rotary is one in-place complex multiply, and q·k is unchanged because
+      queries and keys are reordered alike (the prompt's cached keys are reordered on entry).
     """
 
     def __init__(self, model):
@@ -64,7 +72,7 @@ class NeoXDecoder:
         if reason is not None:
             raise ValueError(f"NeoXDecoder: {reason}")
         trunk, cfg = model.gpt_neox, model.config
-        self.heads = cfg.num_attention_heads
+        self.heads = H = cfg.num_attention_heads
         self.head_dim = D = cfg.hidden_size // cfg.num_attention_heads
         self.embed = trunk.embed_in.weight.detach()  # (V, d)
         self.rotary = trunk.rotary_emb  # called for cos / sin, so every rope type transformers knows works
@@ -72,60 +80,81 @@ class NeoXDecoder:
         head = model.get_output_embeddings()
         self.head = (head.weight.detach(), None if head.bias is None else head.bias.detach())
         self.parallel = bool(cfg.use_parallel_residual)
-        q_scale = torch.ones(self.heads, 3, D)
+        self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]
+        self.key_order = rotary_order(D, R)  # (D,) the reordered key dims, for the prompt's cached keys
+        qkv_cols = torch.arange(3 * D).view(3, D)
+        qkv_cols[:2] = qkv_cols[:2, self.key_order]  # q and k dims reordered within each head; v kept
+        cols = (torch.arange(H)[:, None, None] * 3 * D + qkv_cols).reshape(-1)  # (3d,) per head q | k | v
+        q_scale = torch.ones(H, 3, D)
         q_scale[:, 0] = D**-0.5  # the query part of each head's (q | k | v) block
+        q_scale = q_scale.reshape(-1)
         self.layers = []
         for layer in trunk.layers:
             qkv, dense = layer.attention.query_key_value, layer.attention.dense
             fc_in, fc_out = layer.mlp.dense_h_to_4h, layer.mlp.dense_4h_to_h
-            scale = q_scale.reshape(-1).to(qkv.weight)
+            w_qkv, b_qkv = _folded(layer.input_layernorm, qkv, cols, q_scale.to(qkv.weight))
+            w_in, b_in = _folded(layer.post_attention_layernorm, fc_in)
+            b_out = _sum_bias(dense, fc_out) if self.parallel else None
+            if self.parallel:  # both norms normalise the same x: one matmul gives q | k | v | mlp input
+                w_qkv, b_qkv = torch.cat([w_qkv, w_in], dim=1), torch.cat([b_qkv, b_in])
+                w_in = b_in = None
             self.layers.append((
-                _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm),
-                (qkv.weight.detach().t() * scale).contiguous(), _bias(qkv, scale),
-                dense.weight.detach().t().contiguous(), _bias(dense),
-                fc_in.weight.detach().t().contiguous(), _bias(fc_in), _activation(layer.mlp.act),
-                fc_out.weight.detach().t().contiguous(), _bias(fc_out),
+                _plain_norm(layer.input_layernorm), _plain_norm(layer.post_attention_layernorm),
+                w_qkv, b_qkv, dense.weight.detach().t().contiguous(), _bias(dense),
+                w_in, b_in, _activation(layer.mlp.act),
+                fc_out.weight.detach().t().contiguous(), b_out if self.parallel else _bias(fc_out),
             ))
 
-    def rotary_tables(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """cos and signed sin (n, R) for positions (n,): rotate_half(x) * sin = roll(x, R/2) * signed sin."""
-        cos, sin = self.rotary(self.embed[:1], positions[None])  # (1, n, R) each
-        R = cos.shape[-1]
-        return cos[0], torch.cat([-sin[0, :, : R // 2], sin[0, :, R // 2 :]], dim=-1)
+    def rotary_tables(self, positions: Tensor) -> Tensor:
+        """The rotation e^{iθ} (n, R/2) complex of each position (n,) and pair of rotary dims."""
+        cos, sin = self.rotary(self.embed[:1], positions[None])  # (1, n, R) each, halves equal (rotate_half)
+        half = self.rotary_dims // 2
+        return torch.complex(cos[0, :, :half], sin[0, :, :half])
+
+    def prompt_keys(self, keys: Tensor) -> Tensor:
+        """Prefilled keys (..., D) in the decoder's reordered head dims."""
+        return keys[..., self.key_order]
 
     def step(self, tok: Tensor, positions: Tensor, caches: list[Tensor], bias: Tensor, width: int,
-             tables: tuple[Tensor, Tensor]) -> Tensor:
+             rotations: Tensor) -> Tensor:
         """Feed one token per sample; return the next-token logits (P, k, V).
 
         tok: (P, k) long; positions: (P,) long, the position of this token (one per prompt: its
         samples are equally long, counting the ones that ended). caches: per layer (P, H, C, 2D),
-        keys in [..., :D], values in [..., D:]; this step writes columns width - k .. width - 1 (sample j at width - k + j) and
-        attends over the first `width`. bias (P, 1, k, C): 0 where sample j's query may look,
-        -inf elsewhere (prompt padding, the other samples' tokens). tables: `rotary_tables` of
-        every position the decode reaches.
+        keys (reordered, `prompt_keys`) in [..., :D], values in [..., D:]; this step writes columns
+        width - k .. width - 1 (sample j at width - k + j) and attends over the first `width`.
+        bias (P, 1, k, C): 0 where sample j's query may look, -inf elsewhere (prompt padding, the
+        other samples' tokens). rotations: `rotary_tables` of every position the decode reaches.
         """
         P, k = tok.shape
-        H, D = self.heads, self.head_dim
+        H, D, R = self.heads, self.head_dim, self.rotary_dims
         x = self.embed[tok.reshape(-1)]  # (P*k, d)
-        R = tables[0].shape[-1]
-        cos, sin = (table[positions].view(P, 1, 1, 1, R) for table in tables)  # broadcast over k, heads, q|k
-        bias = bias[..., :width]
+        rotation = rotations[positions].view(P, 1, 1, 1, R // 2)  # broadcast over k, heads, q|k
+        mask = bias[..., :width]
+        d = H * D
         for (norm1, norm2, w_qkv, b_qkv, w_dense, b_dense, w_in, b_in, act, w_out, b_out), cache in zip(self.layers, caches):
-            qkv = _linear(norm1(x), w_qkv, b_qkv).view(P, k, H, 3, D)  # per head q | k | v (GPT-NeoX packing)
-            qk = qkv[..., :2, :R]  # rotary on the first R dims of q and k, as transformers' apply_rotary_pos_emb
-            qkv[..., :2, :R] = qk * cos + qk.roll(R // 2, dims=-1) * sin  # roll by R/2 = rotate_half up to signs
+            fused = _linear(norm1(x), w_qkv, b_qkv)  # (P*k, 3d [+ MLP width]) q | k | v per head [, MLP input]
+            qkv = fused[:, : 3 * d].view(P, k, H, 3, D)
+            torch.view_as_complex(qkv[..., :2, :R].unflatten(-1, (R // 2, 2))).mul_(rotation)  # rotary, in place
             cache[:, :, width - k : width].view(P, H, k, 2, D).copy_(qkv[..., 1:, :].transpose(1, 2))
             keys, values = cache[:, :, :width, :D], cache[:, :, :width, D:]  # (P, H, width, D) views
-            scores = torch.matmul(qkv[..., 0, :].transpose(1, 2), keys.transpose(-1, -2))  # (P, H, k, width)
-            probs = (scores + bias).softmax(-1)  # one exact softmax over prompt and own tokens
-            attn = torch.matmul(probs, values).transpose(1, 2).reshape(P * k, H * D)  # (P*k, d)
-            if self.parallel:  # Pythia: x + attn(ln1(x)) + mlp(ln2(x))
-                mlp_in = norm2(x)
-                x = _linear(act(_linear(mlp_in, w_in, b_in)), w_out, b_out, residual=_linear(attn, w_dense, b_dense, residual=x))
+            # one exact softmax over the prompt and the sample's own tokens (scale folded into q)
+            attn = F.scaled_dot_product_attention(qkv[..., 0, :].transpose(1, 2), keys, values, attn_mask=mask, scale=1.0)
+            attn = attn.transpose(1, 2).reshape(P * k, d)  # (P*k, d)
+            if self.parallel:  # Pythia: x + attn(ln1(x)) + mlp(ln2(x)), both biases added once
+                x = _linear(act(fused[:, 3 * d :]), w_out, b_out, residual=_linear(attn, w_dense, None, residual=x))
             else:
                 x = _linear(attn, w_dense, b_dense, residual=x)
                 x = _linear(act(_linear(norm2(x), w_in, b_in)), w_out, b_out, residual=x)
         return F.linear(self.final_norm(x), *self.head).view(P, k, -1)
+
+
+def rotary_order(head_dim: int, rotary_dims: int) -> Tensor:
+    """Head dims with rotate_half's pairs (i, i + R/2) moved next to each other: [0, R/2, 1, R/2 + 1,
+    ..., R/2 - 1, R - 1, R, ..., D - 1] (the dims past R, which rotary leaves alone, stay put)."""
+    half = rotary_dims // 2
+    pairs = torch.stack([torch.arange(half), torch.arange(half) + half], dim=-1).reshape(-1)
+    return torch.cat([pairs, torch.arange(rotary_dims, head_dim)])
 
 
 def _norm(norm: torch.nn.LayerNorm):
@@ -135,6 +164,34 @@ def _norm(norm: torch.nn.LayerNorm):
     return lambda x: F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
 
 
+def _plain_norm(norm: torch.nn.LayerNorm):
+    """The layer norm without its affine part (folded into the next linear by `_folded`)."""
+    return lambda x: F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+
+
+def _folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, cols: Tensor | None = None,
+            col_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(in, out) weight and bias of linear(norm(x)) as a linear of the plain-normalised x:
+    W' = diag(γ) Wᵀ, b' = β Wᵀ + b; columns reordered by `cols` and scaled by `col_scale` (after reordering)."""
+    w = linear.weight.detach().t()  # (in, out)
+    bias = linear.bias.detach() if linear.bias is not None else w.new_zeros(w.shape[1])
+    if norm.bias is not None:
+        bias = bias + norm.bias.detach() @ w
+    if norm.weight is not None:
+        w = norm.weight.detach()[:, None] * w
+    if cols is not None:
+        w, bias = w[:, cols], bias[cols]
+    if col_scale is not None:
+        w, bias = w * col_scale, bias * col_scale
+    return w.contiguous(), bias
+
+
+def _sum_bias(*linears: torch.nn.Linear) -> Tensor | None:
+    """The biases of linears whose outputs are summed, added once (None when none has one)."""
+    biases = [lin.bias.detach() for lin in linears if lin.bias is not None]
+    return sum(biases[1:], biases[0].clone()) if biases else None
+
+
 def _activation(act):
     """transformers' exact GELU module as F.gelu; any other activation module is called as it is."""
     if type(act).__name__ == "GELUActivation" and getattr(act, "act", None) is F.gelu:
@@ -142,10 +199,8 @@ def _activation(act):
     return act
 
 
-def _bias(linear: torch.nn.Linear, scale: Tensor | None = None) -> Tensor | None:
-    if linear.bias is None:
-        return None
-    return linear.bias.detach() * scale if scale is not None else linear.bias.detach()
+def _bias(linear: torch.nn.Linear) -> Tensor | None:
+    return None if linear.bias is None else linear.bias.detach()
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
@@ -185,13 +240,13 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     caches = []
     for keys, values in prompt_kv:
         cache = keys.new_zeros((P, keys.shape[1], C, 2 * keys.shape[-1]))
-        cache[:, :, :W] = torch.cat([keys.detach(), values.detach()], dim=-1)
+        cache[:, :, :W] = torch.cat([dec.prompt_keys(keys.detach()), values.detach()], dim=-1)
         caches.append(cache)
     own = torch.arange(C - W, device=device) % k == torch.arange(k, device=device)[:, None]  # (k, C - W)
     allowed = torch.cat([(prompt_attn == 1)[:, None, :].expand(P, k, W), own.expand(P, k, C - W)], dim=-1)
     bias = torch.zeros((P, 1, k, C), dtype=caches[0].dtype, device=device).masked_fill(~allowed[:, None], float("-inf"))
 
-    tables = dec.rotary_tables(torch.arange(int(prompt_attn.sum(-1).max()) + max_new_tokens, device=device))
+    rotations = dec.rotary_tables(torch.arange(int(prompt_attn.sum(-1).max()) + max_new_tokens, device=device))
     pids = torch.arange(P, device=device)  # prompts still on the grid
     start = prompt_attn.sum(-1)  # (P,) position of each prompt's first sample token
     grid_logits = logits.repeat_interleave(k, dim=0).view(P, k, -1)  # (P, k, V)
@@ -232,5 +287,5 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
                 pids, running, start, bias = pids[idx], running[idx], start[idx], bias[idx]
                 grid_tok = grid_tok.view(-1, k)[idx].reshape(-1)
                 caches = [cache[idx] for cache in caches]
-        grid_logits = dec.step(grid_tok.view(len(pids), k), start + t, caches, bias, W + k * (t + 1), tables)
+        grid_logits = dec.step(grid_tok.view(len(pids), k), start + t, caches, bias, W + k * (t + 1), rotations)
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done

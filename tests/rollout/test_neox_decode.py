@@ -76,16 +76,38 @@ def test_samples_score_the_same_under_a_padded_forward():
     assert_close(scored.by_prompt(), r.logps, atol=1e-5, rtol=0)
 
 
-def test_sequential_residual_and_full_rotary():
-    """use_parallel_residual=False (x + attn, then + mlp) and rotary over the whole head."""
+def trained_like(model):
+    """Random layer-norm γ, β and linear biases: a fresh model has γ = 1, β = 0, biases 0, under
+    which folding the norms' affine parts into the next linear (NeoXDecoder) would go untested."""
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn(module.weight.shape, generator=g))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=g))
+            elif isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("parallel,rotary_pct", [(True, 0.25), (False, 1.0)])
+def test_residual_variants_with_trained_norms_and_biases(parallel, rotary_pct):
+    """use_parallel_residual True (Pythia: QKV and the MLP input share one matmul) and False
+    (x + attn, then + mlp); rotary over a quarter of each head or the whole of it."""
     torch.manual_seed(0)
     cfg = GPTNeoXConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                         max_position_embeddings=256, tie_word_embeddings=False, initializer_range=0.3,
-                        use_parallel_residual=False, rotary_pct=1.0, attn_implementation="sdpa")
-    model = GPTNeoXForCausalLM(cfg).eval()
+                        use_parallel_residual=parallel, rotary_pct=rotary_pct, attn_implementation="sdpa")
+    model = trained_like(GPTNeoXForCausalLM(cfg).eval())
     a, b = both(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1)
     assert a.responses == b.responses
     assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+
+
+def test_rotary_order_pairs_rotate_half_dims():
+    """rotate_half pairs dim i with i + R/2; the decoder's order puts each pair side by side."""
+    assert neox_decode.rotary_order(8, 4).tolist() == [0, 2, 1, 3, 4, 5, 6, 7]
+    assert neox_decode.rotary_order(4, 4).tolist() == [0, 2, 1, 3]
 
 
 def test_decoding_from_a_prompt_pass():
