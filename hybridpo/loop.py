@@ -32,6 +32,7 @@ from transformers import get_scheduler
 
 from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
 from hybridpo.config import TrainConfig, save_config
+from hybridpo.cpu_memory import keep_freed_memory
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
 from hybridpo.logprobs import response_logps
 from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
@@ -146,6 +147,8 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
 
 def _build(cfg: TrainConfig, run_dir: Path) -> _Run:
     """Data, model (+ reference, reward model), optimizer, schedule and the method's context."""
+    if cfg.run.keep_freed_memory:
+        keep_freed_memory()
     accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
     set_seed(cfg.run.seed)
     method = get_method(cfg.method)(cfg.method_args)

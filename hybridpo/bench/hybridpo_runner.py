@@ -5,9 +5,10 @@ A step is what `hybridpo train` runs: the method from the public registry
 builds it (`logprobs.response_logps` in the configured layout for the policy with grad, for the
 frozen reference copy (`models.build_reference`) without), then backward, gradient clipping at
 1.0, AdamW with TRL's defaults and a linear decay (so the loss after the first update can be
-compared with TRL's to 1e-5). The loop's own extras (checkpoints, metric files, signal handling)
-are left out: they are not per-step work. `method.prepare` (the reference precompute, when
-configured) is timed apart and counted end to end.
+compared with TRL's to 1e-5). Freed CPU memory is kept for reuse, as the loop does by default
+(`hybridpo.cpu_memory`; TRL's runs keep glibc's default). The loop's own extras (checkpoints,
+metric files, signal handling) are left out: they are not per-step work. `method.prepare` (the
+reference precompute, when configured) is timed apart and counted end to end.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hybridpo.bench.workloads import (
     EOS_ID, PAD_ID, Pair, Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward,
 )
 from hybridpo.config import ModelConfig
+from hybridpo.cpu_memory import keep_freed_memory
 from hybridpo.data.examples import PreferenceExample, PromptExample
 from hybridpo.logprobs import response_logps
 from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
@@ -122,6 +124,7 @@ def _run(record: RunRecord, w: Workload, layout: str, loss_fn, prepare=None, sto
     `groups` are (prompt length, lengths of every scored response) per prompt and `samples` the
     lengths of the online samples alone (None when offline), for the FLOP count.
     """
+    keep_freed_memory()  # as `hybridpo train` does by default (RunConfig.keep_freed_memory)
     tokenizer = load_tokenizer(w)
     pairs = build_pairs(w, tokenizer)
     policy = build_model(w).train()
