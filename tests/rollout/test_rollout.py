@@ -232,8 +232,25 @@ def test_inverse_cdf_draws_follow_the_distribution_and_never_a_zero_probability_
 
     n = 20_000
     p = torch.tensor([0.5, 0.3, 0.0, 0.15, 0.05, 0.0])
-    draws = _inverse_cdf(p.expand(n, -1), gen(0))
+    draws = _inverse_cdf((3 * p).cumsum(-1).expand(n, -1), gen(0))  # an unnormalised CDF (mass 3)
     freq = torch.bincount(draws, minlength=len(p)).double() / n
     tolerance = 5 * (p.double() * (1 - p.double()) / n).sqrt()
     assert ((freq - p.double()).abs() <= tolerance).all(), freq
     assert freq[2] == 0 and freq[5] == 0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_draw_follows_softmax_of_the_scaled_logits_and_reports_its_log_probs(temperature):
+    """The untruncated sampler (the exp / cumsum path): 20,000 draws from logits whose softmax at
+    temperature τ is p = (0.5, 0.3, 0.15, 0.05), each frequency within 5 binomial standard
+    deviations of p, and the reported log π_τ and sampler log-prob both equal log p[token]."""
+    from hybridpo.rollout import _draw
+
+    n = 20_000
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = (temperature * (p.log() + 4.0)).expand(n, -1)  # softmax(logits / τ) = p; shifted (unnormalised)
+    tok, lp, sampler_lp = _draw(logits, temperature, 0, 1.0, gen(1))
+    freq = torch.bincount(tok, minlength=len(p)).double() / n
+    assert ((freq - p.double()).abs() <= 5 * (p.double() * (1 - p.double()) / n).sqrt()).all(), freq
+    assert_close(lp, p.log()[tok], atol=1e-6, rtol=0)
+    assert torch.equal(lp, sampler_lp)
