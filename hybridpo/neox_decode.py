@@ -2,14 +2,13 @@
 per-layer Python, and with each prompt's keys / values read once for all k of its samples.
 
 Why (measured on 2 CPU threads, issue 7): a decode step feeds one token per sample, so every
-matmul is a matrix-vector-like product and the step is bound by memory traffic and per-op
-overhead, not by FLOPs. transformers' step for a Pythia-70m-shaped model with 16 samples of
-~330-token TL;DR prompts took 45 ms against ~12 ms of reading weights and cache at this machine's
-bandwidth. Three wastes, three changes:
+matmul has a handful of rows and the step is bound by per-product and per-op overhead, not by
+FLOPs. transformers' step for a Pythia-70m-shaped model with 16 samples of ~330-token TL;DR
+prompts took 45 ms. Three wastes, three changes:
 
-- `nn.Linear` multiplies by Wᵀ stored (out, in); for a 16-row input MKL runs that 2x slower than
-  the same product with a contiguous (in, out) copy. The copy is made once per `sample` call
-  (the weights do not change while sampling) and costs one read of the weights.
+- An unpacked MKL product re-lays its weight out into GEMM panels at every call: the 16-row
+  products of that step ran at ~10 GB/s of weights against the 44 GB/s the machine reads.
+  Here each weight is packed once per `sample` call for the grid's row count (`_Linear`).
 - The k samples of a prompt attend to the same prompt keys / values. transformers repeats the
   prompt's cache k times and reads every copy at every step; here the prompt part of attention is
   one (k x D) @ (D x W) product per prompt and head, so the prompt cache is read once per step.
@@ -17,11 +16,13 @@ bandwidth. Three wastes, three changes:
   not an approximation (Hydragen-style prefix sharing).
 - Masks, rotary tables and cache bookkeeping are built once per step, not once per layer; layer
   norms' affine parts, the attention scale and rotary's pairing are folded into the weights
-  (`NeoXDecoder`), so a layer is ~10 kernels: the step is bound by per-op overhead on small models.
+  (`NeoXDecoder`), so a layer is ~10 kernels.
 
-The samples sit on a (prompts, k) grid. A sample that has ended keeps a slot (its rows are
-ignored) until every sample of its prompt has ended; then the prompt leaves the grid. Extra rows
-cost almost nothing in a memory-bound step, and the grid keeps the prompt part a dense product.
+The samples sit on a (prompts, k) grid. A sample that has ended keeps its slot (its rows are
+computed and ignored); once the prompts whose samples have all ended are half the grid, they
+leave it and the weights are repacked for the smaller grid (so a decode repacks at most log2(P)
+times). Extra rows cost little in a step whose products have a handful of rows, and the grid
+keeps the prompt part of attention a dense product.
 
 Only plain GPT-NeoX models take this path (`unsupported_reason` says why another does not);
 `hybridpo.rollout.sample` falls back to transformers' forward for everything else. Tests check
@@ -55,19 +56,21 @@ class NeoXDecoder:
     """The weights of a GPT-NeoX model laid out for decoding, and one decode step.
 
     Built once per `sample` call (the weights do not change while sampling), without grad:
-    - block weights as contiguous (in, out) copies (`torch.addmm(b, x, W)`), the fast layout for
-      few-row inputs; the LM head keeps its own (V, d) weight, which is as fast and not copied;
-    - each layer norm's affine γ, β folded into the linear that reads it ((x̂γ + β)W + b =
-      x̂(γW) + (βW + b)), so a norm is one plain normalisation; with the parallel residual
+    - every linear a `_Linear`: on CPU in fp32 with MKL, its weight packed once into MKL's GEMM
+      layout for the grid's row count, so a step does not repack it (2-3x faster per product);
+      elsewhere a contiguous (in, out) copy (`torch.addmm(b, x, W)`), the fast layout for
+      few-row inputs without packing;
+    - each layer norm's affine γ, β folded into the linear that reads it ((x̂γ + β)Wᵀ + b =
+      x̂(W diag γ)ᵀ + (Wβ + b)), so a norm is one plain normalisation; with the parallel residual
       (Pythia) both norms read the same x, so QKV and the MLP's first linear are one matmul;
-    - the attention scale 1/sqrt(D) folded into the query columns (rotary embedding is linear,
-      so scaling before or after it is the same), so no per-step scaling;
+    - the attention scale 1/sqrt(D) folded into the query rows (rotary embedding is linear, so
+      scaling before or after it is the same), so no per-step scaling;
     - the rotary dims of q and k reordered (i, i + R/2) -> (2i, 2i + 1): rotate_half's pairs
       become adjacent, rotary is one in-place complex multiply, and q·k is unchanged because
       queries and keys are reordered alike (the prompt's cached keys are reordered on entry).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, rows: int):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"NeoXDecoder: {reason}")
@@ -78,13 +81,13 @@ class NeoXDecoder:
         self.rotary = trunk.rotary_emb  # called for cos / sin, so every rope type transformers knows works
         self.final_norm = _norm(trunk.final_layer_norm)
         head = model.get_output_embeddings()
-        self.head = (head.weight.detach(), None if head.bias is None else head.bias.detach())
+        self.head = _Linear(head.weight.detach(), _bias(head), rows, copy=False)
         self.parallel = bool(cfg.use_parallel_residual)
         self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]
         self.key_order = rotary_order(D, R)  # (D,) the reordered key dims, for the prompt's cached keys
-        qkv_cols = torch.arange(3 * D).view(3, D)
-        qkv_cols[:2] = qkv_cols[:2, self.key_order]  # q and k dims reordered within each head; v kept
-        cols = (torch.arange(H)[:, None, None] * 3 * D + qkv_cols).reshape(-1)  # (3d,) per head q | k | v
+        qkv_rows = torch.arange(3 * D).view(3, D)
+        qkv_rows[:2] = qkv_rows[:2, self.key_order]  # q and k dims reordered within each head; v kept
+        order = (torch.arange(H)[:, None, None] * 3 * D + qkv_rows).reshape(-1)  # (3d,) per head q | k | v
         q_scale = torch.ones(H, 3, D)
         q_scale[:, 0] = D**-0.5  # the query part of each head's (q | k | v) block
         q_scale = q_scale.reshape(-1)
@@ -92,18 +95,27 @@ class NeoXDecoder:
         for layer in trunk.layers:
             qkv, dense = layer.attention.query_key_value, layer.attention.dense
             fc_in, fc_out = layer.mlp.dense_h_to_4h, layer.mlp.dense_4h_to_h
-            w_qkv, b_qkv = _folded(layer.input_layernorm, qkv, cols, q_scale.to(qkv.weight))
+            w_qkv, b_qkv = _folded(layer.input_layernorm, qkv, order, q_scale.to(qkv.weight))
             w_in, b_in = _folded(layer.post_attention_layernorm, fc_in)
-            b_out = _sum_bias(dense, fc_out) if self.parallel else None
             if self.parallel:  # both norms normalise the same x: one matmul gives q | k | v | mlp input
-                w_qkv, b_qkv = torch.cat([w_qkv, w_in], dim=1), torch.cat([b_qkv, b_in])
-                w_in = b_in = None
+                w_qkv, b_qkv = torch.cat([w_qkv, w_in]), torch.cat([b_qkv, b_in])
             self.layers.append((
                 _plain_norm(layer.input_layernorm), _plain_norm(layer.post_attention_layernorm),
-                w_qkv, b_qkv, dense.weight.detach().t().contiguous(), _bias(dense),
-                w_in, b_in, _activation(layer.mlp.act),
-                fc_out.weight.detach().t().contiguous(), b_out if self.parallel else _bias(fc_out),
+                _Linear(w_qkv, b_qkv, rows), _Linear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
+                None if self.parallel else _Linear(w_in, b_in, rows), _activation(layer.mlp.act),
+                _Linear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
             ))
+
+    def repack(self, rows: int) -> None:
+        """Re-lay the packed weights out for `rows` rows (the grid shrank)."""
+        for linear in self._linears():
+            linear.pack(rows)
+
+    def _linears(self):
+        yield self.head
+        for _, _, *linears, _, out in self.layers:
+            yield from (lin for lin in linears if lin is not None)
+            yield out
 
     def rotary_tables(self, positions: Tensor) -> Tensor:
         """The rotation e^{iθ} (n, R/2) complex of each position (n,) and pair of rotary dims."""
@@ -132,8 +144,8 @@ class NeoXDecoder:
         rotation = rotations[positions].view(P, 1, 1, 1, R // 2)  # broadcast over k, heads, q|k
         mask = bias[..., :width]
         d = H * D
-        for (norm1, norm2, w_qkv, b_qkv, w_dense, b_dense, w_in, b_in, act, w_out, b_out), cache in zip(self.layers, caches):
-            fused = _linear(norm1(x), w_qkv, b_qkv)  # (P*k, 3d [+ MLP width]) q | k | v per head [, MLP input]
+        for (norm1, norm2, qkv_in, dense, fc_in, act, fc_out), cache in zip(self.layers, caches):
+            fused = qkv_in(norm1(x))  # (P*k, 3d [+ MLP width]) q | k | v per head [, MLP input]
             qkv = fused[:, : 3 * d].view(P, k, H, 3, D)
             torch.view_as_complex(qkv[..., :2, :R].unflatten(-1, (R // 2, 2))).mul_(rotation)  # rotary, in place
             cache[:, :, width - k : width].view(P, H, k, 2, D).copy_(qkv[..., 1:, :].transpose(1, 2))
@@ -142,11 +154,11 @@ class NeoXDecoder:
             attn = F.scaled_dot_product_attention(qkv[..., 0, :].transpose(1, 2), keys, values, attn_mask=mask, scale=1.0)
             attn = attn.transpose(1, 2).reshape(P * k, d)  # (P*k, d)
             if self.parallel:  # Pythia: x + attn(ln1(x)) + mlp(ln2(x)), both biases added once
-                x = _linear(act(fused[:, 3 * d :]), w_out, b_out, residual=_linear(attn, w_dense, None, residual=x))
+                x = fc_out(act(fused[:, 3 * d :]), residual=dense(attn, residual=x))
             else:
-                x = _linear(attn, w_dense, b_dense, residual=x)
-                x = _linear(act(_linear(norm2(x), w_in, b_in)), w_out, b_out, residual=x)
-        return F.linear(self.final_norm(x), *self.head).view(P, k, -1)
+                x = dense(attn, residual=x)
+                x = fc_out(act(fc_in(norm2(x))), residual=x)
+        return self.head(self.final_norm(x)).view(P, k, -1)
 
 
 def rotary_order(head_dim: int, rotary_dims: int) -> Tensor:
@@ -169,27 +181,21 @@ def _plain_norm(norm: torch.nn.LayerNorm):
     return lambda x: F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
 
 
-def _folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, cols: Tensor | None = None,
-            col_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(in, out) weight and bias of linear(norm(x)) as a linear of the plain-normalised x:
-    W' = diag(γ) Wᵀ, b' = β Wᵀ + b; columns reordered by `cols` and scaled by `col_scale` (after reordering)."""
-    w = linear.weight.detach().t()  # (in, out)
-    bias = linear.bias.detach() if linear.bias is not None else w.new_zeros(w.shape[1])
+def _folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, rows: Tensor | None = None,
+            row_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(out, in) weight and bias of linear(norm(x)) as a linear of the plain-normalised x:
+    W' = W diag(γ), b' = Wβ + b; output rows reordered by `rows`, then scaled by `row_scale`."""
+    w = linear.weight.detach()
+    bias = linear.bias.detach() if linear.bias is not None else w.new_zeros(w.shape[0])
     if norm.bias is not None:
-        bias = bias + norm.bias.detach() @ w
+        bias = bias + w @ norm.bias.detach()
     if norm.weight is not None:
-        w = norm.weight.detach()[:, None] * w
-    if cols is not None:
-        w, bias = w[:, cols], bias[cols]
-    if col_scale is not None:
-        w, bias = w * col_scale, bias * col_scale
+        w = w * norm.weight.detach()
+    if rows is not None:
+        w, bias = w[rows], bias[rows]
+    if row_scale is not None:
+        w, bias = w * row_scale[:, None], bias * row_scale
     return w.contiguous(), bias
-
-
-def _sum_bias(*linears: torch.nn.Linear) -> Tensor | None:
-    """The biases of linears whose outputs are summed, added once (None when none has one)."""
-    biases = [lin.bias.detach() for lin in linears if lin.bias is not None]
-    return sum(biases[1:], biases[0].clone()) if biases else None
 
 
 def _activation(act):
@@ -203,12 +209,45 @@ def _bias(linear: torch.nn.Linear) -> Tensor | None:
     return None if linear.bias is None else linear.bias.detach()
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
-    """residual + x @ weight + bias, weight (in, out), in one or two kernels."""
-    if residual is None:
-        return torch.mm(x, weight) if bias is None else torch.addmm(bias, x, weight)
-    out = torch.addmm(residual, x, weight)
-    return out if bias is None else out.add_(bias)
+def _sum_bias(*linears: torch.nn.Linear) -> Tensor | None:
+    """The biases of linears whose outputs are summed, added once (None when none has one)."""
+    biases = [lin.bias.detach() for lin in linears if lin.bias is not None]
+    return sum(biases[1:], biases[0].clone()) if biases else None
+
+
+class _Linear:
+    """residual + x Wᵀ + b for the decode grid's few-row x, W (out, in), in the fastest form here.
+
+    On CPU in fp32 with MKL: W packed once into MKL's GEMM layout for a fixed row count
+    (`torch.ops.mkl._mkl_reorder_linear_weight`, what torch.compile's CPU backend uses); an
+    unpacked product repacks W at every call, which made the 16-row products of a Pythia-70m
+    decode step run at 10 GB/s against 44 GB/s of memory bandwidth (LM head 8.4 -> 5.1 ms
+    packed). An input with another row count, or any other device / dtype, takes
+    `torch.addmm` with a contiguous (in, out) copy (`copy`; else Wᵀ as it is).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int, copy: bool = True):
+        self.weight, self.bias, self.rows, self.packed = weight, bias, 0, None
+        self.io = weight.t().contiguous() if copy and not _can_pack(weight) else weight.t()
+        self.pack(rows)
+
+    def pack(self, rows: int) -> None:
+        if _can_pack(self.weight) and rows != self.rows:
+            self.rows, self.packed = rows, torch.ops.mkl._mkl_reorder_linear_weight(self.weight, rows)
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.packed is not None and x.shape[0] == self.rows:
+            y = torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.rows)
+            return y if residual is None else y.add_(residual)
+        if residual is None:
+            return torch.mm(x, self.io) if self.bias is None else torch.addmm(self.bias, x, self.io)
+        y = torch.addmm(residual, x, self.io)
+        return y if self.bias is None else y.add_(self.bias)
+
+
+def _can_pack(weight: Tensor) -> bool:
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkl.is_available()
+            and hasattr(torch.ops.mkl, "_mkl_reorder_linear_weight"))
 
 
 @torch.no_grad()
@@ -227,9 +266,9 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     token t of sample j at column W + k*t + j. A query reads the columns up to its own, and the
     bias hides the prompt's padding and the other samples' columns.
     """
-    dec = NeoXDecoder(model)
     P, W = prompt_attn.shape
     N, device = P * k, logits.device
+    dec = NeoXDecoder(model, rows=N)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
@@ -282,10 +321,11 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
             running[live.nonzero().squeeze(-1)[ended]] = False
             running = running.view(-1, k)
             keep = running.any(-1)  # prompts with a sample still running
-            if not bool(keep.all()):  # a prompt whose samples all ended leaves the grid
+            if 2 * int(keep.sum()) <= len(pids):  # half the grid's prompts have ended: they leave it
                 idx = keep.nonzero().squeeze(-1)
                 pids, running, start, bias = pids[idx], running[idx], start[idx], bias[idx]
                 grid_tok = grid_tok.view(-1, k)[idx].reshape(-1)
                 caches = [cache[idx] for cache in caches]
+                dec.repack(len(idx) * k)
         grid_logits = dec.step(grid_tok.view(len(pids), k), start + t, caches, bias, W + k * (t + 1), rotations)
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done

@@ -54,15 +54,31 @@ def test_same_tokens_and_logps_as_transformers(k, temperature, top_k):
     assert_close(b.sampler_logps, a.sampler_logps, atol=1e-5, rtol=0)
 
 
-def test_prompts_leave_the_grid_when_all_their_samples_end():
-    """EOS = the greedy continuation's 2nd token of prompt 1: its samples all end at step 2 while
-    the others run on, so prompt 1 leaves the grid and the rest must keep their own caches."""
+def test_ended_prompts_stay_on_the_grid_until_they_are_half_of_it():
+    """Greedy samples of six prompts with an EOS that ends prompt 4 at step 2, prompt 3 at step 4
+    and prompt 0 at step 8 (checked below on transformers' own greedy run): the first two stay on
+    the grid (fewer than half of it), the third makes them half, and the three leave the grid,
+    whose weights are repacked for the three prompts left running to the end. Every sample must
+    keep its own cache rows throughout."""
     model = tiny_model()
-    greedy = sample(model, PROMPTS, 1, max_new_tokens=3, eos_id=-1, pad_id=PAD, temperature=0.0, decoder="transformers")
-    eos = greedy.responses[1][0][1]
-    a, b = both(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos, temperature=0.0)
-    assert b.lengths[1].tolist() == [2, 2] and b.lengths.max() > 2
+    prompts = PROMPTS + [[9, 9, 9], [30, 2, 2, 7]]
+    eos = 66
+    greedy = sample(model, prompts, 1, max_new_tokens=12, eos_id=eos, pad_id=PAD, temperature=0.0, decoder="transformers")
+    assert greedy.lengths[:, 0].tolist() == [8, 12, 12, 4, 2, 12] and greedy.eos[:, 0].tolist()[:5] == [True, False, False, True, True]
+    a, b = both(model, prompts, 2, max_new_tokens=12, eos_id=eos, temperature=0.0)
     assert a.responses == b.responses
+    assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+
+
+def test_unpacked_linears_give_the_same_samples(monkeypatch):
+    """Where MKL packing is unavailable (GPU, fp16 / bf16, builds without MKL) every linear is a
+    plain addmm; the samples are the same."""
+    model = tiny_model()
+    eos = frequent_token(model, PROMPTS)
+    packed = sample(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos, pad_id=PAD, generator=gen(3), decoder="neox")
+    monkeypatch.setattr(neox_decode, "_can_pack", lambda weight: False)
+    a, b = both(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos)
+    assert a.responses == b.responses == packed.responses
     assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
 
 
