@@ -278,7 +278,7 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     C = W + k * max_new_tokens
     caches = []
     for keys, values in prompt_kv:
-        cache = keys.new_zeros((P, keys.shape[1], C, 2 * keys.shape[-1]))
+        cache = keys.new_empty((P, keys.shape[1], C, 2 * keys.shape[-1]))  # every column is written before a query reads it
         cache[:, :, :W] = torch.cat([dec.prompt_keys(keys.detach()), values.detach()], dim=-1)
         caches.append(cache)
     own = torch.arange(C - W, device=device) % k == torch.arange(k, device=device)[:, None]  # (k, C - W)
