@@ -38,7 +38,9 @@ PLAN: dict[str, list[str]] = {
              "hybridpo rlhf", "trl rloo"],
     "tldr": ["hybridpo dpo", "hybridpo dpo precompute-ref", "trl dpo ref-model", "trl dpo precompute-ref"],
     "hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt"],
+    "hypo-160m": ["hybridpo dpo", "hybridpo hypo"],
 }
+ISSUE_WORKLOADS = ["tiny", "tldr", "hypo"]  # what `--workload all` runs
 
 
 @dataclass

@@ -10,6 +10,7 @@ from the same weights (same seed, same config) and see the same token ids in the
 - tldr:  the first 256 shared TL;DR pairs, prompt + "\\nTL;DR:", the real Pythia tokenizer, a
          Pythia-70m-shaped random model (vocab 50304, untied head).
 - hypo:  the tldr data and model with HyPO's k = 2 online samples of (up to) 53 tokens per prompt.
+- hypo-160m: hypo with a Pythia-160m-shaped model (12 x 768); not one of issue 7's workloads.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ WORKLOADS: dict[str, Workload] = {
     "tiny": Workload("tiny", 4, 256, 4, 1024, 512, "synthetic", n_pairs=512, batch_pairs=8, steps=20),
     "tldr": Workload("tldr", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
     "hypo": Workload("hypo", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
+    # not one of issue 7's workloads: hypo at the Pythia-160m shape, where the LM head no longer
+    # outweighs the transformer body per scored token (see README, Performance)
+    "hypo-160m": Workload("hypo-160m", 12, 768, 12, 3072, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
 }
 
 

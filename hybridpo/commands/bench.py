@@ -15,8 +15,8 @@ from pathlib import Path
 
 
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", default="tiny", choices=["tiny", "tldr", "hypo", "all"],
-                        help="which workload of issue 7 to run (default: tiny)")
+    parser.add_argument("--workload", default="tiny", choices=["tiny", "tldr", "hypo", "hypo-160m", "all"],
+                        help="which workload to run; all = issue 7's tiny, tldr and hypo (default: tiny)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run (default 2)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh-process runs per variant; the table shows medians (default 3)")
@@ -40,11 +40,11 @@ def _machine() -> str:
 
 def _speed_run(args: argparse.Namespace) -> int:
     from hybridpo.bench.report import markdown
-    from hybridpo.bench.speed import PLAN, VARIANTS, run_speed
+    from hybridpo.bench.speed import ISSUE_WORKLOADS, VARIANTS, run_speed
 
     if args.threads < 1 or args.repeats < 1 or args.steps < 0:
         raise SystemExit("bench speed: --threads and --repeats must be >= 1, --steps >= 0")
-    workloads = list(PLAN) if args.workload == "all" else [args.workload]
+    workloads = ISSUE_WORKLOADS if args.workload == "all" else [args.workload]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or None
     for v in variants or []:
         if v not in VARIANTS:
