@@ -232,7 +232,7 @@ def test_inverse_cdf_draws_follow_the_distribution_and_never_a_zero_probability_
 
     n = 20_000
     p = torch.tensor([0.5, 0.3, 0.0, 0.15, 0.05, 0.0])
-    draws = _inverse_cdf((3 * p).cumsum(-1).expand(n, -1), gen(0))  # an unnormalised CDF (mass 3)
+    draws = _inverse_cdf((3 * p).cumsum(-1).expand(n, -1).contiguous(), gen(0))  # an unnormalised CDF (mass 3)
     freq = torch.bincount(draws, minlength=len(p)).double() / n
     tolerance = 5 * (p.double() * (1 - p.double()) / n).sqrt()
     assert ((freq - p.double()).abs() <= tolerance).all(), freq
