@@ -13,8 +13,8 @@ freed tensor's memory is reused by the next step's tensors with no kernel work.
 The price is memory. Resident memory never shrinks, and as batch shapes vary the heap fragments:
 freed blocks are split for smaller tensors and a larger one then needs fresh heap. Measured on the
 hypo benchmark's data (Pythia-70m shape, batch 8, RSS before each step): DPO over 32 steps 3.3 ->
-4.9 GB, flat from step 24 (glibc's default: 3.2-3.5 GB) for 15% less time; HyPO over 20 steps 4.3
--> 7.4 GB (default: ~3.9 GB) for 15% less time. `RunConfig.keep_freed_memory = false` keeps
+4.9 GB, flat from step 24 (glibc's default: 3.2-3.5 GB) for 15% less time; HyPO 4.3 -> 6.8-7.4
+GB, flat after ~16 steps (two runs; default: ~3.9 GB) for 15% less time. `RunConfig.keep_freed_memory = false` keeps
 glibc's default behaviour. On a GPU run the large tensors live on the device, so the setting
 changes little either way. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
 """
