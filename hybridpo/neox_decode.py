@@ -57,7 +57,8 @@ class NeoXDecoder:
 
     Built once per `sample` call (the weights do not change while sampling), without grad:
     - every linear a `_Linear`: on CPU in fp32 with MKL, its weight packed once into MKL's GEMM
-      layout for the grid's row count, so a step does not repack it (2-3x faster per product);
+      layout for the grid's row count, so a step does not repack it (in the decode loop at the
+      TL;DR shape: the LM head's product 10 -> 7 ms);
       elsewhere a contiguous (in, out) copy (`torch.addmm(b, x, W)`), the fast layout for
       few-row inputs without packing;
     - each layer norm's affine γ, β folded into the linear that reads it ((x̂γ + β)Wᵀ + b =
