@@ -166,7 +166,7 @@ def _padded_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
         ids[row, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
         attn[row, : len(p) + len(r)] = 1
     logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # (N, T, V)
-    logps = _scaled(logits, temperature).log_softmax(-1)
+    logps = scaled_logits(logits, temperature).log_softmax(-1)
     # the token at position s is predicted by the logits at s - 1
     next_logps = logps[:, :-1].gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)  # (N, T-1)
     return [next_logps[row, len(p) - 1 : len(p) - 1 + len(r)] for row, (p, r) in enumerate(pairs)]
@@ -305,7 +305,7 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
         decoder = getattr(inner, inner.base_model_prefix)
         hidden = decoder(**inputs).last_hidden_state  # (P, T, H)
         logits = inner.get_output_embeddings()(hidden[needs_head])  # (U, V)
-    logits = _scaled(logits, temperature)
+    logits = scaled_logits(logits, temperature)
     log_norm = logits.logsumexp(-1)  # (U,)
     at = packed.target_head.to(device)
     tok = logits[at, packed.target_ids.to(device)] - log_norm[at]  # (M,) log-softmax at the targets
@@ -371,7 +371,7 @@ def _after_prompt_tok_logps(model, pp: PromptPass, responses, pad_id, temperatur
         inner = _unwrap_peft(model)
         hidden = getattr(inner, inner.base_model_prefix)(**inputs).last_hidden_state  # (P, T, H)
         resp_logits = inner.get_output_embeddings()(hidden[needs_head])
-    logits = _scaled(torch.cat([pp.last_logits, resp_logits]), temperature)  # (P + U, V)
+    logits = scaled_logits(torch.cat([pp.last_logits, resp_logits]), temperature)  # (P + U, V)
     log_norm = logits.logsumexp(-1)
     head_index = needs_head.view(-1).cumsum(0).cpu() - 1 + P  # flat position -> row of `logits`
     flat = torch.cat(predictor)
@@ -430,8 +430,9 @@ def _check_inputs(prompts, responses, temperature) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-def _scaled(logits: Tensor, temperature: float) -> Tensor:
-    """fp32 logits / τ; at τ = 1 no division (x / 1 == x exactly; saves a pass over a (U, 50k) tensor)."""
+def scaled_logits(logits: Tensor, temperature: float) -> Tensor:
+    """fp32 logits / τ, the log-probs' and the sampler's; at τ = 1 no division (x / 1 == x
+    exactly; saves a pass over a (U, 50k) tensor)."""
     logits = logits.float()
     return logits if temperature == 1.0 else logits / temperature
 

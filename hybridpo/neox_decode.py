@@ -101,7 +101,7 @@ class NeoXDecoder:
             if self.parallel:  # both norms normalise the same x: one matmul gives q | k | v | mlp input
                 w_qkv, b_qkv = torch.cat([w_qkv, w_in]), torch.cat([b_qkv, b_in])
             self.layers.append((
-                _plain_norm(layer.input_layernorm), _plain_norm(layer.post_attention_layernorm),
+                _norm(layer.input_layernorm, affine=False), _norm(layer.post_attention_layernorm, affine=False),
                 _Linear(w_qkv, b_qkv, rows), _Linear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
                 None if self.parallel else _Linear(w_in, b_in, rows), _activation(layer.mlp.act),
                 _Linear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
@@ -170,16 +170,12 @@ def rotary_order(head_dim: int, rotary_dims: int) -> Tensor:
     return torch.cat([pairs, torch.arange(rotary_dims, head_dim)])
 
 
-def _norm(norm: torch.nn.LayerNorm):
-    """The layer norm as a plain function call (no nn.Module dispatch per decode step)."""
-    weight = None if norm.weight is None else norm.weight.detach()
-    bias = None if norm.bias is None else norm.bias.detach()
+def _norm(norm: torch.nn.LayerNorm, affine: bool = True):
+    """The layer norm as a plain function call (no nn.Module dispatch per decode step); without its
+    affine part when `affine` is False (folded into the next linear by `_folded`)."""
+    weight = norm.weight.detach() if affine and norm.weight is not None else None
+    bias = norm.bias.detach() if affine and norm.bias is not None else None
     return lambda x: F.layer_norm(x, norm.normalized_shape, weight, bias, norm.eps)
-
-
-def _plain_norm(norm: torch.nn.LayerNorm):
-    """The layer norm without its affine part (folded into the next linear by `_folded`)."""
-    return lambda x: F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
 
 
 def _folded(norm: torch.nn.LayerNorm, linear: torch.nn.Linear, rows: Tensor | None = None,
@@ -283,7 +279,7 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     caches = []
     for keys, values in prompt_kv:
         cache = keys.new_empty((P, keys.shape[1], C, 2 * keys.shape[-1]))  # every column is written before a query reads it
-        cache[:, :, :W] = torch.cat([dec.prompt_keys(keys.detach()), values.detach()], dim=-1)
+        cache[:, :, :W] = torch.cat([dec.prompt_keys(keys), values], dim=-1)
         caches.append(cache)
     own = torch.arange(C - W, device=device) % k == torch.arange(k, device=device)[:, None]  # (k, C - W)
     allowed = torch.cat([(prompt_attn == 1)[:, None, :].expand(P, k, W), own.expand(P, k, C - W)], dim=-1)

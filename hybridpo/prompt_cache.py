@@ -144,8 +144,7 @@ def packed_prompt_kv(model, prompts: list[list[int]], pad_id: int):
         base = lp._unwrap_peft(model)
         out = getattr(base, base.base_model_prefix)(**inputs)
         logits = base.get_output_embeddings()(out.last_hidden_state[needs_head])
-    cache = getattr(out, "cache", None)
-    layers = plain_layers(cache if cache is not None else out.past_key_values)
+    layers = plain_layers(cache_of(out))
     if layers is None:
         raise lp.PackingUnsupported("a prompt pass needs a DynamicCache of plain layers")
     src = src.view(-1).to(device)
@@ -178,5 +177,10 @@ def forward_prompts(model, prompts: list[list[int]], pad_id: int):
     if "logits_to_keep" in lp.forward_params(model):
         kwargs["logits_to_keep"] = 1
     out = model(**kwargs)
+    return cache_of(out), out.logits[:, -1], attn
+
+
+def cache_of(out):
+    """The KV cache of a transformers forward's output (`cache` in newer versions, else `past_key_values`)."""
     cache = getattr(out, "cache", None)
-    return (cache if cache is not None else out.past_key_values), out.logits[:, -1], attn
+    return cache if cache is not None else out.past_key_values

@@ -38,8 +38,8 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from hybridpo import neox_decode
-from hybridpo.logprobs import forward_params, unwrap_model
-from hybridpo.prompt_cache import PromptPass, prefill
+from hybridpo.logprobs import forward_params, scaled_logits, unwrap_model
+from hybridpo.prompt_cache import PromptPass, cache_of, prefill
 
 DECODERS = ("auto", "neox", "transformers")  # `sample(decoder=...)`: auto = neox where supported
 
@@ -200,7 +200,7 @@ def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id
             cache.batch_select_indices(keep)
             rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
         out = _forward(model, tok[:, None], attn[:, : width + t + 1], next_pos[:, None] + t, cache, device)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         logits = out.logits[:, -1]
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done
 
@@ -211,7 +211,7 @@ def _draw(logits: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor,
         tok = logits.argmax(-1)
         lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
         return tok, lp, torch.zeros_like(lp)
-    scaled = logits / temperature if temperature != 1 else logits
+    scaled = scaled_logits(logits, temperature)
     truncated = (top_k and top_k < scaled.shape[-1]) or top_p < 1.0
     if not truncated:  # the sampler is π_τ itself: 4 passes over the (N, V) logits instead of 6
         top = scaled.amax(-1, keepdim=True)  # (N, 1)
@@ -329,11 +329,6 @@ def _forward(model, ids, attn, position_ids, cache, device):
     if "logits_to_keep" in params:
         kwargs["logits_to_keep"] = 1
     return model(**kwargs)
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 def _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer):

@@ -84,7 +84,7 @@ def bars(rows: list[Summary]) -> list[str]:
         if workload == "tldr" and steady:
             lines.append(f"tldr: hybridpo dpo reaches {steady.flops_frac:.1%} of the fp32 matmul peak on the needed "
                          f"FLOPs (bar >= 50%): {_verdict(steady.flops_frac >= 0.5)}")
-    for workload in ("hypo", "hypo-160m"):
+    for workload in dict.fromkeys(r.workload for r in rows):  # in table order
         dpo, hypo = _get(rows, workload, "hybridpo dpo"), _get(rows, workload, "hybridpo hypo")
         if not (dpo and hypo):
             continue

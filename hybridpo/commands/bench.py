@@ -15,7 +15,9 @@ from pathlib import Path
 
 
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workload", default="tiny", choices=["tiny", "tldr", "hypo", "hypo-160m", "all"],
+    from hybridpo.bench.speed import PLAN
+
+    parser.add_argument("--workload", default="tiny", choices=[*PLAN, "all"],
                         help="which workload to run; all = issue 7's tiny, tldr and hypo (default: tiny)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run (default 2)")
     parser.add_argument("--repeats", type=int, default=3,
