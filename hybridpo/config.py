@@ -1,13 +1,18 @@
 """Training configuration: dataclasses with a comment on every field, loaded from YAML.
 
-`load_config(path, overrides)` reads a YAML file, applies `key=value` overrides with dotted keys
+`load_config(path, overrides)` reads a YAML file (or none: `hybridpo train method=dpo
+model.name_or_path=... data.source=...`), applies `key=value` overrides with dotted keys
 (`optim.lr=1e-5`, `method_args.beta=0.1`, `data.max_rows=64`), and checks every value against the
 field's type, so a typo or a wrong type fails before any model is loaded, naming the file and the
 dotted key. The `data:` section is the data layer's own `DataConfig` (with its `recipe:` key);
-`method_args:` is checked against the chosen method's own `Config` dataclass
-(`hybridpo.methods.METHODS[name].Config`), so a new method brings its options without touching
-this file. The resolved config (every default filled in) is saved as RUN/config.yaml; `--resume`
-reads it back through the same checks.
+`method_args:` is resolved to the chosen method's own `Config` dataclass
+(`hybridpo.methods.METHODS[name].Config`, a `MethodArgs`), whose `__post_init__` checks its values,
+so a new method brings its options without touching this file. The resolved config (every default
+filled in) is saved as RUN/config.yaml; `--resume` reads it back through the same checks.
+
+`read_yaml` + `build` are the one reader every YAML of the project goes through (training configs,
+the experiments' configs): unknown keys, wrong types and out-of-range values all end in a
+`ConfigError` naming the file and the dotted key.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import yaml
 
 from hybridpo.data.config import DataConfig
 from hybridpo.data.examples import DataError
+from hybridpo.methods.base import MethodArgs
 
 
 class ConfigError(ValueError):
@@ -34,7 +40,10 @@ REFERENCES = ("auto", "copy", "disabled_adapter", "frozen_trunk")
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
-LAYOUTS = ("packed", "padded")
+LAYOUTS = ("packed", "padded")  # hybridpo.forward.logprobs.LAYOUTS
+DECODERS = ("auto", "neox", "transformers")  # hybridpo.fast.DECODERS
+KV_CACHES = ("auto", "preallocated", "dynamic")  # hybridpo.fast.KV_CACHES
+SWITCHES = ("auto", "on", "off")
 
 
 @dataclass
@@ -55,7 +64,9 @@ class ModelConfig:
     attn_implementation: str = "sdpa"  # transformers attention kernel; the packed log-prob layout needs "sdpa" or "eager"
     finetune: str = "full"  # which weights train, one of FINETUNE
     lora: LoraConfig = field(default_factory=LoraConfig)  # used when finetune = lora
-    last_n_layers: int = 4  # used when finetune = last_n_layers: the last N blocks + final norm + head train (paper chat setting: 4)
+    last_n_layers: int = 4  # used when finetune = last_n_layers: the last N blocks train (paper §5.1.2: 4)
+    train_final_norm: bool = False  # finetune = last_n_layers: also train the norm after the last block
+    train_head: bool = False  # finetune = last_n_layers: also train an untied output head (a tied one stays frozen: it is the input embedding)
     reference: str = "auto"  # π_ref, one of REFERENCES; auto = disabled_adapter (lora), frozen_trunk (last_n_layers), copy (full)
     reward_model: str = ""  # folder of a trained reward model (`rm` output) for methods that score samples; "" = none
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, ~30% slower)
@@ -81,8 +92,8 @@ class OptimConfig:
 class RunConfig:
     out_dir: str = "runs/train"  # run folder: config.yaml, metrics.jsonl, checkpoints/, final/
     seed: int = 0  # seeds model init (where random), data order, dropout and sampling
+    shuffle: bool = True  # a seeded permutation of the training examples each epoch; false = file order
     mixed_precision: str = "no"  # autocast, one of PRECISIONS; bf16/fp16 only where the device supports them
-    logprob_layout: str = "packed"  # log-prob layout (hybridpo.logprobs): "packed" (fast) or "padded" (plain reference)
     log_every: int = 1  # write a metrics.jsonl row every N optimizer steps
     eval_every: int = 0  # evaluate on the held-out split every N steps; 0 = only at the end
     eval_examples: int = 256  # held-out examples per evaluation (the first N of the eval split); 0 = all
@@ -90,7 +101,18 @@ class RunConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk; older ones are deleted after a save
     tensorboard: bool = False  # also write metrics to RUN/tensorboard (needs the `tensorboard` package)
     progress: bool = True  # tqdm progress bar with loss and rate on the main process
-    keep_freed_memory: bool = True  # glibc: reuse freed CPU memory instead of returning it to the OS: ~15% faster CPU steps, ~1.5-2x the resident memory (hybridpo.cpu_memory)
+
+
+@dataclass
+class SpeedConfig:
+    """Speed tricks and layouts: each gives the same numbers as the plain path (tested), and each
+    `auto` follows the rule stated, and measured, in hybridpo/fast/__init__.py."""
+
+    logprob_layout: str = "packed"  # log-prob layout (hybridpo.forward): "packed" (each prompt once per row) or "padded" (the plain reference)
+    share_prompt: str = "auto"  # one prompt pass per step for sampling and log-probs (online methods): "auto" where it gives the same numbers, "on", "off"
+    decoder: str = "auto"  # sampler's decode step, one of DECODERS: "auto" = the lean GPT-NeoX step on CPU, transformers' forward elsewhere
+    kv_cache: str = "auto"  # sampler's KV cache, one of KV_CACHES: "auto" = allocated once where the cache is plain layers
+    keep_freed_memory: str = "auto"  # glibc keeps freed CPU memory for reuse (set by the command line for the process): "auto" = on for CPU runs (~15% faster, ~1.5-2x resident memory), "on", "off"
 
 
 @dataclass
@@ -98,9 +120,10 @@ class TrainConfig:
     method: str = ""  # training method, a key of hybridpo.methods.METHODS (sft, rm, dpo, ipo, ...); required
     model: ModelConfig = field(default_factory=ModelConfig)  # the model to train and its reference
     data: DataConfig = field(default_factory=DataConfig)  # the data layer's settings (hybridpo.data.DataConfig)
-    method_args: Any = None  # the method's own options, checked against METHODS[method].Config
+    method_args: MethodArgs | None = None  # the method's own options: resolved to METHODS[method].Config at load
     optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule and batch
     run: RunConfig = field(default_factory=RunConfig)  # run folder, logging, checkpoints, precision
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # layouts and speed tricks (same numbers, less time)
 
 
 _CHOICES = {
@@ -109,24 +132,39 @@ _CHOICES = {
     "model.reference": REFERENCES,
     "optim.schedule": SCHEDULES,
     "run.mixed_precision": PRECISIONS,
-    "run.logprob_layout": LAYOUTS,
+    "speed.logprob_layout": LAYOUTS,
+    "speed.share_prompt": SWITCHES,
+    "speed.decoder": DECODERS,
+    "speed.kv_cache": KV_CACHES,
+    "speed.keep_freed_memory": SWITCHES,
 }
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML file, apply `key=value` overrides, check every field; errors name file and key."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(raw).__name__}")
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML file (None: start from the defaults), apply `key=value` overrides, check every
+    field; errors name the file (or "overrides") and the dotted key."""
+    raw, where = read_yaml(path, overrides)
+    return config_from_dict(raw, where=where)
+
+
+def read_yaml(path: str | Path | None, overrides: list[str] = ()) -> tuple[dict, str]:
+    """(the mapping a YAML file holds with `key=value` overrides applied, where it came from)."""
+    where = str(path) if path is not None else "overrides"
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(raw).__name__}")
     for item in overrides:
-        apply_override(raw, item, where=str(path))
-    return config_from_dict(raw, where=str(path))
+        apply_override(raw, item, where=where)
+    return raw, where
 
 
 def apply_override(raw: dict, item: str, where: str = "overrides") -> None:
@@ -157,7 +195,7 @@ def config_from_dict(raw: dict, where: str = "config") -> TrainConfig:
     raw = dict(raw)
     data_raw = raw.pop("data", None) or {}
     method_raw = raw.pop("method_args", None) or {}
-    cfg = _build(TrainConfig, raw, where, prefix="")
+    cfg = build(TrainConfig, raw, where, prefix="")
     if not isinstance(data_raw, dict):
         raise ConfigError(f"{where}: data must be a mapping, got {data_raw!r}")
     try:
@@ -170,7 +208,7 @@ def config_from_dict(raw: dict, where: str = "config") -> TrainConfig:
         raise ConfigError(f"{where}: method={cfg.method!r}; choose from {sorted(METHODS)}")
     if not isinstance(method_raw, dict):
         raise ConfigError(f"{where}: method_args must be a mapping, got {method_raw!r}")
-    cfg.method_args = _build(METHODS[cfg.method].Config, method_raw, where, prefix="method_args.")
+    cfg.method_args = build(METHODS[cfg.method].Config, method_raw, where, prefix="method_args.")
     _check(cfg, where)
     return cfg
 
@@ -221,8 +259,9 @@ def _check(cfg: TrainConfig, where: str) -> None:
         )
 
 
-def _build(cls, raw: dict, where: str, prefix: str):
-    """Instantiate dataclass `cls` from `raw`, checking names and types recursively."""
+def build(cls, raw: dict, where: str, prefix: str = ""):
+    """Instantiate dataclass `cls` from `raw`, checking names and types recursively; a ValueError
+    of a dataclass's own checks (its `__post_init__`) becomes a ConfigError naming the key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
@@ -236,7 +275,7 @@ def _build(cls, raw: dict, where: str, prefix: str):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from None
+        raise ConfigError(f"{where}: {prefix}{e}" if prefix else f"{where}: {e}") from None
 
 
 def _convert(value, tp, where: str, key: str):
@@ -244,7 +283,7 @@ def _convert(value, tp, where: str, key: str):
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value or {}, where, prefix=key + ".")
+        return build(tp, value or {}, where, prefix=key + ".")
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         errors = []

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from hybridpo.judges import Judge, win_rate
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from hybridpo.losses import sequence_kl
 from hybridpo.rollout import sample
 
@@ -50,7 +50,7 @@ class EvalConfig:
     batch_size: int = 16  # prompts (or pairs) per forward
     max_prompts: int = 0  # evaluate the first N prompts / pairs; 0 = all
     seed: int = 0  # seeds the samplers (generations and KL samples)
-    layout: str = "padded"  # hybridpo.logprobs layout for the log-prob forwards
+    layout: str = "padded"  # hybridpo.forward layout for the log-prob forwards
     generator_name: str = "policy"  # the `generator` field of generations.jsonl (AlpacaEval)
 
 

@@ -121,22 +121,32 @@ def hypo_kl_loss(
     ref_logps: Tensor,
     lengths: Tensor | None = None,
     alpha: float = 0.0,
+    reduction: str = "sum",
 ) -> Tensor:
-    """HyPO's online regulariser, paper Alg. 1 line 5: an RLOO surrogate for ∇ KL(π‖π_ref).
+    """HyPO's online regulariser ℓ_kl, paper Alg. 1 line 5, as an RLOO surrogate for ∇ KL(π‖π_ref).
 
     Shapes (..., k): k unlabeled samples y_i ~ π(·|x) of one prompt on the last axis; returns (...).
     Trajectory-level, stop-gradient on the log-ratio: c_i = sg(log π(y_i)/π_ref(y_i)) [+ α|y_i|],
-    loss = mean_i (c_i - mean_{j≠i} c_j) log π(y_i). Its gradient is an unbiased estimate of
-    ∇ KL(π‖π_ref) (+ α ∇ E_π|y| with the length penalty of the paper's chat setting); its *value*
-    is not the KL (use `sequence_kl` for that). This is `rloo_policy_loss` with zero reward and
-    β = 1, written out so the paper's line reads on its own.
+    loss = Σ_i (c_i - mean_{j≠i} c_j) log π(y_i) (RLOO with k samples, Appendix D.2.1). Its gradient
+    is an unbiased estimate of k ∇ KL(π‖π_ref) (+ α ∇ E_π|y| with the length penalty of the paper's
+    chat setting); its *value* is not the KL (use `sequence_kl` for that).
+
+    `reduction`: "sum" over the k samples, as Alg. 1 line 5 sums ℓ_kl over every online sample
+    while ℓ_dpo sums over the offline pairs (so per pair, the KL term weighs k samples: the
+    paper's λ values, 1e-4 in Table 6 and 2e-4 in Table 8, are for this form); "mean" divides by k
+    (the gradient estimates ∇ KL itself, so λ weighs the KL independently of k). The leave-one-out
+    baseline is a choice of the estimator: Alg. 1 writes the plain score-function form
+    Σ log π(y) sg(log π/π_ref), which has the same expected gradient and more variance.
     """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction={reduction!r}; choose from ['sum', 'mean']")
     cost = (policy_logps - ref_logps).detach()
     if alpha:
         if lengths is None:
             raise ValueError("hypo_kl_loss: alpha > 0 needs the response lengths |y|")
         cost = cost + alpha * lengths.to(cost.dtype)
-    return (leave_one_out_advantages(cost) * policy_logps).mean(dim=-1)
+    terms = leave_one_out_advantages(cost) * policy_logps  # (..., k)
+    return terms.sum(dim=-1) if reduction == "sum" else terms.mean(dim=-1)
 
 
 def sequence_kl(policy_logps: Tensor, ref_logps: Tensor) -> Tensor:

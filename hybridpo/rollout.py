@@ -1,11 +1,12 @@
 """No-grad sampling of k completions per prompt with a KV cache; knows nothing of rewards.
 
 The prompt is run once per prompt, not once per sample: the P prompts are prefilled in one
-forward (`prompt_cache.prefill`: packed where prompts can share rows, their keys / values then laid
-out left-padded), and the P*k samples decode together, one token per step. GPT-NeoX models decode
-with `hybridpo.neox_decode` (each prompt's cache read once for its k samples); others with their
-own forward, the cache repeated k times along the batch, a sample that emits EOS leaving the
-batch (its cache rows are dropped). The only Python
+forward (`hybridpo.forward.prompts.prefill`: packed where prompts can share rows, their keys /
+values then laid out left-padded), and the P*k samples decode together, one token per step, with
+the model's own forward, the cache repeated k times along the batch, a sample that emits EOS
+leaving the batch (its cache rows are dropped). Two speed tricks of hybridpo.fast are chosen by
+`decoder=` and `kv_cache=` (each "auto" by a measured rule, each tested to draw the same tokens):
+the lean GPT-NeoX decode step and a KV cache allocated once. The only Python
 loop is over time steps. Prompts of different lengths are left-padded, with the attention mask
 hiding the pads and position ids counting from each prompt's first real token, so a batch gives
 the same tokens as one prompt at a time (tested against transformers' greedy `generate`).
@@ -35,13 +36,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from transformers.cache_utils import DynamicCache, DynamicLayer
 
-from hybridpo import neox_decode
-from hybridpo.logprobs import forward_params, scaled_logits, unwrap_model
-from hybridpo.prompt_cache import PromptPass, cache_of, prefill
-
-DECODERS = ("auto", "neox", "transformers")  # `sample(decoder=...)`: auto = neox where supported
+from hybridpo.fast import decoder_for, kv_cache_for
+from hybridpo.forward import hf
+from hybridpo.forward.logprobs import scaled_logits
+from hybridpo.forward.prompts import PromptPass, prefill
 
 
 @dataclass
@@ -76,27 +75,25 @@ def sample(
     generator: torch.Generator | None = None,
     prompt_pass: PromptPass | None = None,
     decoder: str = "auto",
+    kv_cache: str = "auto",
 ) -> Rollout:
     """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
 
     The model is put in eval mode while sampling (no dropout: samples come from π itself; and
     gradient checkpointing, active only in training mode, would turn the KV cache off), then
-    restored to its previous mode. With `prompt_pass` (hybridpo.prompt_cache.prompt_pass of the same
+    restored to its previous mode. With `prompt_pass` (hybridpo.forward.prompts.prompt_pass of the same
     model on the same prompts, this step) its keys / values and last logits, detached, replace
     the prefill: the prompts are not run again.
 
-    `decoder`: "neox" decodes with hybridpo.neox_decode (GPT-NeoX only: fewer ops, each prompt's
-    cache read once for its k samples), "transformers" with the model's own forward, "auto" the
-    first where `neox_decode.unsupported_reason` allows it. Both draw the same tokens from the
-    same generator (up to float rounding of the logits).
+    `decoder`: "neox" decodes with hybridpo.fast.neox_decode (GPT-NeoX only: fewer ops, each
+    prompt's cache read once for its k samples), "transformers" with the model's own forward,
+    "auto" by hybridpo.fast.decoder_for's rule. `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
+    "dynamic" (transformers' own), "auto" by hybridpo.fast.kv_cache_for's rule. Every choice draws
+    the same tokens from the same generator (up to float rounding of the logits).
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder={decoder!r}; choose from {list(DECODERS)}")
-    neox_reason = neox_decode.unsupported_reason(unwrap_model(model))
-    if decoder == "neox" and neox_reason is not None:
-        raise ValueError(f"decoder='neox' is not available: {neox_reason}")
-    lean = decoder != "transformers" and neox_reason is None
+    lean = decoder_for(hf.unwrap_model(model), decoder) == "neox"
+    kv_cache_for(kv_cache, plain_layers=True)  # checks the setting before any work
     if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
         raise ValueError("prompt_pass was run on other prompts than the ones given")
     was_training = model.training
@@ -105,12 +102,15 @@ def sample(
     try:
         kv, logits, prompt_attn = _prompt_state(model, prompts, pad_id, prompt_pass)
         if lean and isinstance(kv, list):
+            from hybridpo.fast import neox_decode
+
             tokens, tok_logps, samp_logps, alive, done = neox_decode.decode(
-                unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id,
+                hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id,
                 lambda logits: _draw(logits, *draw_args),
             )
         else:
-            cache, logits, attn, next_pos = _decode_start(kv, logits, prompt_attn, k, max_new_tokens)
+            preallocate = kv_cache_for(kv_cache, plain_layers=isinstance(kv, list)) == "preallocated"
+            cache, logits, attn, next_pos = _decode_start(kv, logits, prompt_attn, k, max_new_tokens, preallocate)
             tokens, tok_logps, samp_logps, alive, done = _decode(
                 model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args,
             )
@@ -144,7 +144,7 @@ def sample(
 
 def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
     """The prompts' keys / values and next-token logits, from the prompt pass when given (detached),
-    else from one prefill (`prompt_cache.prefill`: packed where that computes fewer positions).
+    else from one prefill (`forward.prompts.prefill`: packed where that computes fewer positions).
 
     Returns (per layer (keys, values) (P, H, W, D) left-padded, or transformers' own cache when it
     is not made of plain layers; last logits (P, V); prompt mask (P, W) long, 1 on real tokens).
@@ -154,7 +154,7 @@ def _prompt_state(model, prompts, pad_id, pp: PromptPass | None):
     return prefill(model, prompts, pad_id)
 
 
-def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens):
+def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens, preallocate: bool):
     """transformers' decode loop's starting state from the prompts' state, each prompt repeated k times.
 
     Returns the cache (P*k rows: sample j of prompt i is row i*k + j), the next-token logits
@@ -162,11 +162,12 @@ def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens):
     tokens, and each row's next position (P*k,).
     """
     P, width = prompt_attn.shape
-    if isinstance(kv, list):
-        cache = DynamicCache()
-        cache.layers = [_PreallocatedLayer(keys, values, k, width + max_new_tokens) for keys, values in kv]
-    else:  # another cache type (e.g. sliding-window layers): keep it, it grows by concatenation
-        cache = kv
+    if preallocate:
+        from hybridpo.fast.kv_cache import preallocated_cache
+
+        cache = preallocated_cache(kv, k, width + max_new_tokens)
+    else:  # transformers' own cache: it grows by concatenation
+        cache = hf.dynamic_cache(kv) if isinstance(kv, list) else kv
         cache.batch_repeat_interleave(k)
     attn = torch.cat([prompt_attn, prompt_attn.new_ones((P, max_new_tokens))], dim=1).repeat_interleave(k, dim=0)
     return cache, last_logits.repeat_interleave(k, dim=0), attn, prompt_attn.sum(-1).repeat_interleave(k)
@@ -199,9 +200,11 @@ def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id
             keep = (~ended).nonzero().squeeze(-1)
             cache.batch_select_indices(keep)
             rows, tok, attn, next_pos = rows[keep], tok[keep], attn[keep], next_pos[keep]
-        out = _forward(model, tok[:, None], attn[:, : width + t + 1], next_pos[:, None] + t, cache, device)
-        cache = cache_of(out)
-        logits = out.logits[:, -1]
+        logits, out = hf.last_logits(model, {
+            "input_ids": tok[:, None], "attention_mask": attn[:, : width + t + 1],
+            "position_ids": next_pos[:, None] + t, "use_cache": True, hf.cache_keyword(model): cache,
+        })
+        cache = hf.cache_of(out)
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done
 
 
@@ -254,48 +257,6 @@ def _truncate(scaled: Tensor, top_k: int, top_p: float) -> Tensor:
     return scaled
 
 
-class _PreallocatedLayer(DynamicLayer):
-    """A decode-time KV-cache layer that writes each step's keys / values into a buffer allocated
-    once (rows, heads, capacity, head_dim), instead of concatenating a new, one-longer copy of the
-    whole cache at every step (transformers' DynamicLayer: O(T) copying per token, 43% of a TL;DR
-    decode's CPU time). `update` returns views of the filled part, so attention sees exactly the
-    tensors the dynamic cache would hold. Built from the prefilled layer with its rows repeated k
-    times (sample j of prompt i is row i*k + j); rows that finish leave by `batch_select_indices`.
-    """
-
-    def __init__(self, keys: Tensor, values: Tensor, k: int, capacity: int):
-        super().__init__()
-        P, H, W, D = keys.shape  # the prefilled prompts
-        self.lazy_initialization(keys, values)
-        self.keys = keys.new_empty((P * k, H, capacity, D))
-        self.values = values.new_empty((P * k, H, capacity, values.shape[-1]))
-        self.keys[:, :, :W] = keys.repeat_interleave(k, dim=0)
-        self.values[:, :, :W] = values.repeat_interleave(k, dim=0)
-        self.length = W
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        end = self.length + key_states.shape[-2]
-        if end > self.keys.shape[-2]:
-            raise RuntimeError(f"KV cache capacity {self.keys.shape[-2]} exceeded (need {end})")
-        self.keys[:, :, self.length : end] = key_states
-        self.values[:, :, self.length : end] = value_states
-        self.length = end
-        return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def get_seq_length(self) -> int:
-        return self.length
-
-    def batch_select_indices(self, indices: Tensor) -> None:
-        self.keys, self.values = self.keys[indices], self.values[indices]
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.keys = self.keys.repeat_interleave(repeats, dim=0)
-        self.values = self.values.repeat_interleave(repeats, dim=0)
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("the decode cache is never cropped")
-
-
 def _stop_string_lengths(tokens: Tensor, mask: Tensor, stop_strings, tokenizer) -> Tensor:
     """For each sample, the number of tokens up to and including the one completing its first
     stop string, or -1 when none occurs. Decodes each sample once, then binary-searches the
@@ -313,22 +274,6 @@ def _stop_string_lengths(tokens: Tensor, mask: Tensor, stop_strings, tokenizer) 
             lo, hi = (lo, mid) if contains(mid) else (mid + 1, hi)
         cuts.append(lo)
     return torch.tensor(cuts, dtype=torch.long, device=tokens.device)
-
-
-def _forward(model, ids, attn, position_ids, cache, device):
-    """One cached forward that keeps only the last position's logits (no 50k-wide head on the prompt)."""
-    kwargs = {
-        "input_ids": ids.to(device),
-        "attention_mask": attn.to(device),
-        "position_ids": position_ids.to(device),
-        "use_cache": True,
-    }
-    params = forward_params(model)
-    if cache is not None:
-        kwargs["cache" if "cache" in params else "past_key_values"] = cache
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1
-    return model(**kwargs)
 
 
 def _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer):

@@ -1,4 +1,4 @@
-"""hybridpo.cpu_memory: after keep_freed_memory, a freed large block is reused without page faults.
+"""hybridpo.fast.cpu_memory: after keep_freed_memory, a freed large block is reused without page faults.
 
 Each case runs in a fresh interpreter (the setting is process-wide and cannot be undone), which
 mallocs, touches, frees and again mallocs + touches a 64 MB block, counting minor page faults of
@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from hybridpo import cpu_memory
+from hybridpo.fast import cpu_memory
 
 pytestmark = pytest.mark.skipif(cpu_memory._glibc() is None, reason="needs glibc (Linux)")
 
 PROBE = """
 import ctypes, resource, sys
-from hybridpo.cpu_memory import keep_freed_memory
+from hybridpo.fast.cpu_memory import keep_freed_memory
 took = keep_freed_memory() if sys.argv[1] == "keep" else None
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]

@@ -74,19 +74,22 @@ def test_leave_one_out_advantages_by_hand():
 
 
 def test_hypo_kl_loss_gradient_by_hand():
-    # k = 2: c = (1, -1) -> advantages (2, -2); loss = mean(2 lp1 - 2 lp2) -> grads (1, -1)
-    policy = torch.tensor([0.5, -1.5], requires_grad=True)
+    # k = 2: c = (1, -1) -> advantages (2, -2); Alg. 1 sums over the samples: loss = 2 lp1 - 2 lp2
+    # -> grads (2, -2); reduction="mean" halves them -> (1, -1)
     ref = torch.tensor([-0.5, -0.5])
-    loss = losses.hypo_kl_loss(policy, ref)
-    loss.backward()
-    assert_close(policy.grad, torch.tensor([1.0, -1.0]))
+    for reduction, expected in (("sum", [2.0, -2.0]), ("mean", [1.0, -1.0])):
+        policy = torch.tensor([0.5, -1.5], requires_grad=True)
+        losses.hypo_kl_loss(policy, ref, reduction=reduction).backward()
+        assert_close(policy.grad, torch.tensor(expected))
+    with pytest.raises(ValueError, match="reduction"):
+        losses.hypo_kl_loss(policy, ref, reduction="none")
 
 
 def test_hypo_kl_loss_length_penalty_adds_alpha_times_length():
-    # equal log-ratios, lengths (10, 4), α = 0.5: c = (5, 2) -> advantages (3, -3), grads (1.5, -1.5)
+    # equal log-ratios, lengths (10, 4), α = 0.5: c = (5, 2) -> advantages (3, -3), summed grads (3, -3)
     policy = torch.tensor([-1.0, -1.0], requires_grad=True)
     losses.hypo_kl_loss(policy, torch.tensor([-1.0, -1.0]), torch.tensor([10, 4]), alpha=0.5).backward()
-    assert_close(policy.grad, torch.tensor([1.5, -1.5]))
+    assert_close(policy.grad, torch.tensor([3.0, -3.0]))
     with pytest.raises(ValueError, match="lengths"):
         losses.hypo_kl_loss(policy, policy, alpha=0.5)
 
@@ -96,7 +99,7 @@ def test_hypo_kl_is_rloo_with_zero_reward_and_unit_beta():
     ref = torch.randn(3, 4, dtype=torch.float64)
     zero = torch.zeros_like(policy)
     # shaped reward -1·log-ratio: RLOO's loss -mean(A·lp) with A = -A_hypo is HyPO's mean(A_hypo·lp)
-    assert_close(losses.hypo_kl_loss(policy, ref), losses.rloo_policy_loss(policy, ref, zero, beta=1.0))
+    assert_close(losses.hypo_kl_loss(policy, ref, reduction="mean"), losses.rloo_policy_loss(policy, ref, zero, beta=1.0))
 
 
 def test_rloo_policy_loss_by_hand():
@@ -121,8 +124,12 @@ def test_rloo_clipped_ratio_matches_plain_gradient_at_ratio_one_and_clips_beyond
 
 
 def test_sequence_kl_is_mean_log_ratio():
-    out = losses.sequence_kl(torch.tensor([[-1.0, -3.0]]), torch.tensor([[-2.0, -2.0]]))
-    assert_close(out, torch.tensor([0.0]))
+    # log-ratios (3, 1) per row: the mean is 2 (a sum gives 4, a flipped sign -2, a mean over the
+    # wrong axis mixes the rows); the second row's (-1, 0) has mean -0.5
+    policy = torch.tensor([[-1.0, -3.0], [-2.0, -1.0]])
+    ref = torch.tensor([[-4.0, -4.0], [-1.0, -1.0]])
+    assert_close(losses.sequence_kl(policy, ref), torch.tensor([2.0, -0.5]))
+    assert not losses.sequence_kl(policy.requires_grad_(), ref).requires_grad
 
 
 def test_kl_divergence_exact_values():

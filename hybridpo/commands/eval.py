@@ -223,7 +223,7 @@ def _rm_scorer(path: str, tokenizer, batch_size: int):
 
     from hybridpo.config import ModelConfig
     from hybridpo.models import load_reward_model
-    from hybridpo.rewards import reward_scores
+    from hybridpo.forward import reward_scores
 
     model = load_reward_model(path, ModelConfig(name_or_path=path))
 

@@ -5,7 +5,7 @@ Adding a method: write hybridpo/methods/<name>.py with a `Method` subclass and a
 
 from __future__ import annotations
 
-from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.base import Method, MethodArgs, MethodContext
 from hybridpo.methods.dpo import DPO, IPO
 from hybridpo.methods.hypo import HyPO
 from hybridpo.methods.online_dpo import OnlineDPO
@@ -31,4 +31,4 @@ def get_method(name: str) -> type[Method]:
         raise ValueError(f"method={name!r}; choose from {sorted(METHODS)}") from None
 
 
-__all__ = ["METHODS", "Method", "MethodContext", "get_method"]
+__all__ = ["METHODS", "Method", "MethodArgs", "MethodContext", "get_method"]

@@ -4,51 +4,61 @@ A method turns one micro-batch of examples into a scalar loss and a dict of metr
 else (optimizer, schedule, accumulation, clipping, checkpoints, logging) is the loop's. Class
 attributes tell the loop what to build:
 
-    needs_reference      π_ref log-probs are used (the loop builds the reference model)
-    needs_reward_model   ctx.reward scores samples (the loop loads model.reward_model)
+    needs_reference      ctx.reference: π_ref (hybridpo.models.Reference)
+    needs_reward         ctx.reward scores samples: the model.reward_model, or the method's
+                         `scorer` option (a program on the decoded text) when it sets one
     data_kind            "preferences" (PreferenceExample) or "prompts" (PromptExample)
-    model_head           "causal_lm" (a policy) or "reward" (a scalar-head model is trained)
+    model_head           "causal_lm" (ctx.policy is a hybridpo.models.Policy) or "reward"
+                         (ctx.policy is the hybridpo.models.RewardModel being trained)
 
-Online methods sample inside `loss` with `ctx.sample` (no grad, policy in eval mode), score with
-`ctx.reward`, and report their own metrics; methods with state across steps (e.g. a dual
-variable) return it from `state_dict` so checkpoints and `--resume` carry it.
+The method calls the role objects downward: `ctx.policy.logps(...)`, `ctx.policy.prompt_pass(...)`,
+`ctx.policy.sample(...)`, `ctx.reference.logps(...)`, `ctx.reward.score(...)`. Methods with
+state across steps (e.g. a dual variable) return it from `state_dict`, so checkpoints and
+--resume carry it, and update it in `after_step`, which the loop calls once per optimizer step
+with that step's metrics averaged over micro-batches and processes (the same on every rank).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+
+@dataclass
+class MethodArgs:
+    """Base of every method's options dataclass (YAML `method_args:`). A subclass checks its
+    values in `__post_init__`, so a bad value fails when the config is read, naming the key."""
+
+
+def positive(cfg, *names: str, strict: bool = True) -> None:
+    """Check that each named option is > 0 (strict) or >= 0; the error names the option."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not (value > 0 if strict else value >= 0):
+            raise ValueError(f"{name}={value}; must be {'>' if strict else '>='} 0")
 
 
 @dataclass
 class MethodContext:
-    policy: nn.Module  # the model being trained (possibly wrapped by accelerate); forward it with grad
-    logps: Callable  # logps(prompts, responses, temperature=1.0, prompt_pass=None) -> ResponseLogps of the policy, with grad
-    ref_logps: Callable | None  # the same for π_ref under no_grad; None when the method needs no reference
-    sample: Callable | None  # sample(prompts, k, **rollout kwargs) -> hybridpo.rollout.Rollout from the policy, no grad
-    reward: Callable | None  # reward(prompts, responses) -> (N,) reward-model scores, no grad; None when not configured
-    tokenizer: Any  # the tokenizer (for stop strings, logging text)
-    pad_id: int  # padding token id
-    eos_id: int  # end-of-sequence token id
-    generator: torch.Generator  # seeded RNG for sampling; its state is checkpointed
-    device: torch.device  # where the policy lives
+    policy: Any  # the trained model's role: hybridpo.models.Policy (or RewardModel for model_head "reward")
+    reference: Any | None = None  # hybridpo.models.Reference when the method needs π_ref, else None
+    reward: Any | None = None  # hybridpo.models.RewardModel / TextReward when the method scores samples, else None
+    tokenizer: Any = None  # the tokenizer (stop strings, logging text)
+    pad_id: int = 0  # padding token id
+    eos_id: int = 0  # end-of-sequence token id
     step: int = 0  # optimizer steps done so far (updated by the loop)
-    # prompt_pass(prompts) -> hybridpo.prompt_cache.PromptPass of the policy (grad as the caller has it), to hand
-    # to both ctx.sample(..., prompt_pass=) and ctx.logps(..., prompt_pass=) so a step runs each prompt
-    # once; returns None where sharing would change the numbers (see prompt_cache.prompt_pass_unsupported_reason)
-    prompt_pass: Callable | None = None
 
 
 class Method:
     """Base class: subclasses set the class attributes and implement `loss`."""
 
     name: ClassVar[str] = ""
-    Config: ClassVar[type]  # a dataclass of the method's options (YAML `method_args:`)
+    Config: ClassVar[type]  # a MethodArgs dataclass of the method's options (YAML `method_args:`)
     needs_reference: ClassVar[bool] = False
-    needs_reward_model: ClassVar[bool] = False
+    needs_reward: ClassVar[bool] = False
     data_kind: ClassVar[str] = "preferences"
     model_head: ClassVar[str] = "causal_lm"
 
@@ -67,6 +77,9 @@ class Method:
         """Held-out metrics of one batch; by default the training metrics without grad."""
         _, metrics = self.loss(batch, ctx)
         return metrics
+
+    def after_step(self, metrics: dict[str, float]) -> None:
+        """Once per optimizer step, after the update, with its metrics (mean over micro-batches and processes)."""
 
     def state_dict(self) -> dict:
         return {}

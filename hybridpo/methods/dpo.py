@@ -1,7 +1,7 @@
 """DPO (paper Eq. 4) and IPO (paper Appendix B.1) on offline preference pairs.
 
 Both act on h = log π(y+)/π_ref(y+) - log π(y-)/π_ref(y-) (hybridpo.losses.dpo_logits); chosen and
-rejected go through the policy in one forward (hybridpo.logprobs). π_ref's log-probs of offline
+rejected go through the policy in one forward (ctx.policy.logps). π_ref's log-probs of offline
 pairs never change, so with `precompute_ref_logps` they are computed once for the whole training
 set before step 1 and looked up afterwards (pairs not seen then, e.g. held-out ones, are computed
 on first use and cached too).
@@ -15,20 +15,26 @@ import torch
 
 from hybridpo.data.examples import PreferenceExample
 from hybridpo.losses import dpo_loss, implicit_rewards, ipo_loss
-from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.base import Method, MethodArgs, MethodContext, positive
 
 
 @dataclass
-class DPOConfig:
-    beta: float = 0.1  # β: strength of the implicit KL to π_ref in Eq. 4 (paper TL;DR: 0.05)
+class DPOConfig(MethodArgs):
+    beta: float = 0.1  # β: strength of the implicit KL to π_ref in Eq. 4 (paper Tables 5, 9: 0.05)
     precompute_ref_logps: bool = False  # compute π_ref log-probs of all training pairs once before training, then reuse them
 
+    def __post_init__(self):
+        positive(self, "beta")
+
 
 @dataclass
-class IPOConfig:
+class IPOConfig(MethodArgs):
     beta: float = 0.1  # τ = β of Appendix B.1: the loss pulls h to 1 / (2β)
     ipo_average_logps: bool = False  # divide each log-prob by its response length first (TRL's IPO); False = the paper's sequence sums
     precompute_ref_logps: bool = False  # as for dpo
+
+    def __post_init__(self):
+        positive(self, "beta")
 
 
 def pair_logps(policy: torch.Tensor) -> dict[str, float]:
@@ -58,8 +64,6 @@ class DPO(Method):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        if not cfg.beta > 0:
-            raise ValueError(f"method_args.beta={cfg.beta}; must be > 0")
         self._ref_cache: dict[tuple, torch.Tensor] = {}  # pair ids -> (2,) π_ref logps (chosen, rejected)
 
     @staticmethod
@@ -76,7 +80,7 @@ class DPO(Method):
     def loss(self, batch: list[PreferenceExample], ctx: MethodContext):
         B = len(batch)
         prompts = [ex.prompt_ids for ex in batch]
-        pol = ctx.logps(prompts, [[ex.chosen_ids, ex.rejected_ids] for ex in batch])
+        pol = ctx.policy.logps(prompts, [[ex.chosen_ids, ex.rejected_ids] for ex in batch])
         policy = pol.logps.view(B, 2)  # (B, 2): chosen, rejected
         ref = self._reference(batch, ctx).to(policy.device)  # (B, 2)
         lengths = pol.lengths.view(B, 2).to(policy.dtype)
@@ -100,7 +104,7 @@ class DPO(Method):
 
     @staticmethod
     def _fresh_reference(batch: list[PreferenceExample], ctx: MethodContext) -> torch.Tensor:
-        out = ctx.ref_logps([ex.prompt_ids for ex in batch], [[ex.chosen_ids, ex.rejected_ids] for ex in batch])
+        out = ctx.reference.logps([ex.prompt_ids for ex in batch], [[ex.chosen_ids, ex.rejected_ids] for ex in batch])
         return out.logps.detach().float().view(len(batch), 2)
 
 

@@ -19,53 +19,47 @@ import torch
 
 from hybridpo.data.examples import PromptExample
 from hybridpo.losses import dpo_loss
-from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.base import Method, MethodContext, positive
 from hybridpo.methods.dpo import pair_metrics
-from hybridpo.methods.online import (
-    SamplingArgs, check_sampling, draw, resolve_scorer, policy_logps, sample_metrics, sample_tokens, score, shared_prompt_pass,
-)
+from hybridpo.methods.online import SamplingArgs, draw, sample_metrics, sample_tokens, scores
 
 
 @dataclass
 class OnlineDPOConfig(SamplingArgs):
     k: int = 4  # n, completions sampled per prompt; the best and the worst by reward form the pair (≥ 2)
-    beta: float = 0.1  # β of Eq. 4, as for offline dpo (paper TL;DR: 0.05)
+    beta: float = 0.1  # β of Eq. 4, as for offline dpo (paper Table 5: 0.05)
     scorer: str = ""  # "package.module:function" f(prompt_text, response_text) -> float ranks the samples; "" = the reward model (model.reward_model)
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(self, "beta")
 
 
 class OnlineDPO(Method):
     name = "online_dpo"
     Config = OnlineDPOConfig
     needs_reference = True
-    needs_reward_model = True  # set per instance: False when a text scorer is configured
+    needs_reward = True
     data_kind = "prompts"
-
-    def __init__(self, cfg: OnlineDPOConfig, scorer=None):
-        super().__init__(cfg)
-        check_sampling(cfg)
-        if not cfg.beta > 0:
-            raise ValueError(f"method_args.beta={cfg.beta}; must be > 0")
-        self.scorer = resolve_scorer(cfg.scorer, scorer)
-        self.needs_reward_model = self.scorer is None
 
     def loss(self, batch: list[PromptExample], ctx: MethodContext):
         cfg, B = self.cfg, len(batch)
         prompts = [ex.prompt_ids for ex in batch]
-        pp = shared_prompt_pass(ctx, prompts)  # the policy runs each prompt once, for sampling and the loss
+        pp = ctx.policy.prompt_pass(prompts)  # the policy runs each prompt once, for sampling and the loss
         rollout = draw(ctx, prompts, cfg, pp)  # (B, k) samples of the current policy, no grad
-        rewards = score(ctx, self.scorer, prompts, rollout)  # (B, k)
+        rewards = scores(ctx, prompts, rollout)  # (B, k)
         best, worst = rewards.argmax(dim=1), rewards.argmin(dim=1)  # (B,) ties: argmax == argmin index
         valid = (rewards.max(dim=1).values > rewards.min(dim=1).values).float()  # (B,) 1 where the pair is real
         pairs = [[s[int(b)], s[int(w)]] for s, b, w in zip(rollout.responses, best, worst)]
 
         # π_ref on all k samples at the sampling τ (for the KL metric; at τ = 1 also the pair's reference)
-        ref_samples = ctx.ref_logps(prompts, rollout.responses, temperature=cfg.temperature).logps.detach().float()
+        ref_samples = ctx.reference.logps(prompts, rollout.responses, temperature=cfg.temperature).logps.float()
         ref_samples = ref_samples.view(B, cfg.k).to(rollout.logps.device)  # (B, k)
-        policy = policy_logps(ctx, prompts, pairs, prompt_pass=pp).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward, with grad
+        policy = ctx.policy.logps(prompts, pairs, prompt_pass=pp).logps.view(B, 2)  # (B, 2): y+, y- in one packed forward, with grad
         if cfg.temperature == 1.0:
             ref = ref_samples.gather(1, torch.stack([best, worst], dim=1).to(ref_samples.device)).to(policy.device)
         else:
-            ref = ctx.ref_logps(prompts, pairs).logps.detach().float().view(B, 2)
+            ref = ctx.reference.logps(prompts, pairs).logps.float().view(B, 2)
         losses = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], cfg.beta)  # (B,) Eq. 4
         loss = (losses * valid).sum() / valid.sum().clamp(min=1.0)
 

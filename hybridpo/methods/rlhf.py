@@ -3,8 +3,9 @@
 r̂ is a reward model trained with method=rm (Eq. 3), or a text scorer. For each prompt, k ≥ 2
 samples are drawn from the current π, scored, and the rewards are BOUNDED as the paper's analysis
 assumes (Assumption 4.4, |r̂| ≤ R'): optionally standardised over the batch, then clipped to
-[−reward_clip, reward_clip]. Samples that never emit EOS within max_new_tokens can get a fixed
-score instead (the REBEL / TL;DR practice, `missing_eos_reward`). β·log π/π_ref is folded into
+[−reward_clip, reward_clip]. Samples that never finish within max_new_tokens (no EOS and no stop
+string) can get a fixed score instead (the REBEL / TL;DR practice, `missing_eos_reward`; TRL's
+`missing_eos_penalty`). β·log π/π_ref is folded into
 the reward and the policy gradient uses leave-one-out advantages (hybridpo.losses.rloo_policy_loss).
 
 Several updates per batch of samples (`updates_per_sample` = u > 1): the samples drawn at one step
@@ -22,10 +23,8 @@ import torch
 
 from hybridpo.data.examples import PromptExample
 from hybridpo.losses import rloo_policy_loss
-from hybridpo.methods.base import Method, MethodContext
-from hybridpo.methods.online import (
-    SamplingArgs, check_sampling, draw, resolve_scorer, policy_logps, sample_metrics, sample_tokens, score, shared_prompt_pass,
-)
+from hybridpo.methods.base import Method, MethodContext, positive
+from hybridpo.methods.online import SamplingArgs, draw, sample_metrics, sample_tokens, scores
 
 
 @dataclass
@@ -35,39 +34,40 @@ class RLHFConfig(SamplingArgs):
     scorer: str = ""  # "package.module:function" f(prompt_text, response_text) -> float; "" = the reward model (model.reward_model)
     reward_whiten: bool = False  # standardise rewards over the step's samples (mean 0, std 1) before clipping
     reward_clip: float = 10.0  # clip rewards to [−c, c] (Assumption 4.4's bound R'); 0 = no clipping
-    missing_eos_reward: float | None = None  # fixed reward for samples without EOS (e.g. −1, TL;DR practice); null = keep the scored value
+    missing_eos_reward: float | None = None  # fixed reward for samples that did not finish (no EOS, no stop string) within max_new_tokens (e.g. −1, TL;DR practice); null = keep the scored value
     updates_per_sample: int = 1  # optimizer steps per batch of samples (u); > 1 uses the clipped ratio below
     ratio_clip: float = 0.2  # PPO clip ε of the importance ratio π/π_old when updates_per_sample > 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(self, "beta", "reward_clip", strict=False)
+        positive(self, "ratio_clip")
+        if self.updates_per_sample < 1:
+            raise ValueError(f"updates_per_sample={self.updates_per_sample}; must be >= 1")
 
 
 class RLHF(Method):
     name = "rlhf"
     Config = RLHFConfig
     needs_reference = True
-    needs_reward_model = True  # set per instance: False when a text scorer is configured
+    needs_reward = True
     data_kind = "prompts"
 
-    def __init__(self, cfg: RLHFConfig, scorer=None):
+    def __init__(self, cfg: RLHFConfig):
         super().__init__(cfg)
-        check_sampling(cfg)
-        if cfg.beta < 0 or cfg.reward_clip < 0:
-            raise ValueError(f"method_args.beta={cfg.beta}, reward_clip={cfg.reward_clip}; must be >= 0")
-        if cfg.updates_per_sample < 1 or not cfg.ratio_clip > 0:
-            raise ValueError(f"method_args.updates_per_sample={cfg.updates_per_sample} must be >= 1 and ratio_clip={cfg.ratio_clip} > 0")
-        self.scorer = resolve_scorer(cfg.scorer, scorer)
-        self.needs_reward_model = self.scorer is None
         self._reuse: list[dict] = []  # the samples of the current u-step cycle, one entry per micro-batch
         self._cycle_step, self._micro, self._seen_step = -1, 0, -1
 
-    def bound(self, rewards: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
-        """Raw scores (P, k) -> bounded rewards (Assumption 4.4): whiten, clip, fixed no-EOS score."""
+    def bound(self, rewards: torch.Tensor, finished: torch.Tensor) -> torch.Tensor:
+        """Raw scores (P, k) -> bounded rewards (Assumption 4.4): whiten, clip, a fixed score for
+        samples that never finished (neither EOS nor a stop string within max_new_tokens)."""
         r = rewards.float()
         if self.cfg.reward_whiten:
             r = (r - r.mean()) / r.std().clamp(min=1e-6) if r.numel() > 1 else r - r.mean()
         if self.cfg.reward_clip > 0:
             r = r.clamp(-self.cfg.reward_clip, self.cfg.reward_clip)
         if self.cfg.missing_eos_reward is not None:
-            r = torch.where(eos.to(r.device), r, torch.full_like(r, self.cfg.missing_eos_reward))
+            r = torch.where(finished.to(r.device), r, torch.full_like(r, self.cfg.missing_eos_reward))
         return r
 
     def loss(self, batch: list[PromptExample], ctx: MethodContext):
@@ -100,12 +100,12 @@ class RLHF(Method):
             if self._micro == 0:
                 self._reuse, self._cycle_step = [], ctx.step
         prompts = [ex.prompt_ids for ex in batch]
-        pp = shared_prompt_pass(ctx, prompts)  # the policy runs each prompt once, for sampling and the loss
+        pp = ctx.policy.prompt_pass(prompts)  # the policy runs each prompt once, for sampling and the loss
         rollout = draw(ctx, prompts, self.cfg, pp)
-        raw = score(ctx, self.scorer, prompts, rollout)  # (P, k)
+        raw = scores(ctx, prompts, rollout)  # (P, k)
         entry = {
             "prompts": prompts, "responses": rollout.responses, "raw": raw.cpu(),
-            "rewards": self.bound(raw, rollout.eos).cpu(), "old_logps": rollout.logps.cpu(),
+            "rewards": self.bound(raw, rollout.finished).cpu(), "old_logps": rollout.logps.cpu(),
             "sample": sample_metrics(rollout, rollout.logps, ref_logps=rollout.logps),  # its kl (0 here) is replaced in _loss
             "num_tokens": sample_tokens(prompts, rollout),
         }
@@ -117,9 +117,9 @@ class RLHF(Method):
     def _loss(self, s: dict, pp, ctx: MethodContext):
         cfg = self.cfg
         P, k = len(s["prompts"]), cfg.k
-        pol = policy_logps(ctx, s["prompts"], s["responses"], temperature=cfg.temperature, prompt_pass=pp)
+        pol = ctx.policy.logps(s["prompts"], s["responses"], temperature=cfg.temperature, prompt_pass=pp)
         policy = pol.logps.view(P, k)  # (P, k) log π_τ(y_i|x), with grad
-        ref = ctx.ref_logps(s["prompts"], s["responses"], temperature=cfg.temperature).logps.detach().float().view(P, k)
+        ref = ctx.reference.logps(s["prompts"], s["responses"], temperature=cfg.temperature).logps.float().view(P, k)
         rewards = s["rewards"].to(policy.device)  # (P, k) bounded
         reuse = cfg.updates_per_sample > 1
         old = s["old_logps"].to(policy.device) if reuse else None

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hybridpo.data.examples import PromptExample
-from hybridpo.methods.base import Method, MethodContext
+from hybridpo.methods.base import Method, MethodArgs, MethodContext
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(MethodArgs):
     pass  # SFT has no options of its own: learning rate, batch etc. live in `optim`
 
 
@@ -27,7 +27,7 @@ class SFT(Method):
         for ex in batch:
             if ex.reference_ids is None:
                 raise ValueError("method=sft needs SFT rows (prompt + response); got a prompt-only example")
-        out = ctx.logps([ex.prompt_ids for ex in batch], [[ex.reference_ids] for ex in batch])
+        out = ctx.policy.logps([ex.prompt_ids for ex in batch], [[ex.reference_ids] for ex in batch])
         n_tokens = out.mask.sum()
         nll = -out.tok_logps.sum() / n_tokens  # mean over response tokens; tok_logps is 0 off the mask
         metrics = {

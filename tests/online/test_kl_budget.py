@@ -1,7 +1,7 @@
-"""Issue 5 done-when: `kl_budget` holds the measured KL(π‖π_ref) at its budget.
+"""`kl_budget` holds the measured KL(π‖π_ref) at its budget.
 
 `kl_budget` is the constrained form of paper Eq. 6, max DPO objective s.t. KL(π‖π_ref) ≤ budget,
-solved by dual ascent after every step:  λ ← max(0, λ + η_λ (KL_measured − budget)).
+solved by dual ascent after every optimizer step:  λ ← max(0, λ + η_λ (KL_measured − budget)).
 Its guarantee is the constraint's, on AVERAGE (the averaged iterates of a primal-dual method are
 feasible; single steps oscillate, and each step's estimate from 16 samples is itself noisy): the
 mean KL stays at or below the budget, where the same run without the constraint goes far past it.
@@ -36,8 +36,8 @@ def test_kl_budget_keeps_the_mean_kl_within_its_budget_where_dpo_exceeds_it(tiny
     held, logged = mean_kl_after_warmup(train("hypo.yaml", tmp_path / "budget", *common, "method_args.lambda_lr=0.5"))
     free, free_logged = mean_kl_after_warmup(train("hypo.yaml", tmp_path / "free", *common, "method_args.lambda_lr=0.0"))
     print(f"\nkl_budget {BUDGET}: mean KL over steps 21-40 = {held:.3f} (unconstrained: {free:.3f}); "
-          f"λ max {max(r['lambda'] for r in logged):.2f}, last {logged[-1]['lambda']:.2f}")
-    assert all(r["lambda"] == 0.0 for r in free_logged)  # the control run is plain DPO
+          f"λ max {max(r['lam'] for r in logged):.2f}, last {logged[-1]['lam']:.2f}")
+    assert all(r["lam"] == 0.0 for r in free_logged)  # the control run is plain DPO
     assert free > 2 * BUDGET  # without the constraint the policy drifts far past the budget
-    assert logged[0]["lambda"] == 0.0 and max(r["lambda"] for r in logged) > 0.5  # the dual variable acted
+    assert logged[0]["lam"] == 0.0 and max(r["lam"] for r in logged) > 0.5  # the dual variable acted
     assert held <= 1.2 * BUDGET  # and with it the mean KL stays within the budget

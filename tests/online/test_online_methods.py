@@ -1,4 +1,4 @@
-"""The online methods' arithmetic on a small-vocabulary model, with a context built as the loop does.
+"""The online methods' arithmetic on a small-vocabulary model, with the model roles the loop builds.
 
 Every expected number is recomputed independently: the samples are replayed from the same seed,
 log-probs come from the plain padded layout (the methods use the packed one), and the losses from
@@ -14,9 +14,10 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from hybridpo.data.examples import PreferenceExample, PromptExample
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from hybridpo.losses import dpo_loss, hypo_kl_loss, rloo_policy_loss, sequence_kl
 from hybridpo.methods import MethodContext, get_method
+from hybridpo.models import Policy, Reference, TextReward, load_scorer
 from hybridpo.methods.hypo import HyPOConfig
 from hybridpo.methods.online_dpo import OnlineDPOConfig
 from hybridpo.methods.rlhf import RLHFConfig
@@ -40,29 +41,43 @@ def model(seed: int) -> GPTNeoXForCausalLM:
     return GPTNeoXForCausalLM(cfg)
 
 
+class CountingPolicy(Policy):
+    """The policy role, counting its sample calls."""
+
+    def __init__(self, *args, calls: list | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = calls
+
+    def sample(self, prompts, k, **kwargs):
+        if self.calls is not None:
+            self.calls.append(len(prompts))
+        return super().sample(prompts, k, **kwargs)
+
+
+class FnReward:
+    """A reward role from a function of the token ids (a stand-in reward model)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def score(self, prompts, responses):
+        return self.fn(prompts, responses)
+
+
 def context(policy, reference, reward=None, calls=None) -> MethodContext:
+    """The roles as the loop builds them; the prompt pass off, so the replay below takes the
+    sampler's own code path and draws the very same tokens."""
     gen = torch.Generator().manual_seed(SEED)
-
-    def logps(p, r, temperature=1.0):
-        return response_logps(policy, p, r, pad_id=PAD, temperature=temperature)
-
-    def ref_logps(p, r, temperature=1.0):
-        with torch.no_grad():
-            return response_logps(reference, p, r, pad_id=PAD, temperature=temperature)
-
-    def draw(p, k, **kw):
-        if calls is not None:
-            calls.append(len(p))
-        return sample(policy, p, k, eos_id=EOS, pad_id=PAD, generator=gen, **kw)
-
-    return MethodContext(policy=policy, logps=logps, ref_logps=ref_logps, sample=draw, reward=reward, tokenizer=Tok(),
-                         pad_id=PAD, eos_id=EOS, generator=gen, device=torch.device("cpu"))
+    role = CountingPolicy(policy, PAD, EOS, tokenizer=Tok(), share_prompt="off", generator=gen, calls=calls)
+    return MethodContext(policy=role, reference=Reference("copy", reference, pad_id=PAD), reward=reward,
+                         tokenizer=Tok(), pad_id=PAD, eos_id=EOS)
 
 
-def replay(policy, k, max_new_tokens, temperature=1.0):
+def replay(policy, k, max_new_tokens, temperature=1.0, stop_strings=None):
     """The rollout the method drew: same model, same seed, same call."""
-    return sample(policy, PROMPTS, k, max_new_tokens=max_new_tokens, eos_id=EOS, pad_id=PAD,
-                  generator=torch.Generator().manual_seed(SEED), temperature=temperature, top_p=1.0, top_k=0, stop_strings=None)
+    return sample(policy, PROMPTS, k, max_new_tokens=max_new_tokens, eos_id=EOS, pad_id=PAD, tokenizer=Tok(),
+                  generator=torch.Generator().manual_seed(SEED), temperature=temperature, top_p=1.0, top_k=0,
+                  stop_strings=stop_strings)
 
 
 def padded(m, prompts, responses, temperature=1.0):
@@ -98,24 +113,31 @@ def test_hypo_loss_is_dpo_plus_lambda_times_kl_surrogate(models, pair_batch, tau
     pol_s = padded(policy, PROMPTS, r.responses, temperature=tau)
     pi_s, rf_s = pol_s.logps.view(3, 3), padded(reference, PROMPTS, r.responses, temperature=tau).logps.view(3, 3)
     offline = dpo_loss(pi_pairs[:, 0], pi_pairs[:, 1], rf_pairs[:, 0], rf_pairs[:, 1], 0.1).mean()
-    online = hypo_kl_loss(pi_s, rf_s, pol_s.lengths.view(3, 3), alpha=0.01).mean()
-    assert loss.item() == pytest.approx((offline + 0.7 * online).item(), abs=1e-5)
+    # Alg. 1 line 5: ℓ_kl summed over the k = 3 samples of each prompt, then averaged over prompts
+    online = hypo_kl_loss(pi_s, rf_s, pol_s.lengths.view(3, 3), alpha=0.01, reduction="sum").mean()
+    assert loss.item() == pytest.approx((offline + 0.7 * online).item(), rel=1e-5, abs=1e-5)  # fp32 sums of ~10
+    mean_form = get_method("hypo")(HyPOConfig(k=3, max_new_tokens=5, beta=0.1, lam=0.7, alpha=0.01, temperature=tau,
+                                              kl_reduction="mean")).loss(pair_batch, context(policy, reference))[1]
+    assert mean_form["loss/kl_surrogate"] == pytest.approx(m["loss/kl_surrogate"] / 3, abs=1e-6)
     assert m["loss/dpo"] == pytest.approx(offline.item(), abs=1e-5)
     assert m["kl"] == pytest.approx(sequence_kl(pi_s, rf_s).mean().item(), abs=1e-4)
     assert m["kl"] > 0.05  # π was moved away from π_ref
-    assert m["lambda"] == 0.7
+    assert m["lam"] == 0.7
     assert m["response_length"] == pytest.approx(r.lengths.float().mean().item())
     assert m["eos_rate"] == pytest.approx(r.eos.float().mean().item())
     # entropy estimate: mean -log π of the sampled tokens
     assert m["entropy"] == pytest.approx((-r.tok_logps.sum() / r.lengths.sum()).item(), rel=1e-5)
 
 
-def test_hypo_dual_ascent_moves_lambda_by_the_constraint_violation(models, pair_batch):
+def test_hypo_dual_ascent_moves_lambda_once_per_step_by_the_constraint_violation(models, pair_batch):
     policy, reference = models
     method = get_method("hypo")(HyPOConfig(k=2, max_new_tokens=4, lam=0.2, kl_budget=0.5, lambda_lr=0.1))
     _, m = method.loss(pair_batch, context(policy, reference))
-    assert m["lambda"] == 0.2  # the λ this step used
-    assert method.lam == pytest.approx(max(0.0, 0.2 + 0.1 * (m["kl"] - 0.5)), abs=1e-7)  # λ ← max(0, λ + η(KL - target))
+    _, m2 = method.loss(pair_batch, context(policy, reference))  # a second micro-batch of the same step
+    assert m["lam"] == m2["lam"] == 0.2 and method.lam == 0.2  # λ moves between optimizer steps, not micro-batches
+    step_kl = (m["kl"] + m2["kl"]) / 2  # what the loop hands after_step: the step's mean over micro-batches
+    method.after_step({**m, "kl": step_kl})
+    assert method.lam == pytest.approx(max(0.0, 0.2 + 0.1 * (step_kl - 0.5)), abs=1e-7)  # λ ← max(0, λ + η(KL - target))
     lam_after = method.lam
     method.evaluate(pair_batch, context(policy, reference))
     assert method.lam == lam_after  # held-out evaluation never moves λ
@@ -131,6 +153,7 @@ def test_hypo_on_the_reference_has_zero_kl_and_lambda_falls_to_zero(pair_batch):
     _, m = method.loss(pair_batch, context(policy, reference))
     assert m["kl"] == pytest.approx(0.0, abs=1e-5)  # π = π_ref: log π/π_ref = 0 on every sample
     assert m["loss/kl_surrogate"] == pytest.approx(0.0, abs=1e-5)
+    method.after_step(m)
     assert method.lam == 0.0  # 0.03 + 0.1 (0 - 0.5) < 0 -> clipped at 0
 
 
@@ -138,9 +161,8 @@ def test_online_dpo_trains_on_best_vs_worst_and_skips_ties(models):
     policy, reference = models
     batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
     scorer = lambda prompt, response: float(sum(int(t) for t in response.split()))  # noqa: E731  sum of the ids
-    method = get_method("online_dpo")(OnlineDPOConfig(k=4, max_new_tokens=6, beta=0.2), scorer=scorer)
-    assert not method.needs_reward_model
-    loss, m = method.loss(batch, context(policy, reference))
+    method = get_method("online_dpo")(OnlineDPOConfig(k=4, max_new_tokens=6, beta=0.2))
+    loss, m = method.loss(batch, context(policy, reference, reward=TextReward(scorer, Tok())))
 
     r = replay(policy, 4, 6)
     scores = (r.tokens * r.mask).sum(-1).float()  # (3, 4): the scorer's values, from the replayed ids
@@ -154,36 +176,52 @@ def test_online_dpo_trains_on_best_vs_worst_and_skips_ties(models):
     assert m["reward/best"] == pytest.approx(scores.max(1).values.mean().item())
     assert m["pairs/ties"] == pytest.approx(1 - valid.float().mean().item())
 
-    tie = get_method("online_dpo")(OnlineDPOConfig(k=2, max_new_tokens=3), scorer=lambda p, r: 1.0)
-    loss, m = tie.loss(batch, context(policy, reference))
+    tie = get_method("online_dpo")(OnlineDPOConfig(k=2, max_new_tokens=3))
+    loss, m = tie.loss(batch, context(policy, reference, reward=TextReward(lambda p, r: 1.0, Tok())))
     assert m["pairs/ties"] == 1.0 and loss.item() == 0.0  # no pair carries information
 
 
-def test_online_dpo_without_scorer_needs_a_reward_model():
-    method = get_method("online_dpo")(OnlineDPOConfig())
-    assert method.needs_reward_model
+def test_scorer_specs_are_loaded_or_refused_with_the_reason():
+    assert load_scorer("hybridpo.losses:dpo_loss") is dpo_loss
     with pytest.raises(ValueError, match="package.module:function"):
-        get_method("online_dpo")(OnlineDPOConfig(scorer="gold_reward"))
-    assert get_method("rlhf")(RLHFConfig(scorer="hybridpo.tasks.gold:gold_reward")).needs_reward_model is False
+        load_scorer("gold_reward")
+    with pytest.raises(ValueError, match="cannot load it"):
+        load_scorer("hybridpo.losses:no_such_function")
+    assert get_method("online_dpo").needs_reward and get_method("rlhf").needs_reward
+    assert not get_method("hypo").needs_reward  # HyPO's samples are unlabeled
 
 
 def test_rlhf_rewards_are_bounded():
     method = get_method("rlhf")(RLHFConfig(reward_clip=10.0, missing_eos_reward=-1.0))
     raw = torch.tensor([[3.0, -20.0], [0.5, 12.0]])
-    eos = torch.tensor([[True, True], [False, True]])
-    assert method.bound(raw, eos).tolist() == [[3.0, -10.0], [-1.0, 10.0]]  # clip to ±10, then the no-EOS score
+    finished = torch.tensor([[True, True], [False, True]])
+    assert method.bound(raw, finished).tolist() == [[3.0, -10.0], [-1.0, 10.0]]  # clip to ±10, then the unfinished score
     whiten = get_method("rlhf")(RLHFConfig(reward_whiten=True, reward_clip=1.0))
     # mean -1.125, sample std 13.518: z = [0.305, -1.396, 0.120, 0.971]; only -20's z passes the clip at 1
     expected = torch.tensor([[0.30515, -1.0], [0.12021, 0.97095]])
-    torch.testing.assert_close(whiten.bound(raw, eos), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(whiten.bound(raw, finished), expected, atol=1e-4, rtol=0)
+
+
+def test_rlhf_missing_eos_score_spares_samples_that_ended_on_a_stop_string(models):
+    """A sample ended by a stop string has finished: only samples that ran out of tokens get the
+    fixed score. Every raw reward is 3, so the bounded mean is 3 on finished samples, -1 elsewhere."""
+    policy, reference = models
+    batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
+    cfg = RLHFConfig(k=4, max_new_tokens=6, missing_eos_reward=-1.0, stop_strings=["1"])  # any id with a digit 1
+    const = FnReward(lambda prompts, responses: torch.full((sum(map(len, responses)),), 3.0))
+    _, m = get_method("rlhf")(cfg).loss(batch, context(policy, reference, reward=const))
+
+    r = replay(policy, 4, 6, stop_strings=["1"])
+    assert (r.finished & ~r.eos).any() and (~r.finished).any()  # both kinds occur, so the test can tell them apart
+    expected = torch.where(r.finished, torch.tensor(3.0), torch.tensor(-1.0)).mean().item()
+    assert m["reward/bounded"] == pytest.approx(expected)
 
 
 def test_rlhf_loss_is_rloo_on_bounded_rewards(models):
     policy, reference = models
     batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
 
-    def reward(prompts, responses):  # a "reward model": 2 × the length, so clipping at 5 binds
-        return torch.tensor([2.0 * len(s) for rs in responses for s in rs])
+    reward = FnReward(lambda prompts, responses: torch.tensor([2.0 * len(s) for rs in responses for s in rs]))  # clipping at 5 binds
 
     method = get_method("rlhf")(RLHFConfig(k=3, max_new_tokens=5, beta=0.05, reward_clip=5.0))
     loss, m = method.loss(batch, context(policy, reference, reward=reward))
@@ -203,7 +241,8 @@ def test_rlhf_reuses_samples_for_updates_per_sample_steps(models):
     policy, reference = models
     batch = [PromptExample(p, "", None, None, None) for p in PROMPTS]
     calls = []
-    ctx = context(policy, reference, reward=lambda p, rs: torch.tensor([float(len(s)) for r in rs for s in r]), calls=calls)
+    ctx = context(policy, reference, reward=FnReward(lambda p, rs: torch.tensor([float(len(s)) for r in rs for s in r])),
+                  calls=calls)
     method = get_method("rlhf")(RLHFConfig(k=2, max_new_tokens=4, updates_per_sample=3, ratio_clip=0.2))
     drawn = []
     for step in range(4):

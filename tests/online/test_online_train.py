@@ -46,7 +46,7 @@ def test_hypo_step_with_lambda_zero_equals_dpo_step(tiny_model_dir, tmp_path):
     assert max_diff(after_hypo, after_dpo) < 1e-2 * 1e-3
     logged_dpo, logged_hypo = rows(dpo)[0], rows(hypo)[0]
     assert logged_hypo["loss"] == pytest.approx(logged_dpo["loss"], abs=1e-6)
-    assert logged_hypo["lambda"] == 0.0 and 0.0 < logged_hypo["sample_time_share"] < 1.0
+    assert logged_hypo["lam"] == 0.0 and 0.0 < logged_hypo["sample_time_share"] < 1.0
 
 
 @pytest.mark.parametrize("method, extra", [
@@ -71,7 +71,7 @@ def test_online_methods_run_end_to_end(method, extra, tiny_model_dir, reward_mod
     # a random init is nearly uniform: the per-token entropy estimate is close to log 50,304 = 10.83 nats
     assert logged[0]["entropy"] == pytest.approx(math.log(50304), abs=0.3)
     if method == "hypo":
-        assert all(r["lambda"] == 0.5 for r in logged)
+        assert all(r["lam"] == 0.5 for r in logged)
     else:
         assert all("reward" in r for r in logged)
     assert (run / "final" / "model.safetensors").exists()

@@ -23,7 +23,7 @@ import itertools
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from hybridpo.losses import hypo_kl_loss, kl_divergence
 from hybridpo.rollout import sample
 
@@ -75,7 +75,8 @@ def test_hypo_kl_gradient_matches_exact_kl_gradient():
         pi = response_logps(policy, prompts, r.responses, pad_id=PAD).by_prompt()  # (P, K)
         with torch.no_grad():
             pr = response_logps(ref, prompts, r.responses, pad_id=PAD).by_prompt()
-        hypo.append(flat_grad(policy, hypo_kl_loss(pi, pr).mean(), retain=True))
+        # Alg. 1 sums ℓ_kl over the K samples of a prompt: its gradient estimates K ∇KL, so / K
+        hypo.append(flat_grad(policy, hypo_kl_loss(pi, pr).mean() / K, retain=True))
         no_stop_grad.append(flat_grad(policy, (pi - pr).mean()))  # the naive "differentiate the KL sample"
     assert not r.finished.all()  # samples cut at max_new_tokens without EOS do occur
 

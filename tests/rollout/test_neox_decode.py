@@ -1,4 +1,4 @@
-"""hybridpo.neox_decode: the lean GPT-NeoX decode step draws what transformers' forward draws.
+"""hybridpo.fast.neox_decode: the lean GPT-NeoX decode step draws what transformers' forward draws.
 
 Both decoders consume the generator in the same order (one draw per running sample per step), so
 with the same seed they give the same tokens, and the per-token log-probs agree to float rounding
@@ -14,9 +14,9 @@ import torch
 from torch.testing import assert_close
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from hybridpo import neox_decode
-from hybridpo.logprobs import response_logps
-from hybridpo.prompt_cache import prompt_pass
+from hybridpo.fast import neox_decode
+from hybridpo.forward import response_logps
+from hybridpo.forward import prompt_pass
 from hybridpo.rollout import sample
 from tiny_models import tiny_model
 

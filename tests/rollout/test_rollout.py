@@ -9,7 +9,7 @@ import torch
 from torch.testing import assert_close
 from transformers import PreTrainedTokenizerFast
 
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from tiny_models import tiny_model
 from hybridpo.losses import sequence_kl
 from hybridpo.rollout import _truncate, sample

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hybridpo.data import PreferenceExample, PromptExample
-from hybridpo.logprobs import ResponseLogps
+from hybridpo.forward import ResponseLogps
 from hybridpo.methods import METHODS, MethodContext, get_method
 from hybridpo.methods.dpo import DPO, IPO, DPOConfig, IPOConfig
 from hybridpo.methods.sft import SFT, SFTConfig
@@ -18,27 +18,28 @@ def pair(prompt, chosen, rejected):
     return PreferenceExample(prompt, chosen, rejected, "p", "c", "r", None)
 
 
-def fixed_logps(table: dict, calls: list):
-    """A log-prob function returning table[tuple(response)] as the sequence log-prob of each response."""
+class FixedLogps:
+    """A model role whose `logps` returns table[tuple(response)] as the sequence log-prob of each
+    response (spread evenly over its tokens), counting the responses it was asked about."""
 
-    def fn(prompts, responses, temperature=1.0):
-        calls.append(sum(len(rs) for rs in responses))
+    def __init__(self, table: dict, calls: list):
+        self.table, self.calls = table, calls
+
+    def logps(self, prompts, responses, temperature=1.0, prompt_pass=None):
+        self.calls.append(sum(len(rs) for rs in responses))
         flat = [r for rs in responses for r in rs]
-        values = torch.tensor([table[tuple(r)] for r in flat], requires_grad=True)
+        values = torch.tensor([self.table[tuple(r)] for r in flat], requires_grad=True)
         lengths = torch.tensor([len(r) for r in flat])
         L = int(lengths.max())
         mask = torch.arange(L)[None] < lengths[:, None]
         tok = torch.where(mask, (values / lengths)[:, None], torch.zeros(()))
         return ResponseLogps(values, tok, mask, lengths, [len(rs) for rs in responses])
 
-    return fn
-
 
 def context(policy_table, ref_table, calls_policy=None, calls_ref=None):
     return MethodContext(
-        policy=None, logps=fixed_logps(policy_table, calls_policy if calls_policy is not None else []),
-        ref_logps=fixed_logps(ref_table, calls_ref if calls_ref is not None else []), sample=None, reward=None,
-        tokenizer=None, pad_id=1, eos_id=0, generator=torch.Generator(), device=torch.device("cpu"),
+        policy=FixedLogps(policy_table, calls_policy if calls_policy is not None else []),
+        reference=FixedLogps(ref_table, calls_ref if calls_ref is not None else []), pad_id=1, eos_id=0,
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hybridpo.config import LoraConfig, ModelConfig
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from hybridpo.models import (
     FrozenTrunkReference,
     apply_lora,
@@ -17,7 +17,7 @@ from hybridpo.models import (
     gpt_neox_config,
     train_last_n_layers,
 )
-from hybridpo.rewards import reward_scores
+from hybridpo.forward import reward_scores
 
 from pathlib import Path
 

@@ -17,13 +17,13 @@ import torch
 
 from hybridpo.config import config_from_dict
 from hybridpo.loop import train
-from hybridpo.methods import METHODS, Method
+from hybridpo.methods import METHODS, Method, MethodArgs
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
-class ProbeConfig:
+class ProbeConfig(MethodArgs):
     k: int = 2  # samples per prompt
     max_new_tokens: int = 6  # sample length cap
 
@@ -40,9 +40,9 @@ class Probe(Method):
     def loss(self, batch, ctx):
         self.calls += 1
         prompts = [ex.prompt_ids for ex in batch]
-        rollout = ctx.sample(prompts, self.cfg.k, max_new_tokens=self.cfg.max_new_tokens)
-        policy = ctx.logps(prompts, rollout.responses).by_prompt()  # (P, k), with grad
-        ref = ctx.ref_logps(prompts, rollout.responses).by_prompt()  # (P, k)
+        rollout = ctx.policy.sample(prompts, self.cfg.k, max_new_tokens=self.cfg.max_new_tokens)
+        policy = ctx.policy.logps(prompts, rollout.responses).by_prompt()  # (P, k), with grad
+        ref = ctx.reference.logps(prompts, rollout.responses).by_prompt()  # (P, k)
         log_ratio = (policy - ref).detach()
         loss = (log_ratio * policy).mean()  # ∇ = E[log(π/π_ref) ∇ log π] = ∇ KL(π‖π_ref)
         sampler_gap = (rollout.logps.to(policy.device) - policy.detach()).abs().max().item()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hybridpo.forward import hf
+
 
 def reward_scores(model: nn.Module, prompts: list[list[int]], responses: list[list[list[int]]], *, pad_id: int) -> Tensor:
     """Scalar rewards of every response of every prompt, prompt-major order.   -> (N,) fp32
 
-    Same input convention as hybridpo.logprobs.response_logps. Gradients flow when the caller has
+    Same input convention as hybridpo.forward.response_logps. Gradients flow when the caller has
     grad enabled (reward-model training); wrap in torch.no_grad() to score samples.
     """
     if len(prompts) != len(responses):
@@ -24,12 +26,12 @@ def reward_scores(model: nn.Module, prompts: list[list[int]], responses: list[li
     seqs = [p + r for p, rs in zip(prompts, responses) for r in rs]
     if not seqs or min(len(s) for s in seqs) == 0:
         raise ValueError("reward_scores needs at least one non-empty prompt + response")
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = hf.base_model(model)
     backbone = getattr(inner, inner.base_model_prefix)
     head = getattr(inner, "score", None)
     if head is None:
         head = inner.classifier
-    device = next(model.parameters()).device
+    device = hf.device_of(model)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (N, T) right-padded
     attn = torch.zeros((len(seqs), width), dtype=torch.long)

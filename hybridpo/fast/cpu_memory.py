@@ -1,4 +1,4 @@
-"""Keep freed CPU memory for reuse: no page faults per training step (issue 7).
+"""Keep freed CPU memory for reuse: no page faults per training step.
 
 glibc's malloc hands a large block (≥ 128 KB, adaptively up to 32 MB) to the program as a fresh
 `mmap` and gives it back to the OS when freed. A training step allocates the same large tensors
@@ -14,9 +14,13 @@ The price is memory. Resident memory never shrinks, and as batch shapes vary the
 freed blocks are split for smaller tensors and a larger one then needs fresh heap. Measured on the
 hypo benchmark's data (Pythia-70m shape, batch 8, RSS before each step): DPO over 32 steps 3.3 ->
 4.9 GB, flat from step 24 (glibc's default: 3.2-3.5 GB) for 15% less time; HyPO 4.3 -> 6.8-7.4
-GB, flat after ~16 steps (two runs; default: ~3.9 GB) for 15% less time. `RunConfig.keep_freed_memory = false` keeps
-glibc's default behaviour. On a GPU run the large tensors live on the device, so the setting
-changes little either way. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
+GB, flat after ~16 steps (two runs; default: ~3.9 GB) for 15% less time. On a GPU run the large
+tensors live on the device, so the setting changes little either way. Elsewhere than glibc (macOS,
+musl, Windows) it does nothing.
+
+It changes the allocator of the whole process, so only the command line sets it (`hybridpo train`
+and each `hybridpo bench speed` process call `configure(cfg.speed.keep_freed_memory)`); a library
+caller of `hybridpo.loop.train` keeps its process's allocator as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ _M_MMAP_MAX = -4  # most blocks served by mmap at once; 0 = none, every block fr
 
 _NEVER_TRIM = 2**31 - 1  # mallopt takes a C int: ~2 GB of free heap top before any is returned
 _TOP_PAD = 64 << 20  # grow the heap 64 MB at a time instead of page by page
+
+
+def configure(setting: str) -> bool:
+    """Apply `speed.keep_freed_memory`: "on", "off", or "auto" (on when no GPU will be used); True when on."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"keep_freed_memory={setting!r}; choose from ['auto', 'on', 'off']")
+    if setting == "off":
+        return False
+    if setting == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return False
+    return keep_freed_memory()
 
 
 @functools.cache

@@ -8,14 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo import logprobs
+from hybridpo.forward import PackingUnsupported, hf, layout, packing_unsupported_reason, response_logps
+from hybridpo.forward.layout import packed_attention_mask
 from tiny_models import tiny_model
-from hybridpo.logprobs import (
-    PackingUnsupported,
-    packed_attention_mask,
-    packing_unsupported_reason,
-    response_logps,
-)
 
 PAD = 1
 
@@ -51,7 +46,7 @@ def head_path(request, monkeypatch):
     """The packed layout's two ways to the LM head: the model's forward with a boolean
     logits_to_keep (transformers 5.x), or the decoder then get_output_embeddings() (fallback)."""
     if request.param == "decoder_and_head":
-        monkeypatch.setattr(logprobs, "_head_selects_positions", lambda inner: False)
+        monkeypatch.setattr(hf, "head_selects_positions", lambda inner: False)
     return request.param
 
 
@@ -195,7 +190,7 @@ def test_packed_goes_through_a_ddp_style_wrapper():
 
 
 def test_packed_refuses_ddp_style_wrapper_without_logits_to_keep(monkeypatch):
-    monkeypatch.setattr(logprobs, "_head_selects_positions", lambda inner: False)
+    monkeypatch.setattr(hf, "head_selects_positions", lambda inner: False)
     assert "forward would be bypassed" in packing_unsupported_reason(Wrapper(tiny_model()))
 
 
@@ -245,8 +240,8 @@ def test_gradient_flows_only_when_enabled():
 
 def test_short_groups_share_a_row_first_fit_decreasing():
     """Group sizes 15, 2, 21, 6, 19 with rows 21 wide: 21 | 19 + 2 | 15 + 6."""
-    assert logprobs._rows_of([15, 2, 21, 6, 19]) == [[2], [4, 1], [0, 3]]
-    packed = logprobs._pack([[5] * 5, [6], [7] * 9], [[[8] * 3, [9] * 7], [[3]], [[4] * 4, [2] * 2, [], [3] * 6]], PAD)
+    assert layout.rows_of([15, 2, 21, 6, 19]) == [[2], [4, 1], [0, 3]]
+    packed = layout.pack([[5] * 5, [6], [7] * 9], [[[8] * 3, [9] * 7], [[3]], [[4] * 4, [2] * 2, [], [3] * 6]], PAD)
     assert packed.input_ids.shape == (2, 21)  # the "mixed" case of CASES: 3 groups in 2 rows, equal to padded above
     assert packed.group.tolist()[1] == [0] * 15 + [1] * 2 + [-1] * 4
 

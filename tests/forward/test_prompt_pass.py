@@ -1,4 +1,4 @@
-"""prompt_pass: one forward of the prompts serves the sampler and the loss (issue 7).
+"""prompt_pass: one forward of the prompts serves the sampler and the loss.
 
 response_logps(prompt_pass=pp) forwards only the responses after the cached prompt keys / values:
 its log-probs AND gradients (which now flow through the cached keys / values and the prompt's last
@@ -11,9 +11,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo import logprobs, prompt_cache
-from hybridpo.logprobs import PackingUnsupported, after_prompt_attention_mask, response_logps
-from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
+from hybridpo.forward import PackingUnsupported, hf, prefill, prompt_pass, prompt_pass_unsupported_reason, response_logps
+from hybridpo.forward.layout import after_prompt_attention_mask
 from hybridpo.rollout import sample
 from tiny_models import tiny_model
 
@@ -48,7 +47,7 @@ def grads(model, loss):
 @pytest.mark.parametrize("head", ["model_forward", "decoder_and_head"])
 def test_after_prompt_pass_equals_padded_values_and_gradients(attn, case, head, monkeypatch):
     if head == "decoder_and_head":
-        monkeypatch.setattr(logprobs, "_head_selects_positions", lambda inner: False)
+        monkeypatch.setattr(hf, "head_selects_positions", lambda inner: False)
     model = tiny_model(attn=attn).train()  # the config has no dropout, so training mode is allowed
     prompts, responses = batch(*CASES[case])
     pp = prompt_pass(model, prompts, pad_id=PAD)
@@ -67,15 +66,15 @@ def test_packed_prompt_pass_equals_a_left_padded_prefill():
     model = tiny_model()
     prompts = [[5, 9, 13, 2, 7, 30, 41, 3], [11, 3], [8, 8, 20], [4], [6, 6, 6, 6, 6]]
     with torch.no_grad():
-        kv, last, attn = prompt_cache.packed_prompt_kv(model, prompts, PAD)
-        cache, last_padded, attn_padded = prompt_cache.forward_prompts(model, prompts, PAD)
+        kv, last, attn = prefill(model, prompts, PAD, how="packed")
+        kv_padded, last_padded, attn_padded = prefill(model, prompts, PAD, how="left_padded")
     assert torch.equal(attn, attn_padded)
     assert_close(last, last_padded, atol=1e-5, rtol=0)
     real = attn.bool()[:, None, :, None]  # (P, 1, W, 1)
-    for (keys, values), layer in zip(kv, cache.layers):
-        assert keys.shape == layer.keys.shape
-        assert_close(keys * real, layer.keys * real, atol=1e-5, rtol=0)
-        assert_close(values * real, layer.values * real, atol=1e-5, rtol=0)
+    for (keys, values), (keys_padded, values_padded) in zip(kv, kv_padded):
+        assert keys.shape == keys_padded.shape
+        assert_close(keys * real, keys_padded * real, atol=1e-5, rtol=0)
+        assert_close(values * real, values_padded * real, atol=1e-5, rtol=0)
 
 
 def test_one_prompt_pass_serves_two_scorings():

@@ -1,0 +1,133 @@
+"""The prompts' forward, once per step: keys / values and next-token logits kept for what follows.
+
+A step of HyPO / RLHF / online DPO can run each prompt through the policy ONCE:
+`prompt_pass(model, prompts)` keeps the prompts' keys / values (with grad) and their last logits;
+`response_logps(..., prompt_pass=pp)` then forwards only the responses, attending to those keys
+through a 4D mask, and `hybridpo.rollout.sample(..., prompt_pass=pp)` seeds its decode cache from
+the same pass, detached (the weights do not change in between). The sampler's own prefill, when
+there is no pass to share, is `prefill` too.
+
+Layout: the forward is PACKED where prompts can share rows (first-fit, hybridpo.forward.layout;
+no position is computed for padding) and the keys / values are gathered, differentiably, into the
+left-padded (P, heads, W, head_dim) layout every reader takes: prompt i in columns W - |x_i| .. W - 1,
+`attn` (P, W) 1 on real tokens. Where packing would not save positions, one left-padded forward.
+`prompt_pass_unsupported_reason` says when sharing would change the numbers (active dropout: the
+sampler runs in eval mode; gradient checkpointing; a DDP wrapper; a model that cannot pack).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hybridpo.forward import hf
+from hybridpo.forward import layout as lay
+
+
+@dataclass
+class PromptPass:
+    """One forward of P prompts, left-padded to width W, kept for the rest of the step."""
+
+    prompts: list[list[int]]  # the prompts it ran, as given
+    kv: list[tuple[Tensor, Tensor]]  # per layer (keys, values), each (P, kv_heads, W, head_dim); with grad when enabled
+    last_logits: Tensor  # (P, V) logits at each prompt's last token (predicting the first response token)
+    attn: Tensor  # (P, W) long, 1 on real prompt tokens (left padding is 0)
+
+
+def prompt_pass_unsupported_reason(model) -> str | None:
+    """Why `prompt_pass` + `response_logps(prompt_pass=...)` + `sample(prompt_pass=...)` would not
+    give the numbers of separate passes for `model` now, or None when they would."""
+    reason = hf.packing_unsupported_reason(model)
+    if reason is not None:
+        return reason
+    inner = hf.unwrap_model(model)
+    if hasattr(model, "module") and not hasattr(model, "get_base_model"):
+        return "a DDP-style wrapper expects one forward per backward"
+    if model.training and getattr(inner, "is_activation_checkpointing", getattr(inner, "is_gradient_checkpointing", False)):
+        return "gradient checkpointing turns the KV cache off in training mode"
+    if model.training:
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+            return "active dropout: the sampler runs in eval mode and would see other keys / values"
+        config = inner.config
+        for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "dropout"):
+            if isinstance(getattr(config, name, None), float) and getattr(config, name) > 0:
+                return f"config.{name} > 0: the sampler runs in eval mode and would see other keys / values"
+    return None
+
+
+def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
+    """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
+
+    The head runs at one position per prompt. Raises `PackingUnsupported` when
+    `prompt_pass_unsupported_reason(model)` names a reason, or when the model's cache is not made
+    of plain layers (e.g. sliding windows).
+    """
+    if not prompts or any(not p for p in prompts):
+        raise ValueError("prompt_pass needs at least one prompt, and no empty prompt")
+    reason = prompt_pass_unsupported_reason(model)
+    if reason is not None:
+        raise hf.PackingUnsupported(f"prompt_pass is not available: {reason}")
+    kv, last_logits, attn = prefill(model, prompts, pad_id)
+    if not isinstance(kv, list):
+        raise hf.PackingUnsupported(f"a prompt pass needs a DynamicCache of plain layers, got {type(kv).__name__}")
+    return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn)
+
+
+PREFILLS = ("auto", "packed", "left_padded")
+
+
+def prefill(model, prompts: list[list[int]], pad_id: int, how: str = "auto"):
+    """The prompts once: (per layer (keys, values) (P, kv_heads, W, head_dim) left-padded, or
+    transformers' own cache where it is not made of plain layers; last logits (P, V); mask (P, W)
+    long, 1 on real tokens). `how`="auto": packed where the model can pack and packing puts
+    several prompts in a row (it then computes fewer positions), else one left-padded forward
+    (the same numbers, no gather). Grad flows as the caller has it."""
+    if how not in PREFILLS:
+        raise ValueError(f"how={how!r}; choose from {list(PREFILLS)}")
+    lengths = [len(p) for p in prompts]
+    can_pack = hf.packing_unsupported_reason(model) is None
+    if how == "packed" or (how == "auto" and can_pack and len(lay.rows_of(lengths)) < len(prompts)):
+        return _packed_prefill(model, prompts, pad_id)
+    device = hf.device_of(model)
+    ids, attn, position_ids = lay.left_padded(prompts, pad_id)
+    attn = attn.to(device)
+    logits, out = hf.last_logits(model, dict(input_ids=ids.to(device), attention_mask=attn,
+                                             position_ids=position_ids.to(device), use_cache=True))
+    cache = hf.cache_of(out)
+    kv = hf.plain_layers(cache)
+    return (cache if kv is None else kv), logits, attn
+
+
+def _packed_prefill(model, prompts: list[list[int]], pad_id: int):
+    """The prompts once, PACKED (no padding computed), with the LM head at each prompt's last token;
+    their keys / values then gathered into the left-padded layout the sampler and
+    `response_logps(prompt_pass=...)` read: the same numbers a left-padded forward gives (to float
+    rounding), at the cost of the real tokens only (TL;DR prompts, 142-511 tokens, fill 65% of a
+    left-padded block). The gather is differentiable."""
+    device, P = hf.device_of(model), len(prompts)
+    lengths = [len(p) for p in prompts]
+    packed = lay.pack(prompts, [[] for _ in prompts], pad_id)
+    R, T = packed.input_ids.shape
+    attn, src = lay.left_padded_index(lengths, packed.prompt_start)  # (P, W) each
+    W = attn.shape[1]
+    last = packed.prompt_start + torch.tensor(lengths) - 1  # (P,) flat position of each prompt's last token
+    needs_head = torch.zeros(R * T, dtype=torch.bool)
+    needs_head[last] = True
+    mask = lay.packed_attention_mask(packed.segment.to(device), hf.head_dtype(model), packed.group.to(device))
+    inputs = dict(input_ids=packed.input_ids.to(device), attention_mask=mask,
+                  position_ids=packed.position_ids.to(device), use_cache=True)
+    logits, out = hf.logits_at(model, inputs, needs_head.view(R, T).to(device))  # (P, V) in row-major order
+    layers = hf.plain_layers(hf.cache_of(out))
+    if layers is None:
+        raise hf.PackingUnsupported("a prompt pass needs a DynamicCache of plain layers")
+    src = src.view(-1).to(device)
+
+    def left_padded(x: Tensor) -> Tensor:  # (R, H, T, D) -> (P, H, W, D)
+        H, D = x.shape[1], x.shape[-1]
+        return x.transpose(1, 2).reshape(R * T, H, D)[src].view(P, W, H, D).transpose(1, 2)
+
+    kv = [(left_padded(keys), left_padded(values)) for keys, values in layers]
+    rank = torch.argsort(torch.argsort(last)).to(device)  # prompt i's row in the row-major logits
+    return kv, logits[rank], attn.to(device)

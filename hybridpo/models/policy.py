@@ -1,0 +1,104 @@
+"""The policy as the methods see it: it scores responses, runs the prompts once, and samples.
+
+    policy.logps(prompts, responses)            log π(y|x) with grad (hybridpo.forward)
+    policy.prompt_pass(prompts)                 the prompts once this step, or None where sharing
+                                                would change the numbers or is turned off
+    policy.sample(prompts, k, prompt_pass=pp)   k completions per prompt, no grad (hybridpo.rollout)
+
+Each call counts its wall time on the step clock ("policy forward", "sampling"), which is what the
+loop logs as `sample_time_share` and the benchmark reports per phase. The sampler is a seam: any
+object with the `Sampler` signature can serve instead of the built-in one (docs/generation_engine.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from hybridpo.forward import PromptPass, ResponseLogps, prompt_pass, prompt_pass_unsupported_reason, response_logps
+from hybridpo.models.clock import StepClock
+from hybridpo.rollout import Rollout, sample
+
+SHARE_PROMPT = ("auto", "on", "off")
+
+
+class Sampler(Protocol):
+    """What draws the online samples: `Rollout` out, tokens and the sampler's own log-probs."""
+
+    def __call__(self, model: nn.Module, prompts: list[list[int]], k: int, *, eos_id: int, pad_id: int,
+                 tokenizer: Any, generator: torch.Generator, prompt_pass: PromptPass | None, **options) -> Rollout: ...
+
+
+@dataclass
+class BuiltinSampler:
+    """hybridpo.rollout.sample with the run's speed settings (hybridpo.fast's auto rules)."""
+
+    decoder: str = "auto"  # sample(decoder=): "auto", "neox" or "transformers"
+    kv_cache: str = "auto"  # sample(kv_cache=): "auto", "preallocated" or "dynamic"
+
+    def __call__(self, model, prompts, k, **kwargs) -> Rollout:
+        return sample(model, prompts, k, decoder=self.decoder, kv_cache=self.kv_cache, **kwargs)
+
+
+@dataclass
+class Policy:
+    model: nn.Module  # the model being trained (a transformers causal LM, peft-wrapped or not)
+    pad_id: int  # padding id (never read as a token: masks come from lengths)
+    eos_id: int  # end of a sample
+    tokenizer: Any = None  # decodes samples for stop strings
+    layout: str = "packed"  # hybridpo.forward.logprobs layout of `logps`
+    share_prompt: str = "auto"  # prompt_pass: "auto" (where it gives the same numbers), "on" (an error where not), "off"
+    generator: torch.Generator = field(default_factory=torch.Generator)  # the sampling RNG (checkpointed by the loop)
+    sampler: Sampler = field(default_factory=BuiltinSampler)  # what draws the samples
+    clock: StepClock = field(default_factory=StepClock)  # where the time of each call is counted
+
+    def __post_init__(self):
+        if self.share_prompt not in SHARE_PROMPT:
+            raise ValueError(f"share_prompt={self.share_prompt!r}; choose from {list(SHARE_PROMPT)}")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def logps(self, prompts: list[list[int]], responses: list[list[list[int]]], *, temperature: float = 1.0,
+              prompt_pass: PromptPass | None = None) -> ResponseLogps:
+        """log π_τ(y|x) of every response, with grad when the caller has it."""
+        with self.clock.time("policy forward"):
+            return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
+                                  layout=self.layout, prompt_pass=prompt_pass)
+
+    def prompt_pass(self, prompts: list[list[int]]) -> PromptPass | None:
+        """One forward of the prompts (grad as the caller has it) for this step's sampling AND its
+        log-probs, or None where that would change the numbers (dropout in training mode, gradient
+        checkpointing, a DDP wrapper, a model that cannot pack) or `share_prompt` is "off"; the
+        numbers are the same either way."""
+        if self.share_prompt == "off" or self.layout != "packed":
+            return None
+        reason = prompt_pass_unsupported_reason(self.model)
+        if reason is not None:
+            if self.share_prompt == "on":
+                raise ValueError(f"share_prompt='on' but the prompt pass is not available: {reason}")
+            return None
+        with self.clock.time("policy forward"):
+            return prompt_pass(self.model, prompts, pad_id=self.pad_id)
+
+    def sample(self, prompts: list[list[int]], k: int, *, prompt_pass: PromptPass | None = None,
+               stop_at_eos: bool = True, **options) -> Rollout:
+        """k samples per prompt from the current policy, no grad, in eval mode (no dropout: samples
+        come from π itself); `options` are hybridpo.rollout.sample's (max_new_tokens, temperature,
+        top_p, top_k, stop_strings). `stop_at_eos=False` decodes every sample to max_new_tokens
+        (fixed-length work, for benchmarks)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.clock.time("sampling"):
+                rollout = self.sampler(self.model, prompts, k, eos_id=self.eos_id if stop_at_eos else -1,
+                                       pad_id=self.pad_id, tokenizer=self.tokenizer, generator=self.generator,
+                                       prompt_pass=prompt_pass, **options)
+        finally:
+            self.model.train(was_training)
+        self.clock.sample_lengths.extend([len(s) for s in samples] for samples in rollout.responses)
+        return rollout
