@@ -197,6 +197,17 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
     support_logits = rlhf[:2] + 0.3 * torch.randn(200, 2, generator=gen, dtype=DTYPE)
     perturbed = torch.cat([torch.log_softmax(support_logits, -1), torch.full((200, 1), -math.inf, dtype=DTYPE)], -1)
     gibbs_gap = float((losses.kl_regularized_objective(perturbed, ref, r_hat, beta) - j_rlhf).max())
+    # ... and every policy that puts mass on y3 scores J = -∞ (the reason its maximiser has π(y3) = 0)
+    full_support = torch.log_softmax(3 * torch.randn(200, 3, generator=gen, dtype=DTYPE), -1)
+    j_full_support = float(losses.kl_regularized_objective(full_support, ref, r_hat, beta).max())
+    # RLHF when π_ref(y3) = ε > 0 instead: the Gibbs policy has full support, π(y3) = ε e^{r̂3/β}/Z
+    rlhf_eps: dict[str, list[float]] = {"eps": [], "pi_y3": [], "kl": []}
+    for eps in cfg.hypo_eps:
+        ref_eps = torch.log(torch.tensor([(1 - eps) / 2, (1 - eps) / 2, eps], dtype=DTYPE))
+        logp = gibbs_logprobs(ref_eps, r_hat, beta)
+        rlhf_eps["eps"].append(eps)
+        rlhf_eps["pi_y3"].append(float(logp.exp()[2]))
+        rlhf_eps["kl"].append(float(losses.kl_divergence(logp, ref_eps)))
 
     hypo = _hypo_sweep(cfg, p12, targets["dpo"][1])
     dpo_with_mass = _constructed_policy(targets["dpo"][1], 0.1)
@@ -224,8 +235,14 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
         ]
     ratios = [k / b for k, b in zip(grid["kl"], grid["bound"])]
     claims += [
-        Claim("rlhf_keeps_y3_at_zero", "RLHF with r̂ = [1, 0, 10] keeps π(y3) = 0 (value: π(y3))",
-              float(rlhf.exp()[2]), "==", 0.0),
+        Claim("rlhf_keeps_y3_at_zero", "RLHF with r̂ = [1, 0, 10]: every policy with π(y3) > 0 has J = -∞ "
+              "(value: best J over 200 random full-support policies), so the maximiser keeps π(y3) = 0",
+              j_full_support, "==", -math.inf),
+        Claim("rlhf_eps_kl_bound", "π_ref(y3) = ε > 0, every ε of the sweep: RLHF's KL still obeys 2R'/β, "
+              "though π(y3) = ε e^{R'/β}/Z is then far above ε (value: max KL / (2R'/β))",
+              max(rlhf_eps["kl"]) / (2 * r_prime / beta), "<=", 1.0,
+              note="the lecture's 'π̂_rlhf wouldn't generate ξ3' needs π_ref(ξ3) = 0 exactly; Lemma 4.1 bounds "
+                   "the KL, not the mass"),
         Claim("rlhf_lecture_kl_bound", "RLHF with r̂ = [1, 0, 10]: KL(π‖π_ref) ≤ 2R'/β (value: KL / (2R'/β))",
               rlhf_kl / (2 * r_prime / beta), "<=", 1.0),
         Claim("lemma_4_1_grid", f"Lemma 4.1 over {len(ratios)} random reward models on a β × R' grid: "
@@ -247,7 +264,7 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
                   "lemma_bound_constant": "KL(π̂‖π_ref) ≤ (E_π̂ r̂ - E_π_ref r̂)/β ≤ 2‖r̂‖∞/β"},
         series={"dpo": offline["dpo"], "ipo": offline["ipo"],
                 "rlhf_probs": rlhf.exp().tolist(), "rlhf_kl": rlhf_kl,
-                "hypo_sweep": hypo,
+                "hypo_sweep": hypo, "rlhf_eps": rlhf_eps,
                 "dpo_probs_delta_0.1": dpo_with_mass.exp().tolist(),
                 "ipo_probs_delta_0.1": _constructed_policy(targets["ipo"][1], 0.1).exp().tolist(),
                 "lemma_grid": grid},

@@ -28,7 +28,6 @@ def test_as_written_by_hand(result):
     case = result.series["as_written"]
     assert case["r_star"] == pytest.approx([10.0, 5.5, 1.0], abs=1e-12)
     expected = _softmax([10.0, 5.5, 1.0])
-    assert expected[0] == pytest.approx(0.98889, abs=1e-5) and expected[2] == pytest.approx(1.2204e-4, rel=1e-3)
     for key in ("dpo", "rlhf", "optimal"):
         assert case[key] == pytest.approx(expected, abs=1e-9), key
     assert case["dpo"][0] > 1 / 3 > case["dpo"][1] > case["dpo"][2]
