@@ -192,14 +192,15 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
               "responses' mean log π moves less than a quarter as much as under softmax (value: |Δ normalised| / "
               "|Δ softmax|)", abs(_delta(norm, "preferred_mean_logp")) / abs(_delta(soft, "preferred_mean_logp")),
               "<", 0.25, note=note),
-        Claim("normalised_dpo_is_plain_gradient_descent", f"normalised, DPO, β = {cfg.beta:g}: no step ever left the class "
-              "⟨w, φ⟩ > 0, so no positivity correction was applied (value: corrected steps)",
+        Claim("normalised_dpo_is_plain_gradient_descent", f"normalised, DPO, β = {cfg.beta:g}: no step ever left "
+              "the class ⟨w, φ⟩ > 0, so no positivity correction was applied (value: corrected steps)",
               norm["corrections"], "==", 0),
     ]
     return LabResult(
         name=NAME, section=SECTION, seed=seed,
-        settings={**asdict(cfg), "features": "99 rows uniform on the probability simplex (Dirichlet(1)), then "
-                  "[1, 0, …, 0]", "policies": {"softmax": "π ∝ exp⟨w, φ⟩", "normalised": "π = ⟨w, φ⟩ / Σ⟨w, φ⟩"},
+        settings={**asdict(cfg),
+                  "features": "99 rows uniform on the probability simplex (Dirichlet(1)), then [1, 0, …, 0]",
+                  "policies": {"softmax": "π ∝ exp⟨w, φ⟩", "normalised": "π = ⟨w, φ⟩ / Σ⟨w, φ⟩"},
                   "w_init": "[1, …, 1] (= uniform π_ref in both forms)",
                   "optimizer": "full-batch plain gradient descent, batched over (form, β)",
                   "reward_model": "linear, BT MLE by L-BFGS from 0", "reward_model_w": w_hat.detach().tolist(),

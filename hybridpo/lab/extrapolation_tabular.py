@@ -96,7 +96,8 @@ def _train(objectives: dict, cfg: Config) -> dict[str, dict[str, list[float]]]:
         per_kind = {kind: objectives[kind](logp[idx]) for kind, idx in rows.items()}
         loss = sum(v.sum() for v in per_kind.values())
         if not torch.isfinite(loss):
-            bad = [RUNS[i][0] for kind, idx in rows.items() for i, v in zip(idx, per_kind[kind]) if not torch.isfinite(v)]
+            bad = [RUNS[i][0] for kind, idx in rows.items() for i, v in zip(idx, per_kind[kind])
+                   if not torch.isfinite(v)]
             raise FloatingPointError(f"{NAME}: loss of {bad} is not finite at iteration {it}")
         for opt in optimizers:
             opt.zero_grad()

@@ -117,7 +117,7 @@ def _hypo_sweep(cfg: Config, p12: float, dpo_log_ratio: float) -> dict[str, list
                 a = probs[0] / (probs[0] + probs[1])
                 rows["eps"].append(eps)
                 rows["lambda"].append(lam)
-                rows["start"].append(k)  # index into cfg's starts: 0 uniform, 1 the DPO construction δ = 0.5
+                rows["start"].append(k)  # index into rows["starts"]: 0 uniform, 1 the DPO construction δ = 0.5
                 rows["pi_y3"].append(probs[2])
                 rows["pi_y3_over_eps"].append(probs[2] / eps)
                 rows["a"].append(a)
@@ -294,7 +294,8 @@ def plot(result: LabResult, path: Path) -> None:
     lams = sorted({lam for lam in h["lambda"] if lam > 0})
     for k, eps in enumerate(sorted(set(h["eps"]), reverse=True)):
         rows = {h["lambda"][i]: i for i in range(len(h["eps"])) if h["eps"][i] == eps and h["start"][i] == 0}
-        style = dict(color=f"C{k}", marker="os^"[k % 3], ms=9 - 3 * k, ls=("-", "--", ":")[k % 3], label=f"ε = {eps:g}")
+        style = dict(color=f"C{k}", marker="os^"[k % 3], ms=9 - 3 * k, ls=("-", "--", ":")[k % 3],
+                     label=f"ε = {eps:g}")
         ax1.semilogx(lams, [h["pi_y3_over_eps"][rows[lam]] for lam in lams], **style)
         ax2.loglog(lams, [max(h["kl"][rows[lam]], 1e-12) for lam in lams], **style)
         ax2.axhline(h["kl"][rows[0.0]], color=f"C{k}", ls=":", lw=1, label=f"DPO (λ = 0) from uniform, ε = {eps:g}")

@@ -105,7 +105,8 @@ def _hypo_one_dimensional(p, beta, lam, eps):
 
     def g(u):
         a = 1 / (1 + math.exp(-u))
-        return p * softplus(-beta * u) + (1 - p) * softplus(beta * u) - lam * math.log(eps + (1 - eps) * math.exp(-k_half(a)))
+        kl_part = -lam * math.log(eps + (1 - eps) * math.exp(-k_half(a)))
+        return p * softplus(-beta * u) + (1 - p) * softplus(beta * u) + kl_part
 
     lo, hi, r = -10.0, 10.0, (math.sqrt(5) - 1) / 2
     for _ in range(200):
