@@ -62,30 +62,52 @@ def _logprobs(param: Tensor, form: str) -> Tensor:
     return torch.log(param) - torch.log(param.sum())  # π(y) = w_y / Σ w
 
 
-def _train(loss_fn, form: str, optimizer: str, cfg: Config) -> dict[str, list[float]]:
+# the six runs: (name, parameterisation, optimiser, objective)
+RUNS = (
+    ("dpo_softmax_sgd", "softmax", "sgd", "dpo"),
+    ("dpo_softmax_adam", "softmax", "adam", "dpo"),
+    ("dpo_linear_sgd", "linear", "sgd", "dpo"),
+    ("dpo_linear_adam", "linear", "adam", "dpo"),
+    ("rlhf_linear_sgd", "linear", "sgd", "rlhf"),
+    ("hypo_linear_sgd", "linear", "sgd", "hypo"),
+)
+
+
+def _train(objectives: dict, cfg: Config) -> dict[str, dict[str, list[float]]]:
+    """Every run of RUNS side by side: one weight vector per run, one backward pass per step, each
+    objective evaluated once on the stacked rows that use it (objectives[kind]: (K, n) -> (K,))."""
     n, m = cfg.n_responses, cfg.n_seen
-    init = torch.zeros(n, dtype=DTYPE) if form == "softmax" else torch.ones(n, dtype=DTYPE)
-    param = init.requires_grad_()
-    opt = (torch.optim.SGD([param], lr=cfg.sgd_lr) if optimizer == "sgd"
-           else torch.optim.Adam([param], lr=cfg.adam_lr))
-    out: dict[str, list[float]] = {"iteration": [], "ood_mean_prob": [], "in_logit_sum": []}
+    params = [(torch.zeros(n, dtype=DTYPE) if form == "softmax" else torch.ones(n, dtype=DTYPE)).requires_grad_()
+              for _, form, _, _ in RUNS]
+    by_opt = {o: [p for p, (_, _, opt, _) in zip(params, RUNS) if opt == o] for o in ("sgd", "adam")}
+    optimizers = [torch.optim.SGD(by_opt["sgd"], lr=cfg.sgd_lr), torch.optim.Adam(by_opt["adam"], lr=cfg.adam_lr)]
+    rows = {kind: [i for i, run in enumerate(RUNS) if run[3] == kind] for kind in objectives}
+    out = {name: {"iteration": [], "ood_mean_prob": [], "in_logit_sum": []} for name, *_ in RUNS}
     for it in range(cfg.iterations + 1):
-        logp = _logprobs(param, form)
+        logp = torch.stack([_logprobs(p, form) for p, (_, form, _, _) in zip(params, RUNS)])  # (runs, n)
         if it % cfg.record_every == 0 or it == cfg.iterations:
-            out["iteration"].append(it)
-            out["ood_mean_prob"].append(float(logp.detach()[m:].exp().mean()))
-            out["in_logit_sum"].append(float(param.detach()[:m].sum()))
+            ood = logp.detach()[:, m:].exp().mean(-1).tolist()
+            for i, (name, *_) in enumerate(RUNS):
+                out[name]["iteration"].append(it)
+                out[name]["ood_mean_prob"].append(ood[i])
+                out[name]["in_logit_sum"].append(float(params[i].detach()[:m].sum()))
         if it == cfg.iterations:
             break
-        opt.zero_grad()
-        loss = loss_fn(logp)
+        per_kind = {kind: objectives[kind](logp[idx]) for kind, idx in rows.items()}
+        loss = sum(v.sum() for v in per_kind.values())
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{NAME}: {form}/{optimizer} loss is {loss.item()} at iteration {it}")
+            bad = [RUNS[i][0] for kind, idx in rows.items() for i, v in zip(idx, per_kind[kind])
+                   if not torch.isfinite(v)]
+            raise FloatingPointError(f"{NAME}: loss of {bad} is not finite at iteration {it}")
+        for opt in optimizers:
+            opt.zero_grad()
         loss.backward()
-        opt.step()
-        if form == "linear":
-            with torch.no_grad():
-                param.clamp_(min=cfg.min_weight)
+        for opt in optimizers:
+            opt.step()
+        with torch.no_grad():
+            for p, (_, form, _, _) in zip(params, RUNS):
+                if form == "linear":
+                    p.clamp_(min=cfg.min_weight)
     return out
 
 
@@ -98,8 +120,8 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
     c, r, weight = count_pairs(chosen, rejected, n)  # distinct (y+, y-) pairs, weight = count / N
     ref = torch.full((n,), -torch.log(torch.tensor(float(n))).item(), dtype=DTYPE)
 
-    def dpo(logp: Tensor) -> Tensor:
-        return (weight * losses.dpo_loss(logp[c], logp[r], ref[c], ref[r], beta)).sum()
+    def dpo(logp: Tensor) -> Tensor:  # (K, n) -> (K,)
+        return (weight * losses.dpo_loss(logp[:, c], logp[:, r], ref[c], ref[r], beta)).sum(-1)
 
     def hypo(logp: Tensor) -> Tensor:
         return dpo(logp) + cfg.hypo_lambda * losses.kl_divergence(logp, ref)
@@ -111,14 +133,7 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
     def rlhf(logp: Tensor) -> Tensor:
         return -losses.kl_regularized_objective(logp, ref, r_hat, beta)
 
-    runs = {
-        "dpo_softmax_sgd": _train(dpo, "softmax", "sgd", cfg),
-        "dpo_softmax_adam": _train(dpo, "softmax", "adam", cfg),
-        "dpo_linear_sgd": _train(dpo, "linear", "sgd", cfg),
-        "dpo_linear_adam": _train(dpo, "linear", "adam", cfg),
-        "rlhf_linear_sgd": _train(rlhf, "linear", "sgd", cfg),
-        "hypo_linear_sgd": _train(hypo, "linear", "sgd", cfg),
-    }
+    runs = _train({"dpo": dpo, "rlhf": rlhf, "hypo": hypo}, cfg)
     uniform = 1.0 / n
 
     def final(key: str) -> float:
