@@ -92,7 +92,8 @@ def run(seed: int = 0, cfg: Config | None = None) -> LabResult:
             with torch.no_grad():
                 samples = torch.multinomial(logp.exp().expand(cfg.n_prompts, n), cfg.k_samples,
                                             replacement=True, generator=gen)  # (P, k)
-            kl_term = losses.hypo_kl_loss(logp[samples], ref[samples]).mean()
+            # reduction='mean': λ weighs ∇KL(π‖π_ref) itself, whatever k (Alg. 1's sum form: λ_sum = λ / k)
+            kl_term = losses.hypo_kl_loss(logp[samples], ref[samples], reduction="mean").mean()
             return dpo(logp) + lam * kl_term
         return loss
 
