@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from hybridpo.data.examples import DataError
+from hybridpo.data.recipes import recipe_settings
 
 FORMAT_NAMES = ("auto", "standard", "conversational", "implicit_prompt", "prompt_only", "sft")
 ON_BAD = ("drop", "error")
@@ -88,8 +90,19 @@ class DataConfig:
         if unknown:
             raise DataError(f"unknown data settings {unknown}; valid: {sorted(names | {'recipe'})}")
         recipe = d.pop("recipe", None)
-        if recipe is None:
-            return cls(**d)
-        from hybridpo.data.recipes import recipe_config  # late: recipes builds DataConfigs
+        return cls(**({**recipe_settings(recipe), **d} if recipe is not None else d))
 
-        return recipe_config(recipe, **d)
+
+def recipe_config(name: str, shared: str | Path | None = None, **overrides) -> DataConfig:
+    """The DataConfig of recipe `name` (hybridpo.data.recipes) with `overrides` on top."""
+    return DataConfig(**{**recipe_settings(name, shared), **overrides})
+
+
+def tldr(shared: str | Path | None = None, **overrides) -> DataConfig:
+    """TL;DR comparisons (hybridpo.data.recipes): "{prompt}\\nTL;DR:" + " summary", split by post."""
+    return recipe_config("tldr", shared, **overrides)
+
+
+def ultrafeedback(shared: str | Path | None = None, **overrides) -> DataConfig:
+    """UltraFeedback pairs as one chat exchange with the tokenizer's template (hybridpo.data.recipes)."""
+    return recipe_config("ultrafeedback", shared, **overrides)
