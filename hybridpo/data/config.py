@@ -8,6 +8,11 @@ from pathlib import Path
 from hybridpo.data.examples import DataError
 from hybridpo.data.recipes import recipe_settings
 
+# The settings that decide which token ids a row's text becomes: prompt template, response prefix and
+# spacing, chat rendering, truncation, BOS. `hybridpo eval` applies a run's own values of these to
+# its evaluation files, so a policy is evaluated on inputs rendered as it was trained on them.
+RENDERING_FIELDS = ("prompt_template", "response_prefix", "normalize_response_space", "as_chat", "chat_template",
+                    "implicit_prompt_marker", "max_prompt_length", "max_response_length", "max_length", "add_bos")
 FORMAT_NAMES = ("auto", "standard", "conversational", "implicit_prompt", "prompt_only", "sft")
 ON_BAD = ("drop", "error")
 
@@ -80,6 +85,10 @@ class DataConfig:
             )
         if "{prompt}" not in self.prompt_template:
             raise DataError(f"data.prompt_template={self.prompt_template!r} must contain '{{prompt}}'")
+
+    def rendering(self) -> dict:
+        """The RENDERING_FIELDS of this config, by name (what eval.json records as `rendering`)."""
+        return {name: getattr(self, name) for name in RENDERING_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
