@@ -148,6 +148,10 @@ def _evaluate_all(args: argparse.Namespace) -> int:
     if len(loaded) > 1:
         print("note: the models were trained with different renderings; each is evaluated with its own "
               "(`rendering` in its eval.json)", file=sys.stderr)
+    rm_config = _run_config(Path(args.reward_model)) if args.reward_model and Path(args.reward_model).exists() else None
+    if rm_config is not None and any(_run_rendering(rm_config) != r.settings for r in renderings.values()):
+        print(f"note: the reward model's run ({rm_config}) rendered its data otherwise than the policy; its scores "
+              "are taken on the policy's token ids", file=sys.stderr)
     scorers, judge = _scorers_and_judge(args, tokenizer)
     out = Path(args.out)
     results = {}

@@ -76,7 +76,7 @@ def test_eval_with_the_api_judge_reads_the_key_from_the_environment(setup, monke
     assert KEY not in written and KEY not in capsys.readouterr().out  # never written or printed
 
 
-def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_path, monkeypatch):
+def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_path, monkeypatch, capsys):
     """The rm score is read on the rendered, truncated prompt ids (here cut to their last 5) and on
     the generated ids as sampled: ending with EOS only where the sample emitted one. The policy's EOS
     logit is raised to about 9.8 (a bias through the final norm; the other 50,276 logits stay near
@@ -103,7 +103,8 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
     rm = GPTNeoXForSequenceClassification(GPTNeoXConfig(
         vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         max_position_embeddings=128, eos_token_id=0, pad_token_id=1, num_labels=1))
-    rm.save_pretrained(tmp_path / "rm")
+    rm.save_pretrained(tmp_path / "rm" / "final")  # a reward-model run whose data kept 7 prompt tokens
+    (tmp_path / "rm" / "config.yaml").write_text("method: rm\ndata: {source: pairs.jsonl, max_prompt_length: 7}\n")
     write_jsonl(tmp_path / "sft.jsonl", sft_rows(make_split(24, 24, seed=3)[1]))
 
     drawn, scored = [], []
@@ -121,10 +122,11 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
     monkeypatch.setattr(ev, "sample", recording_sample)
     monkeypatch.setattr(rewards, "reward_scores", recording_scores)
     m = str(tmp_path / "stopper")
-    args = ["eval", m, "--ref", m, "--data", str(tmp_path / "sft.jsonl"), "--reward-model", str(tmp_path / "rm"),
+    args = ["eval", m, "--ref", m, "--data", str(tmp_path / "sft.jsonl"), "--reward-model", str(tmp_path / "rm" / "final"),
             "--judge", "rm", "--max-prompt-length", "5", "--max-new-tokens", "2", "--temperature", "1", "--kl-samples", "0",
             "--out", str(tmp_path / "out")]
     assert main(args) == 0
+    assert "note: the reward model's run" in capsys.readouterr().err  # it was trained on 7-token prompts, here 5
     n = 24
     assert len(drawn) == n and all(len(p) == 5 for p, _, _ in drawn)  # each prompt cut to its last 5 ids
     ended = [r[-1] == tok.eos_token_id for _, r, _ in drawn]
