@@ -53,7 +53,8 @@ RENDERINGS = ("run", "defaults")  # --rendering: the run's config.yaml data sect
 
 # DataConfig rendering field -> (flag type, help); every field of RENDERING_FIELDS has its flag.
 RENDER_FLAGS: dict[str, tuple[type, str]] = {
-    "prompt_template": (str, "template of string prompts, with {prompt}; TL;DR: $'{prompt}\\nTL;DR:' in bash (a real newline)"),
+    "prompt_template": (str, "template of string prompts, with {prompt}; TL;DR: $'{prompt}\\nTL;DR:' in bash "
+                             "(a real newline)"),
     "response_prefix": (str, "removed from the start of string responses (TL;DR: 'TL;DR:')"),
     "normalize_response_space": (bool, "strip each string response and start it with exactly one space"),
     "as_chat": (bool, "render string rows as one user turn + one assistant turn with the chat template"),
@@ -149,7 +150,8 @@ def _evaluate_all(args: argparse.Namespace) -> int:
         print("note: the models were trained with different renderings; each is evaluated with its own "
               "(`rendering` in its eval.json)", file=sys.stderr)
     rm_config = _run_config(Path(args.reward_model)) if args.reward_model and Path(args.reward_model).exists() else None
-    if rm_config is not None and any(_run_rendering(rm_config) != r.settings for r in renderings.values()):
+    rm_rendering = _run_rendering(rm_config) if rm_config is not None else None
+    if rm_rendering is not None and any(r.settings != rm_rendering for r in renderings.values()):
         print(f"note: the reward model's run ({rm_config}) rendered its data otherwise than the policy; its scores "
               "are taken on the policy's token ids", file=sys.stderr)
     scorers, judge = _scorers_and_judge(args, tokenizer)

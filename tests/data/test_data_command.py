@@ -51,7 +51,8 @@ def test_non_utf8_data_is_one_error_line_in_data_and_train(tmp_path, capsys):
     assert main(["data", "inspect", "--source", str(src), "--no-cache"]) == 2
     assert capsys.readouterr().out.strip() == message
     config = tmp_path / "run.yaml"  # the data load fails before any model is loaded
-    config.write_text(f"method: dpo\nmodel: {{name_or_path: unused, tokenizer: {SHARED / 'tokenizers/pythia/tokenizer.json'}}}\n"
+    tokenizer = SHARED / "tokenizers" / "pythia" / "tokenizer.json"
+    config.write_text(f"method: dpo\nmodel: {{name_or_path: unused, tokenizer: {tokenizer}}}\n"
                       f"data: {{source: {src}, use_cache: false}}\nrun: {{out_dir: {tmp_path / 'run'}, progress: false}}\n")
     assert main(["train", "--config", str(config)]) == 1
     err = capsys.readouterr().err

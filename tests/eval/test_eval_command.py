@@ -94,7 +94,8 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
     tok = load_tokenizer(str(root / "policy-seed0"))
     policy = AutoModelForCausalLM.from_pretrained(root / "policy-seed0")
     with torch.no_grad():
-        u = torch.nn.functional.normalize(torch.randn(policy.config.hidden_size, generator=torch.Generator().manual_seed(0)), dim=0)
+        u = torch.randn(policy.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        u = u / u.norm()  # a unit direction
         policy.gpt_neox.final_layer_norm.bias.copy_(9.8 * u)  # EOS logit = u . h = 9.8 + u . norm(x)
         policy.get_output_embeddings().weight[tok.eos_token_id] = u
     policy.save_pretrained(tmp_path / "stopper")
