@@ -12,15 +12,20 @@ On validation prompts x with reference responses y_ref:
   use the sampling temperature, so the estimate is unbiased and exactly 0 for π = π_ref.
 - `logratio/generations`: the same summed log-ratio (at temperature 1) on the near-greedy
   generations: what a Table-1 "KL" computed on the evaluated samples shows; NOT an unbiased KL
-  (the generations are not samples of π), reported beside it because papers often mean this.
+  (the generations are not samples of π), reported beside it because papers often mean this;
+  `logratio/generations_stderr` is its standard error over prompts (as `kl_stderr` for `kl`).
 - `forward_kl/reference`: mean over references of log π_ref(y_ref|x) - log π(y_ref|x). When the
   references are samples of π_ref this estimates KL(π_ref‖π); in general it is
   KL(D‖π) - KL(D‖π_ref) for the reference distribution D: how much more likelihood of the
   reference responses π lost than π_ref had (≥ 0 expected after preference tuning).
 - each scorer s (gold reward r*, a reward model): mean s(x, y) on generations, on references,
-  and the difference (`<name>`, `<name>/reference`, `<name>/diff`);
+  and the difference (`<name>`, `<name>/reference`, `<name>/diff`). A text scorer reads the
+  rendered prompt text and the decoded response; a `TokenScorer` (a reward model) reads the token
+  ids themselves: the prompt ids the policy was fed (rendered and truncated) and the response ids,
+  a generation ending with EOS only where it emitted one (a cut generation is scored cut, as the
+  reward model saw truncated responses in training), a reference as the data layer built it;
 - `win_rate` against the references by a judge (hybridpo.judges), ties = 1/2, errors excluded
-  and counted;
+  and counted; a `judges.ScorerJudge` compares the scores one scorer already gave;
 - `logps/chosen`, `logps/rejected` on validation pairs for π and π_ref (`ref_logps/*`): the
   paper's §6 observation that DPO pushes both down shows as logps < ref_logps for both.
 """
@@ -35,8 +40,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from hybridpo.judges import Judge, win_rate
 from hybridpo.forward import response_logps
+from hybridpo.judges import Judge, ScorerJudge, win_rate
 from hybridpo.losses import sequence_kl
 from hybridpo.rollout import sample
 
@@ -52,6 +57,16 @@ class EvalConfig:
     seed: int = 0  # seeds the samplers (generations and KL samples)
     layout: str = "padded"  # hybridpo.forward layout for the log-prob forwards
     generator_name: str = "policy"  # the `generator` field of generations.jsonl (AlpacaEval)
+
+
+@dataclass(frozen=True)
+class TokenScorer:
+    """A scorer of token ids (a reward model): it scores exactly what the policy was fed and wrote."""
+
+    score_ids: Callable[[list[list[int]], list[list[int]]], list[float]]  # (prompt ids, response ids) -> one score each
+
+
+Scorer = Callable[[list[str], list[str]], list[float]] | TokenScorer  # (prompt texts, response texts) -> scores
 
 
 @dataclass
@@ -121,15 +136,16 @@ def evaluate(
     prompts: list,
     *,
     pairs: list | None = None,
-    judge: Judge | None = None,
-    scorers: dict[str, Callable[[list[str], list[str]], list[float]]] | None = None,
+    judge: Judge | ScorerJudge | None = None,
+    scorers: dict[str, Scorer] | None = None,
     cfg: EvalConfig | None = None,
 ) -> EvalResult:
     """All metrics of the module docstring for `policy` against `ref`.
 
     prompts: hybridpo.data.PromptExample (with `reference` for the forward KL, scores vs
     references and the win rate); pairs: hybridpo.data.PreferenceExample for logps/chosen|rejected.
-    scorers: name -> score(prompt texts, response texts) (e.g. {"gold": ..., "rm": ...}).
+    scorers: name -> score(prompt texts, response texts), or a TokenScorer (e.g. {"gold": ..., "rm": ...}).
+    judge: a Judge of texts, or a ScorerJudge naming one of `scorers`.
     """
     cfg = cfg or EvalConfig()
     scorers = scorers or {}
@@ -151,29 +167,37 @@ def evaluate(
             m.update(reverse_kl(policy, ref, pids, pad_id=pad_id, eos_id=eos_id, cfg=cfg))
         gen_lr = _logratio_on(policy, ref, pids, gen_ids, pad_id, cfg)
         m["logratio/generations"] = gen_lr.mean().item()
+        m["logratio/generations_stderr"] = _stderr(gen_lr.double())
         rows = [{"instruction": x, "output": y, "generator": cfg.generator_name, "finished": bool(f),
                  "logratio": float(lr), "scores": {}} for x, y, f, lr in zip(texts, outputs, finished, gen_lr)]
 
         have_refs = bool(prompts) and all(p.reference is not None for p in prompts)
         if have_refs:
-            refs = [p.reference for p in prompts]
-            ref_lr = _logratio_on(policy, ref, pids, [p.reference_ids for p in prompts], pad_id, cfg)
+            refs, ref_ids = [p.reference for p in prompts], [p.reference_ids for p in prompts]
+            ref_lr = _logratio_on(policy, ref, pids, ref_ids, pad_id, cfg)
             m["forward_kl/reference"] = (-ref_lr).mean().item()  # log π_ref - log π on y_ref
             for row, r in zip(rows, refs):
                 row["reference"] = r
+        scored: dict[str, tuple[list[float], list[float] | None]] = {}  # name -> (generations, references)
         for name, score in scorers.items():
-            s_gen = [float(v) for v in score(texts, outputs)]
+            s_gen = _score(score, texts, outputs, pids, gen_ids)
+            s_ref = _score(score, texts, refs, pids, ref_ids) if have_refs else None
+            scored[name] = (s_gen, s_ref)
             m[name] = sum(s_gen) / len(s_gen)
             for row, v in zip(rows, s_gen):
                 row["scores"][name] = v
-            if have_refs:
-                s_ref = [float(v) for v in score(texts, refs)]
+            if s_ref is not None:
                 m[f"{name}/reference"] = sum(s_ref) / len(s_ref)
                 m[f"{name}/diff"] = m[name] - m[f"{name}/reference"]
                 for row, v in zip(rows, s_ref):
                     row["scores"][f"{name}/reference"] = v
         if judge is not None and have_refs:
-            verdicts = judge.judge(texts, outputs, refs)
+            if isinstance(judge, ScorerJudge):
+                if judge.scorer not in scored:
+                    raise ValueError(f"judge {judge.name!r} reads scorer {judge.scorer!r}; scorers: {sorted(scored)}")
+                verdicts = judge.verdicts(*scored[judge.scorer])
+            else:
+                verdicts = judge.judge(texts, outputs, refs)
             m.update(win_rate(verdicts))
             m["judge"] = judge.name
             for row, v in zip(rows, verdicts):
@@ -199,6 +223,14 @@ def pair_logps(policy, ref, pairs: list, *, pad_id: int, cfg: EvalConfig) -> dic
         sums["ref_logps/chosen"] += rlp[:, 0].sum().item()
         sums["ref_logps/rejected"] += rlp[:, 1].sum().item()
     return {k: v / len(pairs) for k, v in sums.items()} | {"pairs": len(pairs)}
+
+
+def _score(score: Scorer, prompt_texts, response_texts, prompt_ids, response_ids) -> list[float]:
+    if isinstance(score, TokenScorer):
+        values = score.score_ids(prompt_ids, response_ids)
+    else:
+        values = score(prompt_texts, response_texts)
+    return [float(v) for v in values]
 
 
 def _logratio_on(policy, ref, prompts, responses, pad_id, cfg) -> Tensor:

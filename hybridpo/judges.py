@@ -5,7 +5,10 @@ Every judge maps (prompts, responses_a, responses_b) to one `Verdict` per item: 
 NEVER as a verdict). `win_rate` averages the scores of the items that have one: ties count half.
 
 - `ScoreJudge`: compares scalar scores, from the task's gold reward (`gold_judge`) or a reward
-  model (`reward_model_judge`, through any batch scoring callable).
+  model (`reward_model_judge`, through any batch scoring callable of texts).
+- `ScorerJudge`: compares the scores one of `hybridpo.evaluate`'s scorers already gave the
+  generation and the reference (a reward model's, on the token ids it scored: no second pass, no
+  re-encoding of text).
 - `ApiJudge`: an OpenAI-compatible chat-completions endpoint (the paper's GPT-4 TL;DR judge) with
   the DPO paper's TL;DR judging prompt (Rafailov et al. 2023, App. C.2). The two responses are
   shown in an order drawn per item from a hash of (seed, prompt, a, b), recorded in the verdict;
@@ -100,14 +103,31 @@ class ScoreJudge:
 
     def judge(self, prompts, responses_a, responses_b) -> list[Verdict]:
         _check_lengths(prompts, responses_a, responses_b)
-        sa = self.score_batch(prompts, responses_a)
-        sb = self.score_batch(prompts, responses_b)
-        out = []
-        for a, b in zip(sa, sb):
-            a, b = float(a), float(b)
-            s = 0.5 if abs(a - b) <= self.tie_tol else (1.0 if a > b else 0.0)
-            out.append(Verdict(score=s, detail={"score_a": a, "score_b": b}))
-        return out
+        return compare_scores(self.score_batch(prompts, responses_a), self.score_batch(prompts, responses_b), self.tie_tol)
+
+
+def compare_scores(scores_a, scores_b, tie_tol: float = 0.0) -> list[Verdict]:
+    """One verdict per item: a wins when score_a > score_b + tie_tol; |difference| <= tie_tol is a tie."""
+    if len(scores_a) != len(scores_b):
+        raise ValueError(f"compare_scores needs equal lengths: {len(scores_a)} and {len(scores_b)}")
+    out = []
+    for a, b in zip(scores_a, scores_b):
+        a, b = float(a), float(b)
+        s = 0.5 if abs(a - b) <= tie_tol else (1.0 if a > b else 0.0)
+        out.append(Verdict(score=s, detail={"score_a": a, "score_b": b}))
+    return out
+
+
+@dataclass
+class ScorerJudge:
+    """Judge by the scores `hybridpo.evaluate` got from its scorer `scorer` (generation vs reference)."""
+
+    scorer: str  # the key of the scorer in evaluate's `scorers`, e.g. "rm"
+    name: str = "reward_model"  # eval.json's `judge`
+    tie_tol: float = 0.0  # |score difference| <= tie_tol is a tie
+
+    def verdicts(self, scores_a: list[float], scores_b: list[float]) -> list[Verdict]:
+        return compare_scores(scores_a, scores_b, self.tie_tol)
 
 
 def gold_judge(reward: Callable[[str, str], float]) -> ScoreJudge:

@@ -9,6 +9,22 @@ policies, each folder's eval.json / eval.md / generations.jsonl, and one table o
 A run folder is read as its final/ model, and its config.yaml names the reference when --ref is
 not given.
 
+Rendering: the --data and --pairs rows (strings or lists of {role, content} messages, any format
+training reads) become token ids through the data layer (hybridpo.data.prepare_prompts /
+prepare_preferences) with the rendering settings of hybridpo.data.RENDERING_FIELDS: prompt
+template, response prefix and spacing, chat template, truncation limits, BOS. By default they are
+the run's own, from the data section of its config.yaml (a run folder, its final/, or a checkpoint's
+model/ inside it), so the policy is evaluated on prompts rendered as in training: a chat run's
+generations start after the assistant turn marker, and the KL, log-probs and scores are taken on
+the token ids training used. Each rendering flag (--as-chat, --prompt-template, --max-prompt-length,
+...) overrides one setting; a model folder outside a run takes the flags alone (DataConfig's
+defaults otherwise: plain text), as does --rendering defaults. Evaluation truncates, never drops,
+an over-long row. eval.json records `rendering` (the settings applied), `rendering_from` (the
+config.yaml, or null) and `rendering_flags` (the settings the flags set).
+
+Reward-model scores (--reward-model) are taken on the token ids the policy was fed and wrote: the
+rendered, truncated prompt ids, and a generation's ids ending with EOS only where it emitted one.
+
 π_ref without a second model: when --ref is not given and a model is a LoRA adapter whose base is
 the reference (a peft folder, or a run with model.finetune=lora: its final/ when saved unmerged,
 else the adapter in its latest checkpoint, which holds the final weights), π_ref is that policy
@@ -26,10 +42,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybridpo.data import RENDERING_FIELDS, DataConfig, DataError
+
 JUDGES = ("gold", "rm", "api", "none")
+RENDERINGS = ("run", "defaults")  # --rendering: the run's config.yaml data section, or DataConfig's defaults
+
+# DataConfig rendering field -> (flag type, help); every field of RENDERING_FIELDS has its flag.
+RENDER_FLAGS: dict[str, tuple[type, str]] = {
+    "prompt_template": (str, "template of string prompts, with {prompt}; TL;DR: $'{prompt}\\nTL;DR:' in bash "
+                             "(a real newline)"),
+    "response_prefix": (str, "removed from the start of string responses (TL;DR: 'TL;DR:')"),
+    "normalize_response_space": (bool, "strip each string response and start it with exactly one space"),
+    "as_chat": (bool, "render string rows as one user turn + one assistant turn with the chat template"),
+    "chat_template": (str, "'tokenizer' (its own), 'builtin' (HH-style Human/Assistant) or a Jinja template"),
+    "implicit_prompt_marker": (str, "implicit-prompt rows: the prompt ends after the last marker both share"),
+    "max_prompt_length": (int, "prompt tokens kept (their END is kept); 'none': no limit"),
+    "max_response_length": (int, "response tokens kept, EOS included; 'none': no limit"),
+    "max_length": (int, "prompt + response tokens kept; 'none': no limit"),
+    "add_bos": (bool, "prepend the tokenizer's BOS to prompts that lack it"),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,9 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="π_ref (model folder or hub name), loaded as a separate model; default: the run's config.yaml "
                         "model (or a peft folder's base), and for a LoRA adapter on it the policy with its adapter "
                         "disabled (no second copy of the weights)")
-    p.add_argument("--data", required=True, help="validation prompts with references: JSONL/parquet SFT rows (prompt, completion)")
-    p.add_argument("--pairs", default=None, help="validation preference pairs (prompt, chosen, rejected) for logps/chosen|rejected")
-    p.add_argument("--prompt-template", default="{prompt}", help="data prompt template (TL;DR: '{prompt}\\nTL;DR:')")
+    p.add_argument("--data", required=True,
+                   help="validation prompts with references: SFT rows (prompt, completion), preference rows (reference = "
+                        "chosen) or prompt-only rows; strings or lists of {role, content} messages")
+    p.add_argument("--pairs", default=None, help="validation preference pairs (prompt, chosen, rejected; strings or "
+                                                  "messages) for logps/chosen|rejected")
     p.add_argument("--tokenizer", default=None, help="tokenizer (default: the first model's folder)")
     p.add_argument("--task", default=None, choices=["gold"], help="a synthetic task whose gold reward is scored ('gold')")
     p.add_argument("--judge", default="none", choices=JUDGES, help="win-rate judge against the references")
@@ -56,12 +93,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder: OUT/<model>/eval.json ..., OUT/eval.md, OUT/summary.json")
+    g = p.add_argument_group(
+        "rendering", "how --data / --pairs rows become token ids (hybridpo.data.DataConfig fields); default: as the run "
+                     "was trained, from its config.yaml; each flag overrides one setting")
+    g.add_argument("--rendering", choices=RENDERINGS, default="run",
+                   help="start from the run's config.yaml data section ('run', default; a model outside a run has none) "
+                        "or from DataConfig's defaults, plain text ('defaults')")
+    for name, (kind, help_) in RENDER_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
+        else:
+            g.add_argument(flag, dest=name, type=_int_or_none if kind is int else str, default=argparse.SUPPRESS,
+                           metavar="N" if kind is int else "TEXT", help=help_)
+
+
+def _int_or_none(text: str) -> int | None:
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'none', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _evaluate_all(args)
+    except DataError as e:  # a bad data file or rendering setting: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _evaluate_all(args: argparse.Namespace) -> int:
     import torch
 
-    from hybridpo.data import DataConfig, load_preferences, load_prompts, load_tokenizer
+    from hybridpo.data import load_tokenizer
     from hybridpo.evaluate import EvalConfig, evaluate
     from hybridpo.models import Reference
     from hybridpo.report import aggregate, markdown_table
@@ -73,17 +140,28 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("hybridpo eval: no --ref given, and the first model is neither a run whose config.yaml "
                          "names one nor a peft adapter")
     tokenizer = load_tokenizer(args.tokenizer or str(sources[0].path))
-    data_cfg = DataConfig(source=args.data, prompt_template=args.prompt_template, unique_prompts=True, use_cache=False)
-    prompts = _all(load_prompts(data_cfg, tokenizer))
-    pairs = None
-    if args.pairs:
-        pairs = _all(load_preferences(DataConfig(source=args.pairs, prompt_template=args.prompt_template, use_cache=False), tokenizer))
+    renderings = {src.name: _rendering(src, args, tokenizer) for src in sources}  # checked before any model loads
+    loaded: dict[str, _EvalData] = {}  # the eval files tokenised once per distinct rendering
+    for rendering in renderings.values():
+        key = json.dumps(rendering.settings, sort_keys=True)
+        if key not in loaded:
+            loaded[key] = _load_eval_data(args, tokenizer, rendering.settings)
+    if len(loaded) > 1:
+        print("note: the models were trained with different renderings; each is evaluated with its own "
+              "(`rendering` in its eval.json)", file=sys.stderr)
+    rm_config = _run_config(Path(args.reward_model)) if args.reward_model and Path(args.reward_model).exists() else None
+    rm_rendering = _run_rendering(rm_config) if rm_config is not None else None
+    if rm_rendering is not None and any(r.settings != rm_rendering for r in renderings.values()):
+        print(f"note: the reward model's run ({rm_config}) rendered its data otherwise than the policy; its scores "
+              "are taken on the policy's token ids", file=sys.stderr)
     scorers, judge = _scorers_and_judge(args, tokenizer)
     out = Path(args.out)
     results = {}
     separate_ref = None  # π_ref as its own model, loaded when the first model needs it
     for src in sources:
         name, path = src.name, src.path
+        rendering = renderings[name]
+        data = loaded[json.dumps(rendering.settings, sort_keys=True)]
         if args.ref is None and src.adapter is not None and _same_model(_adapter_base(src.adapter), ref_path):
             policy, kind, path = _load_with_disabled_adapter(src.adapter), "disabled_adapter", src.adapter
             ref = Reference(kind, policy, disable_adapter_of=policy)  # π_ref = the base: one copy of the weights
@@ -93,8 +171,10 @@ def run(args: argparse.Namespace) -> int:
             policy, ref, kind = _load_lm(str(path)), separate_ref, "separate"
         cfg = EvalConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, kl_samples=args.kl_samples,
                          batch_size=args.batch_size, max_prompts=args.max_prompts, seed=args.seed, generator_name=name)
-        res = evaluate(policy, ref, tokenizer, prompts, pairs=pairs, judge=judge, scorers=scorers, cfg=cfg)
-        res.metrics.update(model=str(path), reference=str(ref_path), reference_kind=kind)
+        res = evaluate(policy, ref, tokenizer, data.prompts, pairs=data.pairs, judge=judge, scorers=scorers, cfg=cfg)
+        res.metrics.update(model=str(path), reference=str(ref_path), reference_kind=kind,
+                           rendering=rendering.settings, rendering_from=rendering.origin, rendering_flags=rendering.flags,
+                           data_stats=data.stats)
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         (d / "eval.json").write_text(json.dumps(res.metrics, indent=2) + "\n")
@@ -113,15 +193,74 @@ def run(args: argparse.Namespace) -> int:
 
 
 @dataclass
+class _Rendering:
+    settings: dict  # RENDERING_FIELDS -> value, as applied to the eval files
+    origin: str | None  # the config.yaml the settings came from, or None (flags / defaults only)
+    flags: list[str]  # the settings a command-line flag set
+
+
+@dataclass
+class _EvalData:
+    prompts: list  # PromptExample, --data
+    pairs: list | None  # PreferenceExample, --pairs
+    stats: dict  # "prompts" / "pairs" -> DataStats of the load (truncations, drops)
+
+
+def _rendering(src: "_Source", args: argparse.Namespace, tokenizer) -> _Rendering:
+    """The rendering of one model's eval files: its run's config.yaml data section (unless
+    --rendering defaults), each flag given on top."""
+    base, origin = {}, None
+    if args.rendering == "run" and src.run_config is not None:
+        base, origin = _run_rendering(src.run_config), str(src.run_config)
+    flags = {name: getattr(args, name) for name in RENDERING_FIELDS if hasattr(args, name)}
+    try:
+        settings = DataConfig(**{**base, **flags}).rendering()  # checks the combination, fills in defaults
+    except DataError as e:
+        raise DataError(f"rendering of {src.name} ({origin or 'flags'}): {e}") from None
+    if origin is None and not settings["as_chat"] and "as_chat" not in flags and getattr(tokenizer, "chat_template", None):
+        print(f"note: {src.name} is not in a run folder with a config.yaml, so string prompts are rendered as plain "
+              "text; its tokenizer has a chat template: --as-chat renders them as chat turns", file=sys.stderr)
+    return _Rendering(settings, origin, sorted(flags))
+
+
+def _run_rendering(config: Path) -> dict:
+    """The RENDERING_FIELDS of a run's config.yaml data section."""
+    import yaml
+
+    raw = yaml.safe_load(config.read_text()) or {}
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict):
+        raise DataError(f"{config}: no data section, so the training rendering is unknown; "
+                        "pass --rendering defaults and the rendering flags")
+    try:
+        return DataConfig.from_dict(data).rendering()
+    except (DataError, TypeError) as e:
+        raise DataError(f"{config}: data: {e}") from None
+
+
+def _load_eval_data(args: argparse.Namespace, tokenizer, rendering: dict) -> _EvalData:
+    from hybridpo.data import prepare_preferences, prepare_prompts
+
+    p = prepare_prompts(DataConfig(source=args.data, unique_prompts=True, use_cache=False, **rendering), tokenizer)
+    stats = {"prompts": p.stats.to_dict()}
+    pairs = None
+    if args.pairs:
+        q = prepare_preferences(DataConfig(source=args.pairs, use_cache=False, **rendering), tokenizer)
+        pairs, stats["pairs"] = q.train + q.eval, q.stats.to_dict()
+    return _EvalData(p.train + p.eval, pairs, stats)
+
+
+@dataclass
 class _Source:
     name: str  # the model's name in OUT/ and the table (a run folder's name)
     path: Path | str  # the model evaluated: a run's final/, a model folder or a hub name
     ref: str | None  # π_ref named by the run's config.yaml, or a peft folder's base model
     adapter: Path | None  # a LoRA adapter folder holding this model's weights (see _run_adapter), or None
+    run_config: Path | None  # config.yaml of the run the model comes from (its rendering), or None
 
 
 def _resolve(spec: str) -> _Source:
-    """Name, model, reference and LoRA adapter (if any) of a run folder or a model."""
+    """Name, model, reference, LoRA adapter (if any) and run config of a run folder or a model."""
     p = Path(spec)
     if (p / "final").is_dir():
         model_cfg = {}
@@ -129,10 +268,23 @@ def _resolve(spec: str) -> _Source:
             import yaml
 
             model_cfg = (yaml.safe_load((p / "config.yaml").read_text()) or {}).get("model", {})
-        return _Source(p.name, p / "final", model_cfg.get("name_or_path"), _run_adapter(p, model_cfg.get("finetune")))
+        return _Source(p.name, p / "final", model_cfg.get("name_or_path"), _run_adapter(p, model_cfg.get("finetune")),
+                       _run_config(p))
     if _is_adapter(p):
-        return _Source(p.name, p, _adapter_base(p), p)
-    return _Source(p.name if p.exists() else spec.replace("/", "_"), p if p.exists() else spec, None, None)
+        return _Source(p.name, p, _adapter_base(p), p, _run_config(p))
+    return _Source(p.name if p.exists() else spec.replace("/", "_"), p if p.exists() else spec, None, None,
+                   _run_config(p) if p.exists() else None)
+
+
+def _run_config(path: Path) -> Path | None:
+    """config.yaml of the run a folder belongs to: RUN itself, RUN/final, or RUN/checkpoints/step-N/model."""
+    p = Path(path).resolve()
+    candidates = [p, p.parent if p.name == "final" else None,
+                  p.parents[2] if len(p.parents) > 2 and p.parent.parent.name == "checkpoints" else None]
+    for run in candidates:
+        if run is not None and (run / "config.yaml").is_file():
+            return run / "config.yaml"
+    return None
 
 
 def _run_adapter(run: Path, finetune: str | None) -> Path | None:
@@ -195,7 +347,7 @@ def _scorers_and_judge(args, tokenizer):
 
         scorers["gold"] = lambda xs, ys: [gold_reward(x, y) for x, y in zip(xs, ys)]
     if args.reward_model:
-        scorers["rm"] = _rm_scorer(args.reward_model, tokenizer, args.batch_size)
+        scorers["rm"] = _rm_scorer(args.reward_model, tokenizer.pad_token_id, args.batch_size)
     if args.judge == "none":
         return scorers, None
     if args.judge == "gold":
@@ -207,7 +359,7 @@ def _scorers_and_judge(args, tokenizer):
     if args.judge == "rm":
         if "rm" not in scorers:
             raise SystemExit("hybridpo eval: --judge rm needs --reward-model")
-        return scorers, judges.reward_model_judge(scorers["rm"])
+        return scorers, judges.ScorerJudge("rm")  # the rm scores of generation and reference, on token ids
     if not args.api_base_url:
         raise SystemExit("hybridpo eval: --judge api needs --api-base-url")
     key = os.environ.get(args.api_key_env, "")
@@ -218,22 +370,25 @@ def _scorers_and_judge(args, tokenizer):
     return scorers, judges.ApiJudge(cfg)
 
 
-def _rm_scorer(path: str, tokenizer, batch_size: int):
+def _rm_scorer(path: str, pad_id: int, batch_size: int):
+    """The reward model as a TokenScorer: it scores the prompt ids the policy was fed (rendered, truncated)
+    and the response ids as they are (a generation ends with EOS only where it emitted one), never
+    text decoded and encoded again."""
     import torch
 
     from hybridpo.config import ModelConfig
+    from hybridpo.evaluate import TokenScorer
     from hybridpo.models import load_reward_model
     from hybridpo.forward import reward_scores
 
     model = load_reward_model(path, ModelConfig(name_or_path=path))
 
     @torch.no_grad()
-    def score(prompts: list[str], responses: list[str]) -> list[float]:
+    def score_ids(prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
         out = []
-        for s in range(0, len(prompts), batch_size):
-            p_ids = [tokenizer.encode(x) for x in prompts[s : s + batch_size]]
-            r_ids = [[tokenizer.encode(y) + [tokenizer.eos_token_id]] for y in responses[s : s + batch_size]]
-            out += reward_scores(model, p_ids, r_ids, pad_id=tokenizer.pad_token_id).tolist()
+        for s in range(0, len(prompt_ids), batch_size):
+            responses = [[r] for r in response_ids[s : s + batch_size]]
+            out += reward_scores(model, prompt_ids[s : s + batch_size], responses, pad_id=pad_id).tolist()
         return out
 
-    return score
+    return TokenScorer(score_ids)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from hybridpo.data.examples import DataError
+from hybridpo.data.recipes import recipe_settings
 
+# The settings that decide which token ids a row's text becomes: prompt template, response prefix and
+# spacing, chat rendering, truncation, BOS. `hybridpo eval` applies a run's own values of these to
+# its evaluation files, so a policy is evaluated on inputs rendered as it was trained on them.
+RENDERING_FIELDS = ("prompt_template", "response_prefix", "normalize_response_space", "as_chat", "chat_template",
+                    "implicit_prompt_marker", "max_prompt_length", "max_response_length", "max_length", "add_bos")
 FORMAT_NAMES = ("auto", "standard", "conversational", "implicit_prompt", "prompt_only", "sft")
 ON_BAD = ("drop", "error")
 
@@ -79,6 +86,10 @@ class DataConfig:
         if "{prompt}" not in self.prompt_template:
             raise DataError(f"data.prompt_template={self.prompt_template!r} must contain '{{prompt}}'")
 
+    def rendering(self) -> dict:
+        """The RENDERING_FIELDS of this config, by name (what eval.json records as `rendering`)."""
+        return {name: getattr(self, name) for name in RENDERING_FIELDS}
+
     @classmethod
     def from_dict(cls, d: dict) -> "DataConfig":
         """Build from a YAML mapping; `recipe: tldr` starts from that recipe, other keys override it."""
@@ -88,8 +99,19 @@ class DataConfig:
         if unknown:
             raise DataError(f"unknown data settings {unknown}; valid: {sorted(names | {'recipe'})}")
         recipe = d.pop("recipe", None)
-        if recipe is None:
-            return cls(**d)
-        from hybridpo.data.recipes import recipe_config  # late: recipes builds DataConfigs
+        return cls(**({**recipe_settings(recipe), **d} if recipe is not None else d))
 
-        return recipe_config(recipe, **d)
+
+def recipe_config(name: str, shared: str | Path | None = None, **overrides) -> DataConfig:
+    """The DataConfig of recipe `name` (hybridpo.data.recipes) with `overrides` on top."""
+    return DataConfig(**{**recipe_settings(name, shared), **overrides})
+
+
+def tldr(shared: str | Path | None = None, **overrides) -> DataConfig:
+    """TL;DR comparisons (hybridpo.data.recipes): "{prompt}\\nTL;DR:" + " summary", split by post."""
+    return recipe_config("tldr", shared, **overrides)
+
+
+def ultrafeedback(shared: str | Path | None = None, **overrides) -> DataConfig:
+    """UltraFeedback pairs as one chat exchange with the tokenizer's template (hybridpo.data.recipes)."""
+    return recipe_config("ultrafeedback", shared, **overrides)

@@ -1,4 +1,9 @@
-"""Ready-made DataConfigs for the two shared sets (read in place from ../shared).
+"""Ready-made data settings for the two shared sets (read in place from ../shared).
+
+A recipe is a plain mapping of DataConfig fields (`RECIPES[name](shared) -> dict`); this module
+imports nothing of the data layer but its error type, so `DataConfig.from_dict` (config.py) can
+resolve `recipe: tldr` without an import cycle. `hybridpo.data.tldr(**overrides)` and
+`recipe_config(name, **overrides)` (config.py) build the DataConfig.
 
 TL;DR (`../shared/data/tldr/tldr_comparisons_10k.parquet`). Rows: `prompt` = "SUBREDDIT: ...
 TITLE: ... POST: ..." (no trailing "TL;DR:"); `chosen` / `rejected` = "TL;DR: " followed by the
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hybridpo.data.config import DataConfig
 from hybridpo.data.examples import DataError
 
 
@@ -31,9 +35,9 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared"
 
 
-def tldr(shared: str | Path | None = None, **overrides) -> DataConfig:
+def tldr_settings(shared: str | Path | None = None) -> dict:
     root = Path(shared) if shared else shared_dir()
-    settings = dict(
+    return dict(
         source=str(root / "data" / "tldr" / "tldr_comparisons_10k.parquet"),
         format="standard",
         prompt_template="{prompt}\nTL;DR:",
@@ -44,12 +48,11 @@ def tldr(shared: str | Path | None = None, **overrides) -> DataConfig:
         max_prompt_length=512,
         max_response_length=128,
     )
-    return DataConfig(**{**settings, **overrides})
 
 
-def ultrafeedback(shared: str | Path | None = None, **overrides) -> DataConfig:
+def ultrafeedback_settings(shared: str | Path | None = None) -> dict:
     root = Path(shared) if shared else shared_dir()
-    settings = dict(
+    return dict(
         source=str(root / "data" / "ultrafeedback" / "train_1000.jsonl"),
         eval_source=str(root / "data" / "ultrafeedback" / "eval_200.jsonl"),
         format="standard",
@@ -58,13 +61,13 @@ def ultrafeedback(shared: str | Path | None = None, **overrides) -> DataConfig:
         max_prompt_length=512,
         max_length=1024,
     )
-    return DataConfig(**{**settings, **overrides})
 
 
-RECIPES = {"tldr": tldr, "ultrafeedback": ultrafeedback}  # name -> DataConfig factory
+RECIPES = {"tldr": tldr_settings, "ultrafeedback": ultrafeedback_settings}  # name -> DataConfig fields
 
 
-def recipe_config(name: str, **overrides) -> DataConfig:
+def recipe_settings(name: str, shared: str | Path | None = None) -> dict:
+    """The DataConfig fields of recipe `name` (`data.recipe` in a config)."""
     if name not in RECIPES:
         raise DataError(f"data.recipe={name!r}; choose from {sorted(RECIPES)}")
-    return RECIPES[name](**overrides)
+    return RECIPES[name](shared)

@@ -2,7 +2,9 @@
 
 Every row comes with `where`, the text an error message starts with ("train.jsonl: line 7"), so
 a problem found later (a missing field, a tie) still names the file and the row. Rows are
-numbered from 1; for JSONL the number is the file's line number (blank lines count).
+numbered from 1; for JSONL the number is the file's line number (blank lines count). Text files
+are read as UTF-8 (a leading byte-order mark is skipped); other bytes are a DataError naming the
+line and column, like every other bad row.
 
 Local single files are read directly (line numbers, no copy into the `datasets` cache);
 folders and hub names go through `datasets` (`load_from_disk` for a `save_to_disk` folder,
@@ -13,6 +15,7 @@ folders and hub names go through `datasets` (`load_from_disk` for a `save_to_dis
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,24 +107,36 @@ def _object(value, where: str) -> dict:
     return value
 
 
+def _read_text(path: Path) -> str:
+    """The whole file as UTF-8 text; a byte that is not UTF-8 is a DataError naming its line and column
+    (lines counted as text mode counts them: \\n, \\r\\n and \\r each end one)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        before = data[: e.start].decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
+        line, column = before.count("\n") + 1, len(before) - before.rfind("\n")
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                        "save the file as UTF-8") from None
+
+
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}: line {n}"
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            rows.append(Row(where, _object(value, where)))
+    for n, line in enumerate(io.StringIO(_read_text(path), newline=None), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {n}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        rows.append(Row(where, _object(value, where)))
     return rows
 
 
 def _read_json(path: Path) -> list[Row]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if isinstance(value, dict) and len(value) == 1 and isinstance(next(iter(value.values())), list):
@@ -144,10 +159,9 @@ def _read_parquet(path: Path) -> list[Row]:
 
 def _read_csv(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        for i, r in enumerate(reader, start=1):
-            if None in r:  # more cells than header names
-                raise DataError(f"{path}: row {i} (line {reader.line_num}): more cells than the header has columns")
-            rows.append(Row(f"{path}: row {i} (line {reader.line_num})", dict(r)))
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    for i, r in enumerate(reader, start=1):
+        if None in r:  # more cells than header names
+            raise DataError(f"{path}: row {i} (line {reader.line_num}): more cells than the header has columns")
+        rows.append(Row(f"{path}: row {i} (line {reader.line_num})", dict(r)))
     return rows

@@ -1,8 +1,11 @@
 """`hybridpo data inspect` through the real CLI dispatcher."""
 
 import json
+from pathlib import Path
 
 from hybridpo.cli import main
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
 
 
 def test_inspect_prints_counts(tmp_path, capsys):
@@ -34,3 +37,23 @@ def test_inspect_reports_data_errors_without_a_traceback(tmp_path, capsys):
     src.write_text('{"prompt": "p", "chosen": " a"}\n')
     assert main(["data", "inspect", "--source", str(src), "--no-cache"]) == 2
     assert "bad.jsonl: line 1: missing field 'rejected': the row has 'chosen'" in capsys.readouterr().out
+
+
+def write_non_utf8(path):
+    path.write_bytes(json.dumps({"prompt": "p", "chosen": " a", "rejected": " b"}).encode() + b"\n"
+                     + b'{"prompt": "caf\xe9", "chosen": " a", "rejected": " b"}\n')
+    return path
+
+
+def test_non_utf8_data_is_one_error_line_in_data_and_train(tmp_path, capsys):
+    src = write_non_utf8(tmp_path / "latin1.jsonl")
+    message = f"error: {src}: line 2: not UTF-8 text (byte 0xe9 at column 16); save the file as UTF-8"
+    assert main(["data", "inspect", "--source", str(src), "--no-cache"]) == 2
+    assert capsys.readouterr().out.strip() == message
+    config = tmp_path / "run.yaml"  # the data load fails before any model is loaded
+    tokenizer = SHARED / "tokenizers" / "pythia" / "tokenizer.json"
+    config.write_text(f"method: dpo\nmodel: {{name_or_path: unused, tokenizer: {tokenizer}}}\n"
+                      f"data: {{source: {src}, use_cache: false}}\nrun: {{out_dir: {tmp_path / 'run'}, progress: false}}\n")
+    assert main(["train", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert message in err.splitlines() and "Traceback" not in err

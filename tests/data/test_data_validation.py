@@ -118,3 +118,33 @@ def test_ultrafeedback_ties_and_empty_rows_are_dropped_and_counted(tok):
     assert all(e.chosen != e.rejected and e.chosen.strip() and e.rejected.strip() for e in p.train + p.eval)
     with pytest.raises(DataError, match=rf"train_1000\.jsonl: line {ties_train[0]}: fields 'chosen' and 'rejected' are equal"):
         load_preferences(ultrafeedback(chat_template="builtin", use_cache=False, on_tie="error"), tok)
+
+
+def test_bytes_that_are_not_utf8_name_the_file_line_and_column(tok, tmp_path):
+    """A Latin-1 "é" (byte 0xe9) in a UTF-8 file: a DataError at its 1-based line and column
+    (columns count characters, so the two-byte "ü" before it is one column), never a
+    UnicodeDecodeError; JSONL, JSON and CSV alike, lines ending in \\n or \\r\\n."""
+    good = json.dumps(GOOD).encode()
+    bad = '{"prompt": "ü caf'.encode() + b'\xe9", "chosen": " a", "rejected": " b"}'
+    column = len('{"prompt": "ü caf') + 1  # 18: the "é" is the 18th character of its line
+    for newline in (b"\n", b"\r\n"):
+        path = tmp_path / "pairs.jsonl"
+        path.write_bytes(newline.join([good, b"", bad, good]) + newline)  # line 2 blank, line 3 bad
+        with pytest.raises(DataError, match=rf"pairs\.jsonl: line 3: not UTF-8 text \(byte 0xe9 at column {column}\)"):
+            load(tok, path)
+    path = tmp_path / "pairs.json"
+    path.write_bytes(b"[\n" + good + b",\n" + bad + b"\n]")
+    with pytest.raises(DataError, match=rf"pairs\.json: line 3: not UTF-8 text \(byte 0xe9 at column {column}\)"):
+        load(tok, path)
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"prompt,chosen,rejected\r\np, a, b\r\ncaf\xe9, a, b\r\n")
+    with pytest.raises(DataError, match=r"pairs\.csv: line 3: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        load(tok, path)
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tok, tmp_path):
+    """Spreadsheet programs start UTF-8 CSV files with a BOM; the first header stays "prompt"."""
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"\xef\xbb\xbfprompt,chosen,rejected\np, a, b\n")
+    (ex,) = load(tok, path).train
+    assert (ex.prompt, ex.chosen) == ("p", " a")
