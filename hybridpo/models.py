@@ -1,4 +1,4 @@
-"""Loading the policy, its reference π_ref and the reward model; `init_model` for random Pythias.
+"""Loading the policy, its reference π_ref and the reward model (random models: hybridpo.zoo).
 
 Three ways to get π_ref (the model at the start of training), cheapest first:
 - "disabled_adapter" (LoRA): the same model with its adapter switched off (`peft`'s
@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from hybridpo.config import ModelConfig
+from hybridpo.zoo import init_model  # noqa: F401  (moved to hybridpo.zoo; callers still import it from here)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# init-model shapes: (layers, hidden, heads, intermediate). pythia-70m is EleutherAI/pythia-70m's.
-SIZES = {"tiny": (2, 64, 4, 256), "small": (4, 128, 4, 512), "pythia-70m": (6, 512, 8, 2048)}
-ARCHS = ("gpt-neox",)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -282,7 +277,7 @@ def _same(a: tuple, b: tuple) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# reward model and init-model
+# reward model
 
 
 def load_reward_model(path: str, cfg: ModelConfig) -> nn.Module:
@@ -293,49 +288,3 @@ def load_reward_model(path: str, cfg: ModelConfig) -> nn.Module:
         path, num_labels=1, dtype=_DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code
     )
     return freeze(model)
-
-
-def gpt_neox_config(size: str, tokenizer):
-    """A Pythia-shaped GPTNeoXConfig for `size`; vocab = the tokenizer's, rounded up to 128s.
-
-    Pythia's 50,277-token tokenizer gives 50,304 rows; the head is untied and rotary covers 25% of
-    each head, as in Pythia (pythia-70m: 6 layers, width 512, 8 heads, MLP 2048, 2,048 positions).
-    """
-    from transformers import GPTNeoXConfig
-
-    if size not in SIZES:
-        raise ValueError(f"size={size!r}; choose from {list(SIZES)}")
-    layers, hidden, heads, intermediate = SIZES[size]
-    eos = tokenizer.eos_token_id
-    return GPTNeoXConfig(
-        vocab_size=128 * math.ceil(len(tokenizer) / 128),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        rotary_pct=0.25,
-        max_position_embeddings=2048,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def init_model(arch: str, size: str, tokenizer_path: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Save a randomly initialised Pythia-architecture model + its tokenizer to `out_dir`."""
-    from transformers import GPTNeoXForCausalLM
-
-    from hybridpo.data import load_tokenizer
-
-    if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r}; choose from {list(ARCHS)}")
-    tokenizer = load_tokenizer(str(tokenizer_path))
-    config = gpt_neox_config(size, tokenizer)
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(config)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out

@@ -14,10 +14,10 @@ from hybridpo.models import (
     apply_lora,
     build_reference,
     decoder_parts,
-    gpt_neox_config,
     train_last_n_layers,
 )
 from hybridpo.rewards import reward_scores
+from hybridpo.zoo import random_config
 
 from pathlib import Path
 
@@ -138,7 +138,7 @@ def test_pythia_70m_shape_matches_eleutherai():
 
     from hybridpo.data import load_tokenizer
 
-    config = gpt_neox_config("pythia-70m", load_tokenizer(str(PYTHIA_TOKENIZER)))
+    config = random_config("gpt-neox", "pythia-70m", load_tokenizer(str(PYTHIA_TOKENIZER)))
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (6, 512, 8, 2048)
     assert config.vocab_size == 50304  # 50,277 tokenizer entries rounded up to a multiple of 128
     with torch.device("meta"):
