@@ -72,7 +72,7 @@ def resolve(name_or_path: str) -> str:
     """A model name as transformers loads it: GGUF names (see the module docstring) become the
     converted folder (converting on first use); every other name is returned unchanged."""
     name = str(name_or_path)
-    if name in MODELS:
+    if name in MODELS and not Path(name).exists():  # a local folder of that name wins
         return str(get(name))
     if GGUF_SEP in name:
         folder, file = name.split(GGUF_SEP, 1)
@@ -159,6 +159,8 @@ def convert_gguf(gguf_path: str | Path, out_dir: str | Path, *, force: bool = Fa
         try:
             tmp.chmod(0o755)  # mkdtemp makes it private (0700); a converted model is readable like any folder
             _write_plain_folder(src, tmp)
+            for f in tmp.iterdir():
+                f.chmod(0o644)  # safetensors are written private (0600)
             if out.exists():  # a stale conversion: move it aside, put the new one in, delete the old
                 old = out.with_name(f".{out.name}.partial-old-{os.getpid()}")
                 out.rename(old)
@@ -184,9 +186,9 @@ def _write_plain_folder(src: Path, out: Path) -> None:
         pad_choice = "eos (the file names no pad token)"
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32, **_dequantized())
     state = loaded.state_dict()
-    bad = {k: (v.dtype, type(v).__name__) for k, v in state.items() if v.dtype != torch.float32}
-    if bad:
-        raise RuntimeError(f"{src}: transformers left some tensors quantized: {dict(list(bad.items())[:3])}")
+    packed = [k for k, v in state.items() if v.dtype in (torch.uint8, torch.int8) or v.is_floating_point() and v.dtype != torch.float32]
+    if packed:  # GGUF blocks (or half floats) where fp32 values were asked for
+        raise RuntimeError(f"{src}: transformers did not dequantize {len(packed)} tensors, e.g. {packed[:3]}")
 
     settings = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
     config = type(loaded.config).from_dict(settings)
@@ -250,9 +252,11 @@ def _is_current(out: Path, src: Path) -> bool:
 
 @contextlib.contextmanager
 def _locked(out: Path):
+    """An exclusive lock on converting into `out` (a lock file in the temp folder, not beside `out`)."""
     import fcntl
 
-    with open(out.with_name(f".{out.name}.lock"), "w") as handle:
+    lock = Path(tempfile.gettempdir()) / f"hybridpo-convert-{hashlib.sha256(str(out).encode()).hexdigest()[:16]}.lock"
+    with open(lock, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
