@@ -33,7 +33,7 @@ def main() -> None:
 
     from hybridpo.config import config_from_dict
     from hybridpo.loop import train
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = init_model("gpt-neox", args.size, str(TOKENIZER), Path(tmp) / "model", seed=0)

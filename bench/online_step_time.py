@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--size", default="tiny", choices=["tiny", "small", "pythia-70m"])
     args = parser.parse_args()
 
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

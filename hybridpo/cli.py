@@ -14,7 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("lab", "exact coverage experiments that reproduce the paper's theory (CPU, seconds)"),
     "train": ("train", "train a model (sft, rm, dpo, ipo, ...) from a YAML config; --resume a run"),
-    "init-model": ("init_model", "save a randomly initialised Pythia-architecture model with a tokenizer"),
+    "init-model": ("init_model", "save a randomly initialised model (GPT-NeoX, Llama, Qwen2, Mistral) with a tokenizer"),
+    "model": ("model", "get a real checkpoint ready offline (SmolLM2-135M-Instruct) or convert a .gguf file to a folder"),
     "data": ("data", "load a data config as training would; print rows kept / dropped / truncated"),
     "bench": ("bench", "measuring instruments: `bench speed` compares hybridpo with TRL on the same work"),
     "eval": ("eval", "evaluate policies: KL to the reference, scores, judge win rate; eval.json and a table"),

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     """Every stage; returns the markdown table (also OUT/table.md). Plots in OUT/plots/."""
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
     from hybridpo.report import TABLE_KEYS, aggregate, markdown_table, plot_training, plot_validation_kl
 
     out = Path(cfg.out)

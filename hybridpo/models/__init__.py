@@ -14,13 +14,12 @@ from hybridpo.models.load import (
     trainable_parameters,
 )
 from hybridpo.models.policy import BuiltinSampler, Policy, Sampler
-from hybridpo.models.random_init import ARCHS, SIZES, gpt_neox_config, init_model
 from hybridpo.models.reference import FrozenTrunkReference, Reference, build_reference
 from hybridpo.models.reward import RewardModel, TextReward, load_scorer
 
 __all__ = [
-    "ARCHS", "DTYPES", "SIZES", "BuiltinSampler", "DecoderParts", "FrozenTrunkReference", "Policy", "Reference",
+    "DTYPES", "BuiltinSampler", "DecoderParts", "FrozenTrunkReference", "Policy", "Reference",
     "RewardModel", "Sampler", "StepClock", "TextReward", "apply_lora", "build_reference", "decoder_parts", "freeze",
-    "gpt_neox_config", "init_model", "load_policy", "load_reward_model", "load_scorer", "train_last_n_layers",
+    "load_policy", "load_reward_model", "load_scorer", "train_last_n_layers",
     "trainable_parameters",
 ]

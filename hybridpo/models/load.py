@@ -41,7 +41,9 @@ def load_policy(cfg: ModelConfig, *, head: str = "causal_lm") -> nn.Module:
     if cfg.finetune == "lora":
         model = apply_lora(model, cfg, task_type="CAUSAL_LM" if head == "causal_lm" else "SEQ_CLS")
     elif cfg.finetune == "last_n_layers":
-        train_last_n_layers(model, cfg.last_n_layers)
+        # a reward model's score head is new (random): it always trains
+        train_last_n_layers(model, cfg.last_n_layers, train_final_norm=cfg.train_final_norm,
+                            train_head=cfg.train_head or head == "reward")
     return model
 
 
@@ -59,19 +61,27 @@ def apply_lora(model: nn.Module, cfg: ModelConfig, task_type: str) -> nn.Module:
     return get_peft_model(model, lora)
 
 
-def train_last_n_layers(model: nn.Module, n: int) -> None:
-    """Freeze everything but the last n blocks, the final norm and the head (paper chat setting)."""
+def train_last_n_layers(model: nn.Module, n: int, *, train_final_norm: bool = False, train_head: bool = False) -> None:
+    """Freeze everything but the last n blocks (paper §5.1.2: "only the last 4 layers").
+
+    train_final_norm / train_head add the norm after the last block / the output head. A head tied
+    to the input embedding is that embedding, the trunk's first layer: it stays frozen, and asking
+    to train it is an error. A reward model's fresh score head is never tied.
+    """
     parts = decoder_parts(model)
     total = len(parts.layers)
     if not 1 <= n <= total:
         raise ValueError(f"model.last_n_layers={n}, but the model has {total} layers")
+    tied = parts.head.weight is model.get_input_embeddings().weight
+    if train_head and tied:
+        raise ValueError("model.train_head=true, but the output head is tied to the input embedding (frozen with the trunk)")
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = [*parts.layers[total - n :], parts.final_norm]
-    head = parts.head
-    tied = head is not None and head.weight is model.get_input_embeddings().weight
-    if not tied:  # a head tied to the input embedding would move the frozen trunk's first layer
-        trainable.append(head)
+    trainable = list(parts.layers[total - n :])
+    if train_final_norm:
+        trainable.append(parts.final_norm)
+    if train_head:
+        trainable.append(parts.head)
     for module in trainable:
         for p in module.parameters():
             p.requires_grad_(True)

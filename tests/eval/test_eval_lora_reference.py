@@ -36,7 +36,7 @@ SAMPLED = ("kl", "logratio/generations")  # each with its "<key>_stderr" in eval
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """(run folder, base model folder, pairs file): 4 DPO steps of a rank-8 LoRA at lr 1e-2."""
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     root = tmp_path_factory.mktemp("lora_eval")
     base = init_model("gpt-neox", "tiny", str(TOKENIZER), root / "base")

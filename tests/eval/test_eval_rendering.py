@@ -112,7 +112,7 @@ class Recorder:
 def runs(tmp_path_factory):
     """(root, base model, {"chat": (run, fed examples, sft file, pairs file), "tldr": ...})."""
     from hybridpo.data import load_tokenizer
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     mp = pytest.MonkeyPatch()
     root = tmp_path_factory.mktemp("render")

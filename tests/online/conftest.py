@@ -12,7 +12,7 @@ from online_runs import PYTHIA_TOKENIZER, train
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """`hybridpo init-model --size tiny` (2 layers, width 64, vocab 50,304) with the real tokenizer."""
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     return init_model("gpt-neox", "tiny", str(PYTHIA_TOKENIZER), tmp_path_factory.mktemp("online") / "tiny")
 

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """`hybridpo init-model --size tiny` with the real tokenizer (vocab 50,304, 2 layers, width 64)."""
-    from hybridpo.models import init_model
+    from hybridpo.zoo import init_model
 
     return init_model("gpt-neox", "tiny", str(PYTHIA_TOKENIZER), tmp_path_factory.mktemp("models") / "tiny")
 

@@ -14,10 +14,10 @@ from hybridpo.models import (
     apply_lora,
     build_reference,
     decoder_parts,
-    gpt_neox_config,
     train_last_n_layers,
 )
 from hybridpo.forward import reward_scores
+from hybridpo.zoo import random_config
 
 from pathlib import Path
 
@@ -69,14 +69,63 @@ def test_copy_reference_stays_at_the_start(small_vocab_model):
     torch.testing.assert_close(logps(ref.model), base, rtol=0, atol=0)
 
 
-def test_last_n_layers_trains_only_the_top(small_vocab_model):
-    train_last_n_layers(small_vocab_model, 1)
-    trainable = {n for n, p in small_vocab_model.named_parameters() if p.requires_grad}
-    assert any(n.startswith("gpt_neox.layers.2.") for n in trainable)
-    assert not any(n.startswith(("gpt_neox.layers.0.", "gpt_neox.layers.1.", "gpt_neox.embed_in")) for n in trainable)
-    assert {"gpt_neox.final_layer_norm.weight", "lm_head.weight"} <= trainable
+def trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def names_under(model, *prefixes) -> set[str]:
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
+
+
+def tiny_llama():
+    """A 3-layer Llama with a tied head (named_parameters lists the shared matrix once, as the embedding)."""
+    from hybridpo.zoo import random_model
+
+    return random_model("llama", "tiny", 96, num_hidden_layers=3, eos_token_id=0, pad_token_id=1)
+
+
+def test_last_n_layers_trains_only_the_last_blocks_untied_neox(small_vocab_model):
+    model = small_vocab_model  # 3 blocks, untied head lm_head
+    block = names_under(model, "gpt_neox.layers.2.")
+    norm = names_under(model, "gpt_neox.final_layer_norm.")
+    assert len(block) == 12 and norm == {"gpt_neox.final_layer_norm.weight", "gpt_neox.final_layer_norm.bias"}
+
+    train_last_n_layers(model, 1)  # the paper's setting: blocks only
+    assert trainable_names(model) == block
+    train_last_n_layers(model, 1, train_final_norm=True)
+    assert trainable_names(model) == block | norm
+    train_last_n_layers(model, 1, train_head=True)
+    assert trainable_names(model) == block | {"lm_head.weight"}
+    train_last_n_layers(model, 2, train_final_norm=True, train_head=True)
+    assert trainable_names(model) == names_under(model, "gpt_neox.layers.1.", "gpt_neox.layers.2.") | norm | {"lm_head.weight"}
+    assert not model.gpt_neox.embed_in.weight.requires_grad
     with pytest.raises(ValueError, match="has 3 layers"):
-        train_last_n_layers(small_vocab_model, 4)
+        train_last_n_layers(model, 4)
+    with pytest.raises(ValueError, match="has 3 layers"):
+        train_last_n_layers(model, 0)
+
+
+def test_last_n_layers_keeps_a_tied_head_frozen_llama():
+    model = tiny_llama()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    block = names_under(model, "model.layers.2.")
+    assert len(block) == 9  # q, k, v, o, gate, up, down + two RMSNorm weights; no biases
+
+    train_last_n_layers(model, 1)
+    assert trainable_names(model) == block
+    train_last_n_layers(model, 1, train_final_norm=True)
+    assert trainable_names(model) == block | {"model.norm.weight"}
+    assert not model.lm_head.weight.requires_grad  # the head is the (frozen) input embedding
+    with pytest.raises(ValueError, match="tied to the input embedding"):
+        train_last_n_layers(model, 1, train_head=True)
+
+
+def test_last_n_layers_reward_model_trains_its_new_score_head(tiny_model_dir):
+    from hybridpo.models import load_policy
+
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), finetune="last_n_layers", last_n_layers=1)
+    model = load_policy(cfg, head="reward")
+    assert trainable_names(model) == names_under(model, "gpt_neox.layers.1.") | {"score.weight"}
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed"])
@@ -138,7 +187,7 @@ def test_pythia_70m_shape_matches_eleutherai():
 
     from hybridpo.data import load_tokenizer
 
-    config = gpt_neox_config("pythia-70m", load_tokenizer(str(PYTHIA_TOKENIZER)))
+    config = random_config("gpt-neox", "pythia-70m", load_tokenizer(str(PYTHIA_TOKENIZER)))
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == (6, 512, 8, 2048)
     assert config.vocab_size == 50304  # 50,277 tokenizer entries rounded up to a multiple of 128
     with torch.device("meta"):
