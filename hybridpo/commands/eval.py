@@ -326,6 +326,10 @@ def _load_with_disabled_adapter(adapter: Path):
 def _load_lm(path: str):
     from transformers import AutoModelForCausalLM
 
+    from hybridpo.zoo import resolve
+
+    path = resolve(path)  # a .gguf file becomes its converted folder
+
     if (Path(path) / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 

@@ -41,6 +41,9 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     Pythia gets eos "<|endoftext|>" (0) and pad "<|padding|>" (1); GPT-2 gets pad = eos."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast  # late: heavy import
 
+    from hybridpo.zoo.checkpoints import resolve
+
+    name_or_path = resolve(name_or_path)  # a .gguf file (or a packaged model's name) becomes its converted folder
     path = Path(name_or_path).expanduser()
     try:
         if path.is_file():

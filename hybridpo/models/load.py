@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hybridpo.config import ModelConfig
+from hybridpo.zoo.checkpoints import resolve
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -29,10 +30,11 @@ def load_policy(cfg: ModelConfig, *, head: str = "causal_lm") -> nn.Module:
         trust_remote_code=cfg.trust_remote_code,
         attn_implementation=cfg.attn_implementation,
     )
+    path = resolve(cfg.name_or_path)  # a .gguf file becomes its converted folder (hybridpo.zoo)
     if head == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     elif head == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(cfg.name_or_path, num_labels=1, **kwargs)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
     else:
         raise ValueError(f"head={head!r}; choose from ['causal_lm', 'reward']")
     if cfg.gradient_checkpointing:
@@ -126,7 +128,7 @@ def load_reward_model(path: str, cfg: ModelConfig) -> nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code
+        resolve(path), num_labels=1, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code
     )
     return freeze(model)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridpo import zoo
+from hybridpo.zoo import checkpoints as zoo
 
 
 class FakeWriter:

@@ -83,7 +83,8 @@ def test_weights_logits_and_greedy_answer_equal_the_gguf_model(converted, gguf_m
 
 
 def test_get_reuses_the_converted_folder(smollm2_dir, monkeypatch, capsys):
-    from hybridpo import cli, zoo
+    from hybridpo import cli
+    from hybridpo.zoo import checkpoints as zoo
 
     def no_conversion(*args):
         raise AssertionError("converted again")
