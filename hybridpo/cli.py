@@ -13,11 +13,12 @@ import sys
 # name -> (module under hybridpo.commands, one-line help). Adding a command is one line here.
 COMMANDS: dict[str, tuple[str, str]] = {
     "lab": ("lab", "exact coverage experiments that reproduce the paper's theory (CPU, seconds)"),
-    "train": ("train", "train a model (sft, rm, dpo, ipo, ...) from a YAML config; --resume a run"),
+    "train": ("train", "train a model (sft, rm, dpo, ipo, hypo, online_dpo, rlhf) from a YAML config or key=value settings"),
     "init-model": ("init_model", "save a randomly initialised model (GPT-NeoX, Llama, Qwen2, Mistral) with a tokenizer"),
     "model": ("model", "get a real checkpoint ready offline (SmolLM2-135M-Instruct) or convert a .gguf file to a folder"),
     "data": ("data", "load a data config as training would; print rows kept / dropped / truncated"),
     "bench": ("bench", "measuring instruments: `bench speed` compares hybridpo with TRL on the same work"),
+    "experiment": ("experiment", "multi-stage experiments: `gold` (a task with a known reward), `chat` (SmolLM2, UltraFeedback)"),
     "eval": ("eval", "evaluate policies: KL to the reference, scores, judge win rate; eval.json and a table"),
     "plot": ("plot", "training curves and the Figure-1-style validation-KL plot from run folders"),
     "task": ("task", "write a synthetic gold-reward task's prompts, SFT rows and labelled pairs as JSONL"),

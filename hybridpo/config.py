@@ -97,6 +97,8 @@ class RunConfig:
     log_every: int = 1  # write a metrics.jsonl row every N optimizer steps
     eval_every: int = 0  # evaluate on the held-out split every N steps; 0 = only at the end
     eval_examples: int = 256  # held-out examples per evaluation (the first N of the eval split); 0 = all
+    eval_kl_samples: int = 0  # > 0: each evaluation also estimates KL(π‖π_ref) on the held-out prompts (eval/kl: the paper's Figure 1), this many samples per prompt
+    eval_max_new_tokens: int = 53  # length cap of those samples (paper TL;DR: 53)
     save_every: int = 0  # checkpoint every N steps; 0 = only at the end (and on SIGTERM / Ctrl-C)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk; older ones are deleted after a save
     tensorboard: bool = False  # also write metrics to RUN/tensorboard (needs the `tensorboard` package)
@@ -238,7 +240,8 @@ def _check(cfg: TrainConfig, where: str) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{where}: {key}={value}; must be > 0")
-    for key in ("optim.max_steps", "run.eval_every", "run.save_every", "run.eval_examples", "optim.warmup_steps"):
+    for key in ("optim.max_steps", "run.eval_every", "run.save_every", "run.eval_examples", "optim.warmup_steps",
+                "run.eval_kl_samples"):
         section, name = key.split(".")
         if getattr(getattr(cfg, section), name) < 0:
             raise ConfigError(f"{where}: {key} must be >= 0")

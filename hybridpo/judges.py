@@ -131,7 +131,7 @@ class ScorerJudge:
 
 
 def gold_judge(reward: Callable[[str, str], float]) -> ScoreJudge:
-    """Judge by a gold reward r*(prompt, response) (e.g. hybridpo.tasks.gold_reward); exact ties."""
+    """Judge by a gold reward r*(prompt, response) (e.g. hybridpo.experiments.gold.task.gold_reward); exact ties."""
     return ScoreJudge("gold", lambda ps, ys: [reward(p, y) for p, y in zip(ps, ys)])
 
 

@@ -237,7 +237,16 @@ class Run:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out metrics over the first `run.eval_examples` examples, weighted by batch size."""
+        """Held-out metrics over the first `run.eval_examples` examples, weighted by batch size.
+        The training RNG streams are left as they were: how often a run evaluates never changes
+        what it trains on (an online method's held-out samples draw from the policy's generator)."""
+        rng = _snapshot_rng(self.generator)
+        try:
+            return self._evaluate()
+        finally:
+            _restore_rng(rng, self.generator)
+
+    def _evaluate(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
         n = len(self.data.eval) if cfg.run.eval_examples == 0 else min(cfg.run.eval_examples, len(self.data.eval))
         mine = list(range(acc.process_index, n, acc.num_processes))
@@ -251,9 +260,25 @@ class Run:
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
             count += len(batch)
+        if cfg.run.eval_kl_samples and self.ctx.reference is not None and self.method.model_head == "causal_lm":
+            for k, v in self._held_out_kl([self.data.eval[i] for i in mine]).items():
+                sums[k] = v * max(count, 1)  # already a mean over this process's prompts
         self.model.train()
         row = _mean_across({k: v / max(count, 1) for k, v in sums.items()}, acc)
         return {f"eval/{k}": v for k, v in row.items()}
+
+    def _held_out_kl(self, examples: list) -> dict:
+        """KL(π‖π_ref) on the held-out prompts (hybridpo.evaluate.reverse_kl: the summed log-ratio
+        over fresh samples at temperature 1, the training estimator), as `kl` and `kl_stderr`."""
+        from hybridpo.evaluate import EvalConfig, reverse_kl
+
+        cfg = self.cfg
+        prompts = list({tuple(ex.prompt_ids): ex.prompt_ids for ex in examples}.values())  # each prompt once
+        if not prompts:
+            return {}
+        ecfg = EvalConfig(kl_samples=cfg.run.eval_kl_samples, max_new_tokens=cfg.run.eval_max_new_tokens,
+                          batch_size=cfg.optim.batch_size, seed=cfg.run.seed, layout=cfg.speed.logprob_layout)
+        return reverse_kl(self.model, self.ctx.reference, prompts, pad_id=self.ctx.pad_id, eos_id=self.ctx.eos_id, cfg=ecfg)
 
     def checkpoint(self) -> None:
         acc = self.accelerator

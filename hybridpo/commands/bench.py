@@ -1,7 +1,7 @@
 """`hybridpo bench MODE`: measuring instruments. MODE picks a module of `hybridpo.bench`.
 
-Adding a mode (e.g. `gold`) is one entry in MODES plus that module's own `add_arguments(parser)`
-and `run(args) -> int`, or, as here for `speed`, one function pair in this file.
+Adding a mode is one entry in MODES plus a function pair (`add_arguments(parser)`, `run(args) -> int`).
+`bench gold` is `hybridpo experiment gold` under its older name.
 """
 
 from __future__ import annotations
@@ -68,21 +68,21 @@ def _speed_run(args: argparse.Namespace) -> int:
 
 
 def _gold_arguments(parser: argparse.ArgumentParser) -> None:
-    from hybridpo.bench.gold import add_arguments as gold_arguments
+    from hybridpo.commands import experiment
 
-    gold_arguments(parser)
+    experiment.add_arguments(parser, name="gold")
 
 
 def _gold_run(args: argparse.Namespace) -> int:
-    from hybridpo.bench.gold import run as gold_run
+    from hybridpo.commands import experiment
 
-    return gold_run(args)
+    return experiment.run(args)
 
 
 # mode -> (add_arguments, run, one-line help)
 MODES = {
     "speed": (_speed_arguments, _speed_run, "hybridpo vs TRL 1.16 on the same work: throughput, memory, FLOP/s"),
-    "gold": (_gold_arguments, _gold_run, "the gold-reward benchmark: SFT -> BT pairs -> methods x seeds -> Table 1 + Figure 1"),
+    "gold": (_gold_arguments, _gold_run, "= hybridpo experiment gold: the gold-reward benchmark (SFT -> BT pairs -> methods x seeds -> table, Figure 1)"),
 }
 
 

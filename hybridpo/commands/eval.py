@@ -347,7 +347,7 @@ def _scorers_and_judge(args, tokenizer):
 
     scorers = {}
     if args.task == "gold":
-        from hybridpo.tasks import gold_reward
+        from hybridpo.experiments.gold.task import gold_reward
 
         scorers["gold"] = lambda xs, ys: [gold_reward(x, y) for x, y in zip(xs, ys)]
     if args.reward_model:
@@ -357,7 +357,7 @@ def _scorers_and_judge(args, tokenizer):
     if args.judge == "gold":
         if args.task != "gold":
             raise SystemExit("hybridpo eval: --judge gold needs --task gold")
-        from hybridpo.tasks import gold_reward
+        from hybridpo.experiments.gold.task import gold_reward
 
         return scorers, judges.gold_judge(gold_reward)
     if args.judge == "rm":

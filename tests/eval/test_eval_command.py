@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hybridpo.cli import main
-from hybridpo.tasks import CoverageConfig, gold_reward, label_pairs, make_split, noisy_responses, sft_rows, write_jsonl
+from hybridpo.experiments.gold.pairs import CoverageConfig, label_pairs, sft_rows, write_jsonl
+from hybridpo.experiments.gold.task import gold_reward, make_split, noisy_responses
 
 TOKENIZER = Path(__file__).resolve().parents[3] / "shared" / "tokenizers" / "pythia" / "tokenizer.json"
 

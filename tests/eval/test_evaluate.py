@@ -20,7 +20,7 @@ import torch
 from hybridpo.data import PreferenceExample, PromptExample
 from hybridpo.evaluate import EvalConfig, evaluate, generate
 from hybridpo.judges import gold_judge, win_rate
-from hybridpo.tasks import gold_reward, make_examples
+from hybridpo.experiments.gold.task import gold_reward, make_examples
 
 
 

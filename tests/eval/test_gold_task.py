@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridpo.tasks import CoverageConfig, GoldTaskConfig, bt_probability, covered, gold, gold_reward, label_pairs
-from hybridpo.tasks import make_examples, noisy_responses, sft_rows, write_jsonl
+from hybridpo.experiments.gold import task as gold
+from hybridpo.experiments.gold.pairs import CoverageConfig, bt_probability, covered, label_pairs, sft_rows, write_jsonl
+from hybridpo.experiments.gold.task import GoldTaskConfig, gold_reward, make_examples, noisy_responses
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 TOKENIZER = SHARED / "tokenizers" / "pythia" / "tokenizer.json"

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from hybridpo.bench.gold import METHODS, load_gold_config, method_run, run_gold
-from hybridpo.config import config_from_dict
+from hybridpo.config import ConfigError, config_from_dict
+from hybridpo.experiments.common import load_config
+from hybridpo.experiments.gold import GoldConfig
+from hybridpo.experiments.gold.run import method_run, run
 
 ROOT = Path(__file__).resolve().parents[2]
 CI = ROOT / "configs" / "gold" / "ci.yaml"
@@ -30,8 +32,8 @@ CI = ROOT / "configs" / "gold" / "ci.yaml"
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("gold") / "ci"
-    cfg = load_gold_config(CI, {"out": str(out)})
-    return cfg, out, run_gold(cfg)
+    cfg = load_config(GoldConfig, CI, [f"out={out}"])
+    return cfg, out, run(cfg)
 
 
 def test_ci_config_runs_every_method(bench):
@@ -78,7 +80,7 @@ def above_half_by_two_stderr(values: list[float], center: float) -> tuple[bool, 
 
 
 def test_policy_trained_on_gold_beats_sft(bench):
-    """Issue 6: rlhf_gold, TRAINED on r*, beats π_SFT on the held-out prompts by more than chance.
+    """rlhf_gold, TRAINED on r*, beats π_SFT on the held-out prompts by more than chance.
 
     The comparison is of the two policies as laws (what RLHF maximises, E_{y~π}[r*]): per held-out
     prompt, `sampled` temperature-1 samples of each, the i-th judged against the i-th by r*. The
@@ -116,23 +118,29 @@ def test_reward_model_scores_the_online_methods(bench):
     for name in ("online_dpo", "rlhf"):
         saved = (out / f"{name}-seed0" / "config.yaml").read_text()
         assert str(out / "rm" / "final") in saved and "gold_reward" not in saved
-    assert "hybridpo.tasks.gold:gold_reward" in (out / "rlhf_gold-seed0" / "config.yaml").read_text()
+    assert "hybridpo.experiments.gold.task:gold_reward" in (out / "rlhf_gold-seed0" / "config.yaml").read_text()
 
 
-def test_method_runs_are_valid_training_configs(tmp_path):
-    cfg = load_gold_config(CI, {"out": str(tmp_path)})
-    for name, (method, reward) in METHODS.items():
+@pytest.mark.parametrize("config", sorted((ROOT / "configs" / "gold").glob("*.yaml")), ids=lambda p: p.stem)
+def test_method_runs_are_valid_training_configs(config, tmp_path):
+    cfg = load_config(GoldConfig, config, [f"out={tmp_path}"])
+    assert cfg.methods
+    for name, spec in cfg.methods.items():
         raw = method_run(cfg, name, 1, tmp_path / "sft", tmp_path / "rm", tmp_path / "data", steps_per_epoch=2)
         tc = config_from_dict({**raw, "run": {**raw["run"], "out_dir": str(tmp_path / name)}}, where=name)
-        assert tc.method == method and tc.run.seed == 1 and tc.optim.max_steps == 2 * cfg.epochs
-        assert tc.model.reward_model == (str(tmp_path / "rm") if reward == "rm" else "")
+        assert tc.method == spec.method and tc.run.seed == 1 and tc.optim.max_steps == 2 * cfg.epochs
+        assert tc.model.reward_model == (str(tmp_path / "rm") if spec.reward == "rm" else "")
+        assert tc.method_args == spec.args or spec.reward == "gold"  # the method's own options, as read
+        assert tc.run.eval_kl_samples == cfg.kl_samples and tc.run.eval_every == 2  # validation KL every epoch
 
 
-def test_config_errors_name_the_file(tmp_path):
+def test_config_errors_name_the_file_and_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("methods: [dpo, ppo]\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml.*ppo"):
-        load_gold_config(bad)
-    bad.write_text("epochz: 3\n")
-    with pytest.raises(ValueError, match=r"bad\.yaml.*epochz"):
-        load_gold_config(bad)
+    for text, where in [("methods: {x: {method: ppo}}\n", r"bad\.yaml: methods\.x\.method='ppo'"),
+                        ("epochz: 3\n", r"bad\.yaml.*epochz"),
+                        ("methods: {h: {method: hypo, args: {lam: -1}}}\n", r"bad\.yaml: methods\.h\.args\.lam=-1"),
+                        ("methods: {h: {method: hypo, args: {lamb: 1}}}\n", r"bad\.yaml.*methods\.h\.args\.lamb"),
+                        ("methods: {d: {method: dpo, reward: human}}\n", r"methods\.d\.reward='human'")]:
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=where):
+            load_config(GoldConfig, bad)

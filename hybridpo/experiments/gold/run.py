@@ -1,142 +1,42 @@
-"""The full gold-reward benchmark of the paper's setting: RM-scored online methods, YAML configs.
-
-`hybridpo bench gold --config configs/gold/demo.yaml [--seeds 3] [--out DIR] [--methods a,b]`
-
-The stages are hybridpo.tasks.pipeline's (task data, SFT on the references, pairs sampled from
-π_SFT and labelled by Bradley-Terry on r*, per-epoch validation KL, gold evaluation against
-π_ref = π_SFT, table and plots). This module adds what the paper's Table 1 pipeline has on top:
-
-  * a reward model r̂ trained (Eq. 3) from π_SFT on the same offline pairs as DPO, and the online
-    methods scored by it, as in the paper: `online_dpo` and `rlhf` sample from π and rank /
-    reward with r̂, never with r*;
-  * the same methods scored by r* itself, `online_dpo_gold` and `rlhf_gold`: "a policy trained
-    on the gold reward", the benchmark's sanity check (it must beat π_SFT);
-  * the configuration as a YAML file (configs/gold/*.yaml) so a setting is one named file,
-    and the wall time of every stage in OUT/timing.json.
-
-Method names map to a training method and its reward source (METHODS). Every stage is skipped
-when its output exists (pipeline.train's rule), so a run that is interrupted continues.
-"""
+"""The gold-reward experiment's stages (see the package docstring); `run` does them all."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict
 from pathlib import Path
 
-import yaml
+from hybridpo.experiments.common import Laps, train_stage, validation_kl
+from hybridpo.experiments.gold.config import GOLD_SCORER, GoldConfig
 
-from hybridpo.tasks import pipeline
-from hybridpo.tasks.pipeline import GOLD_SCORER, GoldBenchConfig
-
-# benchmark method name -> (hybridpo training method, reward of its samples: None = offline pairs only)
-METHODS = {
-    "dpo": ("dpo", None),
-    "ipo": ("ipo", None),
-    "hypo": ("hypo", None),  # the KL surrogate needs samples of π but no reward
-    "online_dpo": ("online_dpo", "rm"),
-    "rlhf": ("rlhf", "rm"),
-    "online_dpo_gold": ("online_dpo", "gold"),
-    "rlhf_gold": ("rlhf", "gold"),
-}
+SAMPLED_KEYS = ("sampled/win_rate", "sampled/gold", "sampled/gold_sft")
 
 
-@dataclass
-class GoldConfig(GoldBenchConfig):
-    methods: list[str] = field(default_factory=lambda: ["dpo", "hypo"])  # names of METHODS, trained from π_SFT
-    rm_epochs: int = 2  # passes of the reward model over the offline pairs (only when a method needs r̂)
-    rm_lr: float = 1e-3  # reward-model learning rate
-    k: int = 4  # samples per prompt of the online methods (online DPO's best-vs-worst, RLHF's RLOO group)
-    hypo_k: int = 2  # samples per prompt of HyPO's KL surrogate
-    best_of_n: int = 0  # > 1: also evaluate best-of-n of π_SFT under r* (uses the gold reward: must beat π_SFT); 0 = skip
-    sampled: int = 0  # > 0: also judge this many temperature-1 samples per held-out prompt of every run against
-    #                   as many of π_SFT (the law RLHF optimises; the table's near-greedy columns judge the mode)
-
-
-def load_gold_config(path: str | Path | None, overrides: dict | None = None) -> GoldConfig:
-    """A GoldConfig from a YAML file of its fields (unknown keys are an error), then overrides."""
-    raw: dict = {}
-    if path is not None:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a gold benchmark config is a mapping of GoldConfig fields")
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in fields(GoldConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path or 'overrides'}: unknown fields {unknown}; GoldConfig has {sorted(known)}")
-    if isinstance(raw.get("methods"), str):
-        raw["methods"] = [m.strip() for m in raw["methods"].split(",") if m.strip()]
-    bad = sorted(set(raw.get("methods", [])) - set(METHODS))
-    if bad:
-        raise ValueError(f"{path or 'overrides'}: methods {bad}; choose from {sorted(METHODS)}")
-    return GoldConfig(**raw)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, help="YAML of GoldConfig fields (configs/gold/*.yaml)")
-    for f in fields(GoldConfig):  # every field can be overridden on the command line; None = the config's value
-        kind = {"int": int, "float": float, "str": str, "bool": _flag}.get(str(f.type).split(" ")[0], str)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None,
-                       help="comma-separated: " + ", ".join(METHODS) if f.name == "methods" else None)
-
-
-def _flag(text: str) -> bool:
-    """A boolean field on the command line: true/false, yes/no, 1/0."""
-    if text.lower() in ("true", "yes", "1"):
-        return True
-    if text.lower() in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: want true or false")
-
-
-def run(args: argparse.Namespace) -> int:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one line per stage instead of a bar per checkpoint load / save
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(GoldConfig)}
-    cfg = load_gold_config(args.config, overrides)
-    start = time.perf_counter()
-    table = run_gold(cfg, progress=lambda s: print(f"[{time.perf_counter() - start:6.0f}s] {s}", flush=True))
-    print(table)
-    print(f"plots: {Path(cfg.out) / 'plots'}   total {time.perf_counter() - start:.0f}s")
-    return 0
-
-
-def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
+def run(cfg: GoldConfig, progress=lambda s: None) -> str:
     """Every stage; returns the markdown table (also OUT/table.md). Plots in OUT/plots/."""
-    from hybridpo.zoo import init_model
     from hybridpo.report import TABLE_KEYS, aggregate, markdown_table, plot_training, plot_validation_kl
+    from hybridpo.zoo import init_model
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    timing: dict[str, float] = {}
-    clock = time.perf_counter()
+    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+    lap = Laps(out)
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timing[name] = round(now - clock, 1)
-        clock = now
-        (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
-
-    data = pipeline.write_task(cfg, out / "data")
+    data = write_task(cfg, out / "data")
     if not (out / "init" / "config.json").exists():
-        init_model("gpt-neox", cfg.size, cfg.tokenizer, out / "init", seed=0)
-    sft = pipeline.train(out / "sft", {
+        init_model(cfg.arch, cfg.size, cfg.tokenizer, out / "init", seed=0)
+    sft = train_stage(out / "sft", {
         "method": "sft", "model": {"name_or_path": str(out / "init")},
         "data": {"source": str(data / "sft_train.jsonl"), "eval_source": str(data / "sft_eval.jsonl")},
         "optim": {"lr": cfg.sft_lr, "batch_size": cfg.batch_size, "max_steps": cfg.sft_steps, "warmup_steps": 10}}, progress)
     lap("sft")
-    pipeline.sample_pairs(cfg, sft, data, progress)
+    sample_pairs(cfg, sft, data, progress)
     lap("pairs")
     steps_per_epoch = max(1, cfg.n_train // cfg.batch_size)
     rm = None
-    if any(METHODS[m][1] == "rm" for m in cfg.methods):
-        rm = pipeline.train(out / "rm", {
+    if any(spec.reward == "rm" for spec in cfg.methods.values()):
+        rm = train_stage(out / "rm", {
             "method": "rm", "model": {"name_or_path": str(sft)},
             "data": {"source": str(data / "pairs_sft_train.jsonl"), "eval_source": str(data / "pairs_sft_eval.jsonl")},
             "optim": {"lr": cfg.rm_lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.rm_epochs},
@@ -147,11 +47,11 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     for name in cfg.methods:
         for seed in range(cfg.seeds):
             run_dir = out / f"{name}-seed{seed}"
-            pipeline.train(run_dir, method_run(cfg, name, seed, sft, rm, data, steps_per_epoch), progress)
-            pipeline.validation_kl(cfg, run_dir, sft, data, steps_per_epoch)
+            train_stage(run_dir, method_run(cfg, name, seed, sft, rm, data, steps_per_epoch), progress)
+            validation_kl(run_dir, steps_per_epoch)
             runs.append(run_dir)
             lap(run_dir.name)
-    results = pipeline.evaluate_all(cfg, sft, runs, data, out / "eval", progress)
+    results = evaluate_all(cfg, sft, runs, data, out / "eval", progress)
     lap("eval")
     keys = TABLE_KEYS
     if cfg.sampled > 0:
@@ -174,26 +74,70 @@ def run_gold(cfg: GoldConfig, progress=lambda s: None) -> str:
     return table
 
 
+def write_task(cfg: GoldConfig, d: Path) -> Path:
+    from hybridpo.experiments.gold.pairs import sft_rows, write_jsonl
+    from hybridpo.experiments.gold.task import GoldTaskConfig, make_split
+
+    if not (d / "sft_eval.jsonl").exists():
+        n_sft = max(cfg.n_sft, cfg.n_train)
+        sft, held_out = make_split(n_sft, cfg.n_eval, seed=0, cfg=GoldTaskConfig(n_words=cfg.n_words, capitalise_key=cfg.capitalise_key))
+        train = sft[: cfg.n_train]  # the pair prompts are the first n_train SFT prompts
+        write_jsonl(d / "sft_train.jsonl", sft_rows(sft))
+        write_jsonl(d / "prompts_train.jsonl", ({"prompt": e.prompt} for e in train))
+        write_jsonl(d / "sft_eval.jsonl", sft_rows(held_out))
+    return d
+
+
+def sample_pairs(cfg: GoldConfig, sft: Path, d: Path, progress) -> None:
+    """Pairs from π_SFT's samples (temperature 1), BT-labelled on r*, restricted by the coverage knobs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from hybridpo.data import load_tokenizer
+    from hybridpo.experiments.gold.pairs import CoverageConfig, label_pairs, write_jsonl
+    from hybridpo.experiments.gold.task import gold_reward
+    from hybridpo.rollout import sample
+
+    if (d / "pairs_sft_eval.jsonl").exists():
+        return
+    tok = load_tokenizer(str(sft))
+    model = AutoModelForCausalLM.from_pretrained(sft).eval()
+    gen = torch.Generator().manual_seed(0)
+    cov = CoverageConfig(max_distinct=cfg.max_distinct, max_words=cfg.max_words, bt_scale=cfg.bt_scale)
+    stats = {}
+    for split, source in (("train", "prompts_train.jsonl"), ("eval", "sft_eval.jsonl")):
+        prompts = [json.loads(line)["prompt"] for line in (d / source).read_text().splitlines()]
+        texts = []
+        for s in range(0, len(prompts), 64):
+            roll = sample(model, [tok.encode(x) for x in prompts[s : s + 64]], cfg.candidates,
+                          max_new_tokens=cfg.max_new_tokens, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                          generator=gen)
+            texts += [[tok.decode(y, skip_special_tokens=True) for y in ys] for ys in roll.responses]
+        rows, stats[split] = label_pairs(prompts, texts, gold_reward, cov, seed=1)
+        write_jsonl(d / f"pairs_sft_{split}.jsonl", rows)
+    (d / "pairs_sft.json").write_text(json.dumps(stats, indent=2) + "\n")
+    progress(f"pairs from π_SFT samples: {json.dumps(stats)}")
+
+
 def method_run(cfg: GoldConfig, name: str, seed: int, sft: Path, rm: Path | None, data: Path, steps_per_epoch: int) -> dict:
-    """The training config (as a dict for hybridpo.config.config_from_dict) of one method and seed."""
-    method, reward = METHODS[name]
-    margs: dict = {"beta": cfg.beta}
-    if method in ("online_dpo", "rlhf"):
-        margs |= {"k": cfg.k, "max_new_tokens": cfg.max_new_tokens}
-    if method == "hypo":
-        margs |= {"lam": cfg.lam, "k": cfg.hypo_k, "max_new_tokens": cfg.max_new_tokens}
-    model = {"name_or_path": str(sft)}
-    if reward == "gold":
-        margs["scorer"] = GOLD_SCORER
-    elif reward == "rm":
+    """The training config (a dict for hybridpo.config.config_from_dict) of one method and seed:
+    π_SFT as the start and π_ref, a checkpoint and a held-out evaluation (with validation KL) per epoch."""
+    spec = cfg.methods[name]
+    args = asdict(spec.args)
+    model: dict = {"name_or_path": str(sft)}
+    if spec.reward == "gold":
+        args["scorer"] = GOLD_SCORER
+    elif spec.reward == "rm":
         model["reward_model"] = str(rm)
-    online = reward is not None
+    prompts_only = spec.method in ("online_dpo", "rlhf")  # they learn from prompts alone
     return {
-        "method": method, "model": model, "method_args": margs,
-        "data": {"source": str(data / "prompts_train.jsonl")} if online else
-                {"source": str(data / "pairs_sft_train.jsonl"), "eval_source": str(data / "pairs_sft_eval.jsonl")},
+        "method": spec.method, "model": model, "method_args": args,
+        "data": {"source": str(data / ("prompts_train.jsonl" if prompts_only else "pairs_sft_train.jsonl")),
+                 "eval_source": str(data / ("sft_eval.jsonl" if prompts_only else "pairs_sft_eval.jsonl"))},
         "optim": {"lr": cfg.lr, "batch_size": cfg.batch_size, "max_steps": steps_per_epoch * cfg.epochs},
-        "run": {"seed": seed, "save_every": steps_per_epoch, "keep_checkpoints": cfg.epochs + 1},
+        "run": {"seed": seed, "save_every": steps_per_epoch, "keep_checkpoints": cfg.epochs + 1,
+                "eval_every": steps_per_epoch, "eval_examples": cfg.n_eval, "eval_kl_samples": cfg.kl_samples,
+                "eval_max_new_tokens": cfg.max_new_tokens},
     }
 
 
@@ -204,7 +148,40 @@ def rm_accuracy(rm_run: Path) -> float:
     return accs[-1] if accs else float("nan")
 
 
-SAMPLED_KEYS = ("sampled/win_rate", "sampled/gold", "sampled/gold_sft")
+def evaluate_all(cfg: GoldConfig, sft: Path, runs: list[Path], d: Path, out: Path, progress) -> dict:
+    """Gold reward, win rate vs π_SFT's generations, KL(π‖π_SFT) for SFT and every run."""
+    from transformers import AutoModelForCausalLM
+
+    from hybridpo.data import DataConfig, PromptExample, load_preferences, load_prompts, load_tokenizer
+    from hybridpo.evaluate import EvalConfig, evaluate
+    from hybridpo.experiments.gold.task import gold_reward
+    from hybridpo.judges import gold_judge
+
+    tok = load_tokenizer(str(sft))
+    ref = AutoModelForCausalLM.from_pretrained(sft).eval()
+    prompts, _ = load_prompts(DataConfig(source=str(d / "sft_eval.jsonl"), use_cache=False), tok)
+    pairs, _ = load_preferences(DataConfig(source=str(d / "pairs_sft_eval.jsonl"), use_cache=False), tok)
+    scorers = {"gold": lambda xs, ys: [gold_reward(x, y) for x, y in zip(xs, ys)]}
+    ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens, kl_samples=cfg.kl_samples, batch_size=64)
+    base = evaluate(ref, ref, tok, prompts, pairs=pairs, judge=gold_judge(gold_reward), scorers=scorers,
+                    cfg=EvalConfig(**{**asdict(ecfg), "generator_name": "sft"}))
+    # the opponent of every win rate: π_SFT's own near-greedy generations
+    vs_sft = [PromptExample(p.prompt_ids, p.prompt, tok.encode(g["output"]) + [tok.eos_token_id], g["output"], p.group)
+              for p, g in zip(prompts, base.generations)]
+    results = {}
+    for name, policy_dir in [("sft", sft)] + [(r.name, r / "final") for r in runs]:
+        policy = AutoModelForCausalLM.from_pretrained(policy_dir).eval()
+        res = evaluate(policy, ref, tok, vs_sft, pairs=pairs, judge=gold_judge(gold_reward), scorers=scorers,
+                       cfg=EvalConfig(**{**asdict(ecfg), "generator_name": name}))
+        res.metrics["gold/reference_task"] = base.metrics["gold/reference"]  # r* of the task's own references
+        (out / name).mkdir(parents=True, exist_ok=True)
+        (out / name / "eval.json").write_text(json.dumps(res.metrics, indent=2) + "\n")
+        with (out / name / "generations.jsonl").open("w") as f:
+            for row in res.generations:
+                f.write(json.dumps(row) + "\n")
+        results[name] = res.metrics
+        progress(f"eval {name}: gold={res.metrics['gold']:.3f} win_rate={res.metrics['win_rate']:.3f} kl={res.metrics['kl']:.3f}")
+    return results
 
 
 def _samples(model_dir: Path, prompts: list[str], n: int, cfg: GoldConfig, seed: int) -> list[list[str]]:
@@ -235,8 +212,8 @@ def sampled_vs_sft(cfg: GoldConfig, sft: Path, policy: Path, data: Path, out: Pa
     pairs (`sampled/*_by_prompt`, for tests over prompts, the independent units); the returned
     metrics (for the table) leave those lists out.
     """
+    from hybridpo.experiments.gold.task import gold_reward
     from hybridpo.judges import gold_judge, win_rate
-    from hybridpo.tasks import gold_reward
 
     prompts = _held_out_prompts(data)
     mine, theirs = _samples(policy, prompts, n, cfg, seed=1), _samples(sft, prompts, n, cfg, seed=2)
@@ -267,10 +244,8 @@ def best_of_n(cfg: GoldConfig, sft: Path, data: Path, out: Path, n: int, seed: i
     log n - (n-1)/n (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy")
     is reported as kl_bound. Writes OUT/eval.json; returns the metrics.
     """
-    import math
-
+    from hybridpo.experiments.gold.task import gold_reward
     from hybridpo.judges import gold_judge, win_rate
-    from hybridpo.tasks import gold_reward
 
     prompts = _held_out_prompts(data)
     texts = _samples(sft, prompts, n + 1, cfg, seed)  # (P, n + 1)
