@@ -35,12 +35,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from hybridpo.forward import response_logps
+from hybridpo.forward import response_logps, reward_scores
 from hybridpo.judges import Judge, ScorerJudge, win_rate
 from hybridpo.losses import sequence_kl
 from hybridpo.rollout import sample
@@ -211,8 +212,11 @@ def evaluate(
 
 @torch.no_grad()
 def pair_logps(policy, ref, pairs: list, *, pad_id: int, cfg: EvalConfig) -> dict:
-    """Mean sequence log-probs of the chosen and rejected responses under π and π_ref (§6)."""
-    sums = {"logps/chosen": 0.0, "logps/rejected": 0.0, "ref_logps/chosen": 0.0, "ref_logps/rejected": 0.0}
+    """Mean sequence log-probs of the chosen and rejected responses under π and π_ref (§6), and
+    `rewards/accuracies`: the share of pairs whose implicit reward log π/π_ref (DPO's, up to β)
+    ranks the chosen response above the rejected one, ties counted 1/2 (so π_ref itself scores 1/2)."""
+    sums = {"logps/chosen": 0.0, "logps/rejected": 0.0, "ref_logps/chosen": 0.0, "ref_logps/rejected": 0.0,
+            "rewards/accuracies": 0.0}
     for sl in _batches(len(pairs), cfg.batch_size):
         batch = pairs[sl]
         pol, rlp = logratios(policy, ref, [e.prompt_ids for e in batch],
@@ -222,7 +226,30 @@ def pair_logps(policy, ref, pairs: list, *, pad_id: int, cfg: EvalConfig) -> dic
         sums["logps/rejected"] += pol[:, 1].sum().item()
         sums["ref_logps/chosen"] += rlp[:, 0].sum().item()
         sums["ref_logps/rejected"] += rlp[:, 1].sum().item()
+        margin = (pol - rlp)[:, 0] - (pol - rlp)[:, 1]  # (B,) implicit-reward margin, chosen minus rejected
+        sums["rewards/accuracies"] += ((margin > 0).double() + 0.5 * (margin == 0).double()).sum().item()
     return {k: v / len(pairs) for k, v in sums.items()} | {"pairs": len(pairs)}
+
+
+def reward_model_scorer(model, pad_id: int, batch_size: int = 16) -> TokenScorer:
+    """A reward model (a scalar-head model, or the folder of one) as a TokenScorer: it scores the
+    prompt ids the policy was fed (rendered, truncated) and the response ids as they are (a
+    generation ends with EOS only where it emitted one), never text decoded and encoded again."""
+    if isinstance(model, (str, Path)):
+        from hybridpo.config import ModelConfig
+        from hybridpo.models import load_reward_model
+
+        model = load_reward_model(str(model), ModelConfig(name_or_path=str(model)))
+
+    @torch.no_grad()
+    def score_ids(prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
+        out = []
+        for s in range(0, len(prompt_ids), batch_size):
+            responses = [[r] for r in response_ids[s : s + batch_size]]
+            out += reward_scores(model, prompt_ids[s : s + batch_size], responses, pad_id=pad_id).tolist()
+        return out
+
+    return TokenScorer(score_ids)
 
 
 def _score(score: Scorer, prompt_texts, response_texts, prompt_ids, response_ids) -> list[float]:

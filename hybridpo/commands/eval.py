@@ -344,6 +344,7 @@ def _all(split) -> list:
 
 def _scorers_and_judge(args, tokenizer):
     from hybridpo import judges
+    from hybridpo.evaluate import reward_model_scorer
 
     scorers = {}
     if args.task == "gold":
@@ -351,7 +352,7 @@ def _scorers_and_judge(args, tokenizer):
 
         scorers["gold"] = lambda xs, ys: [gold_reward(x, y) for x, y in zip(xs, ys)]
     if args.reward_model:
-        scorers["rm"] = _rm_scorer(args.reward_model, tokenizer.pad_token_id, args.batch_size)
+        scorers["rm"] = reward_model_scorer(args.reward_model, tokenizer.pad_token_id, args.batch_size)
     if args.judge == "none":
         return scorers, None
     if args.judge == "gold":
@@ -372,27 +373,3 @@ def _scorers_and_judge(args, tokenizer):
     cfg = judges.ApiJudgeConfig(base_url=args.api_base_url, model=args.api_model, api_key=key, seed=args.seed,
                                 cache_dir=args.judge_cache or str(Path(args.out) / "judge_cache"))
     return scorers, judges.ApiJudge(cfg)
-
-
-def _rm_scorer(path: str, pad_id: int, batch_size: int):
-    """The reward model as a TokenScorer: it scores the prompt ids the policy was fed (rendered, truncated)
-    and the response ids as they are (a generation ends with EOS only where it emitted one), never
-    text decoded and encoded again."""
-    import torch
-
-    from hybridpo.config import ModelConfig
-    from hybridpo.evaluate import TokenScorer
-    from hybridpo.models import load_reward_model
-    from hybridpo.forward import reward_scores
-
-    model = load_reward_model(path, ModelConfig(name_or_path=path))
-
-    @torch.no_grad()
-    def score_ids(prompt_ids: list[list[int]], response_ids: list[list[int]]) -> list[float]:
-        out = []
-        for s in range(0, len(prompt_ids), batch_size):
-            responses = [[r] for r in response_ids[s : s + batch_size]]
-            out += reward_scores(model, prompt_ids[s : s + batch_size], responses, pad_id=pad_id).tolist()
-        return out
-
-    return TokenScorer(score_ids)

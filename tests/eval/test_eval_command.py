@@ -88,7 +88,6 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
     from transformers import AutoModelForCausalLM, GPTNeoXConfig, GPTNeoXForSequenceClassification
 
     import hybridpo.evaluate as ev
-    import hybridpo.forward as rewards
     from hybridpo.data import load_tokenizer
 
     root = setup
@@ -110,7 +109,7 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
     write_jsonl(tmp_path / "sft.jsonl", sft_rows(make_split(24, 24, seed=3)[1]))
 
     drawn, scored = [], []
-    sample, reward_scores = ev.sample, rewards.reward_scores
+    sample, reward_scores = ev.sample, ev.reward_scores
 
     def recording_sample(model, prompts, k, **kw):
         roll = sample(model, prompts, k, **kw)
@@ -122,7 +121,7 @@ def test_reward_model_scores_the_ids_the_policy_was_fed_and_wrote(setup, tmp_pat
         return reward_scores(model, prompts, responses, **kw)
 
     monkeypatch.setattr(ev, "sample", recording_sample)
-    monkeypatch.setattr(rewards, "reward_scores", recording_scores)
+    monkeypatch.setattr(ev, "reward_scores", recording_scores)
     m = str(tmp_path / "stopper")
     args = ["eval", m, "--ref", m, "--data", str(tmp_path / "sft.jsonl"), "--reward-model", str(tmp_path / "rm" / "final"),
             "--judge", "rm", "--max-prompt-length", "5", "--max-new-tokens", "2", "--temperature", "1", "--kl-samples", "0",

@@ -119,3 +119,26 @@ def test_gold_win_rate_of_a_policy_against_itself_is_one_half(tok):
     assert first == second and first != other  # the seed decides the draws
     again = gold_judge(gold_reward).judge(texts[:10], first, second)
     assert win_rate(again)["win_rate"] == 0.5 and win_rate(again)["ties"] == 10
+
+
+def test_implicit_reward_accuracy_counts_ties_half_and_follows_the_margin(tok):
+    """π = π_ref: every margin log π/π_ref(y+) - log π/π_ref(y-) is 0, a tie, so the accuracy is 1/2.
+    π = π_ref with +5 on one token's logit (`marker`), which every chosen response starts with and
+    no rejected one contains: the first token alone gives each chosen response a log-ratio 5 above
+    the rejected one's, the normaliser's change is shared, so the accuracy is 1; swapped, 0."""
+    from hybridpo.evaluate import pair_logps
+
+    ref = tiny_model(tok, 0)
+    prompts = prompts_of(tok, 6)
+    marker = tok.encode(" zz")[-1]
+    pairs = [PreferenceExample(p.prompt_ids, [marker] + p.reference_ids, [marker + 1] + p.reference_ids, p.prompt,
+                               "", "", None) for p in prompts]
+    swapped = [PreferenceExample(e.prompt_ids, e.rejected_ids, e.chosen_ids, e.prompt, "", "", None) for e in pairs]
+    cfg = EvalConfig(batch_size=4)
+    assert pair_logps(ref, ref, pairs, pad_id=1, cfg=cfg)["rewards/accuracies"] == 0.5
+    policy = copy.deepcopy(ref)
+    bump = torch.zeros(policy.config.vocab_size)
+    bump[marker] = 5.0
+    policy.get_output_embeddings().register_forward_hook(lambda module, args, out: out + bump)
+    assert pair_logps(policy, ref, pairs, pad_id=1, cfg=cfg)["rewards/accuracies"] == 1.0
+    assert pair_logps(policy, ref, swapped, pad_id=1, cfg=cfg)["rewards/accuracies"] == 0.0
