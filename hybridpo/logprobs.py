@@ -257,12 +257,15 @@ def _pack(prompts, responses, pad_id) -> _Packed:
     )
 
 
-def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None) -> Tensor:
+def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None,
+                          position_ids: Tensor | None = None, window: int | None = None) -> Tensor:
     """Additive mask (R, 1, T, T): 0 where query q may attend key k, the dtype's minimum elsewhere.
 
     q sees k iff k <= q, both are in the same group (prompt + its responses; `group` None = one
-    group per row) and k is on the prompt or in q's own response. Padding queries see only
-    themselves (their rows are never read; a non-empty row keeps softmax finite).
+    group per row) and k is on the prompt or in q's own response; with a sliding `window` (see
+    `sliding_window`), also only if pos(q) - pos(k) < window, pos the (R, T) `position_ids` (the
+    distance in q's own prompt + response). Padding queries see only themselves (their rows are
+    never read; a non-empty row keeps softmax finite).
     """
     T = segment.shape[-1]
     q_seg, k_seg = segment[:, :, None], segment[:, None, :]  # (R, T, 1), (R, 1, T)
@@ -270,6 +273,8 @@ def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | N
     allowed = causal & (q_seg >= 0) & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
     if group is not None:
         allowed &= group[:, :, None] == group[:, None, :]
+    if window is not None:
+        allowed &= position_ids[:, :, None] - position_ids[:, None, :] < window
     allowed |= torch.eye(T, dtype=torch.bool, device=segment.device)
     zero = torch.zeros((), dtype=dtype, device=segment.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (R, 1, T, T)
@@ -283,7 +288,7 @@ def _packed_tok_logps(model, prompts, responses, pad_id, temperature) -> list[Te
     packed = _pack(prompts, responses, pad_id)
     inner = unwrap_model(model)
     mask = packed_attention_mask(packed.segment.to(device), inner.get_output_embeddings().weight.dtype,
-                                 packed.group.to(device))
+                                 packed.group.to(device), packed.position_ids.to(device), sliding_window(inner.config))
     inputs = dict(
         input_ids=packed.input_ids.to(device),
         attention_mask=mask,
@@ -379,6 +384,17 @@ def _after_prompt_tok_logps(model, pp: PromptPass, responses, pad_id, temperatur
     target = torch.tensor([t for rs in responses for r in rs for t in r], dtype=torch.long, device=device)
     tok = logits[at, target] - log_norm[at]
     return list(tok.split([len(r) for rs in responses for r in rs]))
+
+
+def sliding_window(config) -> int | None:
+    """The sliding attention window every layer of a model applies (Mistral v0.1: 4096; key k is
+    visible from query q iff q - k < window), or None for full attention. transformers builds it
+    into its own masks, not into a custom 4D one, so the packed mask must carry it. Configs with
+    `layer_types` name their sliding layers there (packing refuses those); `sliding_window` then
+    only sizes them."""
+    if getattr(config, "layer_types", None) is not None:
+        return None
+    return getattr(config, "sliding_window", None)
 
 
 def _head_selects_positions(inner) -> bool:
