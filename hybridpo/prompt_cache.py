@@ -46,6 +46,8 @@ def prompt_pass_unsupported_reason(model) -> str | None:
     if reason is not None:
         return reason
     inner = lp.unwrap_model(model)
+    if lp.sliding_window(inner.config) is not None:
+        return "sliding-window layers keep a truncated cache, not plain keys / values"
     if hasattr(model, "module") and not hasattr(model, "get_base_model"):
         return "a DDP-style wrapper expects one forward per backward"
     if model.training and getattr(inner, "is_activation_checkpointing", getattr(inner, "is_gradient_checkpointing", False)):
@@ -81,7 +83,8 @@ def prefill(model, prompts: list[list[int]], pad_id: int):
     logits (P, V); mask (P, W) long, 1 on real tokens). Packed where the model can pack and packing
     puts several prompts in a row (it then computes fewer positions), else one left-padded forward
     (same numbers, no gather). Grad flows as the caller has it."""
-    if lp.packing_unsupported_reason(model) is None and len(lp._rows_of([len(p) for p in prompts])) < len(prompts):
+    packs = lp.packing_unsupported_reason(model) is None and lp.sliding_window(lp.unwrap_model(model).config) is None
+    if packs and len(lp._rows_of([len(p) for p in prompts])) < len(prompts):
         return packed_prompt_kv(model, prompts, pad_id)
     cache, last_logits, attn = forward_prompts(model, prompts, pad_id)
     kv = plain_layers(cache)
