@@ -55,6 +55,7 @@ def family_config(name: str, attn: str = "sdpa"):
 
 
 FAMILIES = ("neox", "llama", "llama_tied", "qwen2", "mistral", "mistral_window")
+SHARED = ("neox", "llama", "llama_tied", "qwen2")  # those whose prompt pass is shared (no sliding window)
 
 
 def _roughen(model: torch.nn.Module, seed: int) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from family_models import FAMILIES, PAD, VOCAB, family_model
+from family_models import FAMILIES, PAD, SHARED, VOCAB, family_model
 from hybridpo import prompt_cache
 from hybridpo.logprobs import packing_unsupported_reason, response_logps
 from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
@@ -78,9 +78,6 @@ def test_packed_equals_padded_under_eager_attention(family):
     g_packed = grads(model, packed)
     padded = response_logps(model, prompts, responses, pad_id=PAD, layout="padded")
     assert_same(packed, padded, (g_packed, grads(model, padded)))
-
-
-SHARED = [f for f in FAMILIES if f not in ("mistral", "mistral_window")]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
