@@ -144,3 +144,22 @@ def test_packed_and_prompt_pass_are_exact_in_float64(family, monkeypatch):
         assert_close(result.tok_logps, padded.tok_logps, atol=1e-9, rtol=0)
         for name in g:
             assert_close(g[name], g_padded[name], atol=1e-9, rtol=1e-9, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_packed_applies_the_head_only_where_a_response_token_follows(family):
+    """No silent fallback to a full-width head: through the model's own forward (a boolean
+    `logits_to_keep`), the LM head sees exactly one position per response token, less the last
+    prompt position its responses share."""
+    model = family_model(family)
+    prompts, responses = batch("mixed")
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].shape[:-1]))
+    try:
+        with torch.no_grad():
+            response_logps(model, prompts, responses, pad_id=PAD, layout="packed")
+    finally:
+        hook.remove()
+    tokens = sum(len(r) for rs in responses for r in rs)
+    shared = sum(len(rs) - 1 for rs in responses if rs)  # responses of a prompt share its last position
+    assert seen == [torch.Size([tokens - shared])]
