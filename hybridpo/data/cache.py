@@ -20,7 +20,7 @@ from pathlib import Path
 from hybridpo.data.config import DataConfig
 from hybridpo.data.examples import DataStats, PreferenceExample, PromptExample
 
-CACHE_VERSION = 1  # bump when the meaning of cached examples changes
+CACHE_VERSION = 2  # bump when the meaning of cached examples changes (2: a response ends at its first EOS)
 NOT_IN_KEY = {"use_cache", "cache_dir", "hf_cache_dir"}  # settings that cannot change the examples
 
 

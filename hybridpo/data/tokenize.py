@@ -9,8 +9,10 @@ So that the separate pieces are the natural BPE split, prompts end on a word or 
 byte-level BPE (GPT-2, Pythia) attaches a space to the word after it, so `tok(" summary")` is
 exactly the tokens the joined text would give (tests check this on the shared TL;DR rows).
 
-EOS. Appended to every response (`response_ids` ends with `eos_id`), unless the rendered
-response already ends with the EOS token (chat templates such as Llama-3's end turns with it).
+EOS. Every response ends at its first EOS token, which is kept, exactly as a sample of the
+policy ends (hybridpo.rollout): a rendered response that holds the EOS token is cut after it (a
+ChatML turn, SmolLM2's or Qwen's, ends "<|im_end|>\n": the "\n" after the EOS is dropped, since
+no sample would ever produce it), and EOS is appended to one that does not (plain text).
 
 Truncation (`max_prompt_length`, `max_response_length`, `max_length`):
 - a long prompt keeps its END (left-truncation): the instruction / "TL;DR:" nearest the response
@@ -110,7 +112,9 @@ class Fitter:
         return ids, False
 
     def response(self, ids: list[int], prompt_len: int) -> tuple[list[int], bool]:
-        if ids[-1:] != [self.eos_id]:
+        if self.eos_id in ids:  # the response ends at its first EOS, as a sample does (ChatML turns end "<|im_end|>\n")
+            ids = ids[: ids.index(self.eos_id) + 1]
+        else:
             ids = ids + [self.eos_id]
         limits = [self.cfg.max_response_length]
         if self.cfg.max_length is not None:

@@ -65,6 +65,17 @@ def _signature_params(cls) -> frozenset[str]:  # once per model class, not once 
     return frozenset(inspect.signature(cls.forward).parameters)
 
 
+def sliding_window(config) -> int | None:
+    """The sliding attention window every layer of a model applies (Mistral v0.1: 4096; key k is
+    visible from query q iff q - k < window), or None for full attention. transformers builds it
+    into its own masks, not into a custom 4D one, so the packed mask must carry it. Configs with
+    `layer_types` name their sliding layers there (packing refuses those); `sliding_window` then
+    only sizes them."""
+    if getattr(config, "layer_types", None) is not None:
+        return None
+    return getattr(config, "sliding_window", None)
+
+
 def head_selects_positions(inner) -> bool:
     """Whether `inner.forward` takes a (R, T) boolean `logits_to_keep` and applies its LM head only
     there (transformers 5.x `slice_logits_to_keep`); otherwise the decoder + head fallback is used."""

@@ -167,11 +167,14 @@ def pack(prompts, responses, pad_id: int) -> Packed:
     )
 
 
-def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None) -> Tensor:
+def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None,
+                          position_ids: Tensor | None = None, window: int | None = None) -> Tensor:
     """Additive mask (R, 1, T, T): 0 where query q may attend key k, the dtype's minimum elsewhere.
 
     q sees k iff k <= q, both are in the same group (prompt + its responses; `group` None = one
-    group per row) and k is on the prompt or in q's own response. Padding queries see only
+    group per row) and k is on the prompt or in q's own response; with a sliding `window`
+    (hybridpo.forward.hf.sliding_window), also only if pos(q) - pos(k) < window, pos the (R, T)
+    `position_ids` (the distance in q's own prompt + response). Padding queries see only
     themselves (their rows are never read; a non-empty row keeps softmax finite).
     """
     T = segment.shape[-1]
@@ -180,6 +183,8 @@ def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | N
     allowed = causal & (q_seg >= 0) & (k_seg >= 0) & ((k_seg == 0) | (k_seg == q_seg))
     if group is not None:
         allowed &= group[:, :, None] == group[:, None, :]
+    if window is not None:
+        allowed &= position_ids[:, :, None] - position_ids[:, None, :] < window
     allowed |= torch.eye(T, dtype=torch.bool, device=segment.device)
     zero = torch.zeros((), dtype=dtype, device=segment.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]  # (R, 1, T, T)

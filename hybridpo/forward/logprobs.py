@@ -119,7 +119,9 @@ def _packed(model, prompts, responses, pad_id, temperature) -> Tensor:
         raise hf.PackingUnsupported(f"layout='packed' is not available: {reason}; pass layout='padded'")
     device = hf.device_of(model)
     packed = lay.pack(prompts, responses, pad_id)
-    mask = lay.packed_attention_mask(packed.segment.to(device), hf.head_dtype(model), packed.group.to(device))
+    window = hf.sliding_window(hf.unwrap_model(model).config)
+    mask = lay.packed_attention_mask(packed.segment.to(device), hf.head_dtype(model), packed.group.to(device),
+                                     packed.position_ids.to(device), window)
     inputs = dict(input_ids=packed.input_ids.to(device), attention_mask=mask,
                   position_ids=packed.position_ids.to(device), use_cache=False)
     logits, _ = hf.logits_at(model, inputs, packed.needs_head.to(device))  # (U, V)

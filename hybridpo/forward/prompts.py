@@ -43,9 +43,11 @@ def prompt_pass_unsupported_reason(model) -> str | None:
     if reason is not None:
         return reason
     inner = hf.unwrap_model(model)
+    if hf.sliding_window(inner.config) is not None:
+        return "sliding-window layers keep a truncated cache, not plain keys / values"
     if hasattr(model, "module") and not hasattr(model, "get_base_model"):
         return "a DDP-style wrapper expects one forward per backward"
-    if model.training and getattr(inner, "is_activation_checkpointing", getattr(inner, "is_gradient_checkpointing", False)):
+    if model.training and _checkpointing(inner):
         return "gradient checkpointing turns the KV cache off in training mode"
     if model.training:
         if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
@@ -55,6 +57,13 @@ def prompt_pass_unsupported_reason(model) -> str | None:
             if isinstance(getattr(config, name, None), float) and getattr(config, name) > 0:
                 return f"config.{name} > 0: the sampler runs in eval mode and would see other keys / values"
     return None
+
+
+def _checkpointing(inner) -> bool:
+    """Gradient checkpointing on (transformers 5.x `is_activation_checkpointing`, else the older name)."""
+    if hasattr(type(inner), "is_activation_checkpointing") or hasattr(inner, "is_activation_checkpointing"):
+        return bool(inner.is_activation_checkpointing)
+    return bool(getattr(inner, "is_gradient_checkpointing", False))
 
 
 def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
@@ -87,7 +96,7 @@ def prefill(model, prompts: list[list[int]], pad_id: int, how: str = "auto"):
     if how not in PREFILLS:
         raise ValueError(f"how={how!r}; choose from {list(PREFILLS)}")
     lengths = [len(p) for p in prompts]
-    can_pack = hf.packing_unsupported_reason(model) is None
+    can_pack = hf.packing_unsupported_reason(model) is None and hf.sliding_window(hf.unwrap_model(model).config) is None
     if how == "packed" or (how == "auto" and can_pack and len(lay.rows_of(lengths)) < len(prompts)):
         return _packed_prefill(model, prompts, pad_id)
     device = hf.device_of(model)

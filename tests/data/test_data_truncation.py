@@ -89,3 +89,19 @@ def test_add_bos(tok, src):
     assert p.train[0].prompt_ids == [tok2.bos_token_id] + ids(tok, PROMPT)[-2:]
     p = prepare_preferences(DataConfig(source=src, use_cache=False, add_bos=True), tok2)
     assert p.train[0].prompt_ids == [tok2.bos_token_id] + ids(tok, PROMPT)
+
+
+def test_a_chat_response_ends_at_its_first_eos_like_a_sample():
+    """ChatML (SmolLM2, Qwen) ends a turn with "<|im_end|>\\n", EOS = <|im_end|>: the response keeps
+    the EOS and drops the newline after it (a sample stops at the EOS and never writes it), and
+    gets no second EOS; a plain response gets EOS appended."""
+    from hybridpo.data import DataConfig, DataStats
+    from hybridpo.data.tokenize import Fitter
+
+    class Tok:
+        eos_token_id, bos_token_id = 2, None
+
+    fit = Fitter(DataConfig(source="x"), Tok(), DataStats())
+    assert fit.response([30, 2, 198], prompt_len=5) == ([30, 2], False)  # "." <|im_end|> "\n"
+    assert fit.response([30, 31], prompt_len=5) == ([30, 31, 2], False)
+    assert fit.response([30, 2, 198, 2], prompt_len=5) == ([30, 2], False)  # only the first EOS ends it

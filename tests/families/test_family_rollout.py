@@ -13,8 +13,8 @@ import torch
 from torch.testing import assert_close
 
 from family_models import FAMILIES, PAD, SHARED, VOCAB, family_model
-from hybridpo.logprobs import response_logps
-from hybridpo.prompt_cache import prompt_pass, prompt_pass_unsupported_reason
+from hybridpo.forward import response_logps
+from hybridpo.forward import prompt_pass, prompt_pass_unsupported_reason
 from hybridpo.rollout import sample
 
 PROMPTS = [[5, 17, 42, 8, 9], [71], [3, 60, 22, 22, 14, 90, 33, 2, 40, 7, 11], [12, 13, 44]]

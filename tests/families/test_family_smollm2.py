@@ -15,8 +15,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo.logprobs import response_logps
-from hybridpo.prompt_cache import prompt_pass
+from hybridpo.forward import prompt_pass, response_logps
 from hybridpo.rollout import sample
 
 QUESTIONS = [
@@ -67,14 +66,15 @@ def prompt_sets(prompts):
 def test_smollm2_fast_paths_equal_padded_values_and_gradients(chat, prefill, monkeypatch):
     """fp32: values to FP32_ATOL, gradients to 5e-4 of each tensor's norm (fp32 rounding; in float64
     they agree to 1e-9, below). The packed layout on the first set."""
-    from hybridpo import prompt_cache
+    from hybridpo.forward import layout
+    from hybridpo.forward import prompts as prompt_cache
 
     model, prompts, eos = chat
     prompts = prompt_sets(prompts)[prefill]
     responses = short_responses(prompts, eos)
     branch = []
-    monkeypatch.setattr(prompt_cache, "packed_prompt_kv", lambda *a, f=prompt_cache.packed_prompt_kv: branch.append("packed_prefill") or f(*a))
-    monkeypatch.setattr(prompt_cache, "forward_prompts", lambda *a, f=prompt_cache.forward_prompts: branch.append("left_padded_prefill") or f(*a))
+    monkeypatch.setattr(prompt_cache, "_packed_prefill", lambda *a, f=prompt_cache._packed_prefill: branch.append("packed_prefill") or f(*a))
+    monkeypatch.setattr(layout, "left_padded", lambda *a, f=layout.left_padded: branch.append("left_padded_prefill") or f(*a))
     model.train()  # no dropout in SmolLM2's config
     try:
         padded = response_logps(model, prompts, responses, pad_id=eos, layout="padded")
@@ -121,7 +121,7 @@ def test_smollm2_fast_paths_are_exact_in_float64(chat, monkeypatch):
     gradients. A copy of the model: 1.1 GB, plus its gradients and one stored set."""
     import copy
 
-    from hybridpo import logprobs
+    from hybridpo.forward import logprobs
 
     model, prompts, eos = chat
     monkeypatch.setattr(logprobs, "scaled_logits", lambda logits, t: logits / t)
