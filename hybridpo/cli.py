@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"hybridpo.commands.{module_name}")
     parser = argparse.ArgumentParser(prog=f"hybridpo {ns.command}", description=help_)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    # key=value overrides may come before or after the options (`experiment chat --config X k=v`)
+    parse = parser.parse_intermixed_args if getattr(module, "INTERMIXED", False) else parser.parse_args
+    args = parse(argv[1:])
     return int(module.run(args) or 0)
 
 

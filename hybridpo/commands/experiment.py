@@ -20,6 +20,8 @@ EXPERIMENTS = {
     "chat": ("hybridpo.experiments.chat", "SmolLM2-135M-Instruct on UltraFeedback: reward model, DPO, HyPO -> table, figure"),
 }
 
+INTERMIXED = True  # cli.py: positional key=value overrides may follow the options
+
 
 def add_arguments(p: argparse.ArgumentParser, name: str | None = None) -> None:
     """The command's arguments; with `name` the experiment is fixed (no NAME argument)."""

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hybridpo.experiments.gold.pairs import CoverageConfig, label_pairs, sft_rows, write_jsonl
-from hybridpo.experiments.gold.task import gold_reward, make_split, noisy_responses
+    from hybridpo.experiments.gold.task import gold_reward, make_split, noisy_responses
 
     out = Path(args.out)
     train, held_out = make_split(args.train, args.eval, args.seed)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+INTERMIXED = True  # cli.py: positional key=value overrides may follow the options
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="YAML config (see configs/); every field is documented in hybridpo/config.py; "
