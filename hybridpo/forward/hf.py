@@ -92,8 +92,8 @@ def _slice_supports_masks() -> bool:
     return tuple(probe.shape) == (2, 1)
 
 
-def packing_unsupported_reason(model) -> str | None:
-    """Why `model` cannot take a custom 4D attention mask with the head at chosen positions, or None."""
+def mask_unsupported_reason(model) -> str | None:
+    """Why `model`'s decoder cannot take a custom 4D attention mask (packed rows), or None."""
     inner = unwrap_model(model)
     peft_cfg = getattr(model, "peft_config", None)
     active = getattr(model, "active_adapter", None)
@@ -101,13 +101,27 @@ def packing_unsupported_reason(model) -> str | None:
         if getattr(peft_cfg[active], "is_prompt_learning", False):
             return "peft prompt-learning adapters add virtual tokens in PeftModel.forward"
     config = getattr(inner, "config", None)
-    if config is None or not hasattr(inner, "get_output_embeddings"):
-        return f"{type(inner).__name__} is not a transformers causal LM"
+    if config is None:
+        return f"{type(inner).__name__} is not a transformers model"
     attn = getattr(config, "_attn_implementation", None) or "eager"
     if attn not in PACKING_ATTENTION:
         return f"attention implementation {attn!r} does not take a custom 4D mask"
     if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
         return "sliding-window layers build their own masks"
+    if getattr(inner, getattr(inner, "base_model_prefix", ""), None) is None:
+        return f"{type(inner).__name__} has no `{inner.base_model_prefix}` decoder attribute"
+    return None
+
+
+def packing_unsupported_reason(model) -> str | None:
+    """Why `model` cannot take a custom 4D attention mask with the head at chosen positions, or None."""
+    reason = mask_unsupported_reason(model)
+    if reason is not None:
+        return reason
+    inner = unwrap_model(model)
+    config = inner.config
+    if not hasattr(inner, "get_output_embeddings") or inner.get_output_embeddings() is None:
+        return f"{type(inner).__name__} is not a transformers causal LM"
     if head_selects_positions(inner):
         return None
     # the fallback path calls the decoder and the head directly, outside any wrapper's forward
@@ -116,8 +130,6 @@ def packing_unsupported_reason(model) -> str | None:
     for name in HEAD_EXTRAS:
         if getattr(config, name, None) not in (None, 1.0):
             return f"config.{name} transforms logits beyond the output embedding"
-    if getattr(inner, getattr(inner, "base_model_prefix", ""), None) is None:
-        return f"{type(inner).__name__} has no `{inner.base_model_prefix}` decoder attribute"
     return None
 
 

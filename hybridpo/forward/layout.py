@@ -93,6 +93,7 @@ class Packed:
     target_head: Tensor  # (M,) for each response token (prompt-major), its index into the U
     target_ids: Tensor  # (M,) the response tokens themselves
     prompt_start: Tensor  # (P,) flat position (row * T + column) of each prompt's first token
+    response_last: Tensor  # (N,) flat position of each response's last token (prompt-major; an empty one: its prompt's last)
 
 
 def rows_of(sizes: list[int]) -> list[list[int]]:
@@ -125,6 +126,7 @@ def pack(prompts, responses, pad_id: int) -> Packed:
     needs_head = torch.zeros((R, width), dtype=torch.bool)  # next token is a response token
     predictor: list = [None] * sum(len(rs) for rs in responses)  # per response (prompt-major): flat predicting columns
     prompt_start = [0] * len(prompts)
+    response_last: list[int] = []
     first_response = [0]
     for rs in responses:
         first_response.append(first_response[-1] + len(rs))
@@ -141,6 +143,7 @@ def pack(prompts, responses, pad_id: int) -> Packed:
             start = offset + lp
             for j, r in enumerate(rs):
                 n = len(r)
+                response_last.append(row * width + (start + n - 1 if n else offset + lp - 1))
                 if n:
                     input_ids[row, start : start + n] = torch.tensor(r, dtype=torch.long)
                     position_ids[row, start : start + n] = torch.arange(lp, lp + n)
@@ -164,7 +167,23 @@ def pack(prompts, responses, pad_id: int) -> Packed:
         target_head=head_index[flat_pred],
         target_ids=flat_targets(responses),
         prompt_start=torch.tensor(prompt_start, dtype=torch.long),
+        response_last=_prompt_major(response_last, rows, responses),
     )
+
+
+def _prompt_major(values: list[int], rows: list[list[int]], responses) -> Tensor:
+    """Per-response values listed in packing order (rows, then groups in a row) -> prompt-major."""
+    order = [g for groups in rows for g in groups]
+    first = [0]
+    for rs in responses:
+        first.append(first[-1] + len(rs))
+    out = [0] * len(values)
+    i = 0
+    for g in order:
+        for j in range(len(responses[g])):
+            out[first[g] + j] = values[i]
+            i += 1
+    return torch.tensor(out, dtype=torch.long)
 
 
 def packed_attention_mask(segment: Tensor, dtype: torch.dtype, group: Tensor | None = None,
