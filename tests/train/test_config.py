@@ -62,6 +62,8 @@ def test_resolved_config_round_trips(tmp_path):
         ("data.recipe=imdb", "data.recipe='imdb'; choose from"),
         ("optim", "override 'optim' must look like key=value"),
         ("optim.lr.x=1", "optim.lr must be float, got {'x': 1}"),
+        ("method_args.beta=-1", "method_args.beta=-1.0; must be > 0"),  # a method's own check, as a config error
+        ("speed.decoder=fast", "speed.decoder='fast'; choose from ['auto', 'neox', 'transformers']"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path, override, message):
@@ -96,11 +98,35 @@ def test_every_shipped_config_loads():
     repo = Path(__file__).resolve().parents[2]
     # `hybridpo train` configs: the tiny CPU ones and the paper's TL;DR ones (configs/ also holds
     # configs of other commands)
-    paths = sorted([*(repo / "configs" / "tiny").glob("*.yaml"), *(repo / "configs" / "tldr").rglob("*.yaml")])
-    assert len(paths) >= 12  # tiny sft/rm/dpo/ipo + TL;DR Pythia 1.4B and 2.8B sft/rm/dpo/ipo
+    paths = sorted([*(repo / "configs" / "tiny").glob("*.yaml"), *(repo / "configs" / "tldr").rglob("*.yaml"),
+                    *(repo / "configs" / "chat").rglob("*.yaml")])
+    assert len(paths) >= 23  # tiny (7) + TL;DR Pythia 1.4B and 2.8B (7 each) + chat (2)
     for path in paths:
         cfg = load_config(path)
         assert cfg.method and cfg.model.name_or_path
     paper = load_config(repo / "configs" / "tldr" / "pythia-1.4b" / "dpo.yaml")
     assert (paper.model.lora.r, paper.model.lora.alpha, paper.model.lora.dropout) == (1024, 2048.0, 0.0)
     assert paper.data.max_prompt_length == 512
+    # the values the paper's tables state (Tables 4, 6 and 8)
+    assert load_config(repo / "configs" / "tldr" / "pythia-1.4b" / "sft.yaml").model.finetune == "full"  # Table 4: no LoRA
+    hypo = load_config(repo / "configs" / "tldr" / "pythia-2.8b" / "hypo.yaml")
+    assert (hypo.optim.lr, hypo.optim.schedule, hypo.method_args.beta, hypo.method_args.lam, hypo.method_args.k) == (3e-6, "cosine", 0.05, 1e-4, 2)
+    chat = load_config(repo / "configs" / "chat" / "llama-3-8b-instruct" / "hypo.yaml")
+    args = chat.method_args
+    assert (chat.optim.lr, chat.optim.schedule, args.beta, args.lam, args.k, args.alpha) == (3e-6, "linear", 0.05, 2e-4, 2, 0.02)
+    assert chat.optim.batch_size * chat.optim.grad_accum == 8 and chat.model.last_n_layers == 4
+
+
+def test_a_run_needs_no_config_file(tiny_model_dir, tmp_path, capsys):
+    """`hybridpo train key=value ...` alone: the defaults plus the settings given; its errors name the key."""
+    from hybridpo.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(f'{{"prompt": "Say {w}.", "chosen": " {w}.", "rejected": " no."}}\n' for w in ("a", "b", "c", "d")))
+    out = tmp_path / "run"
+    assert main(["train", "method=dpo", f"model.name_or_path={tiny_model_dir}", f"data.source={pairs}",
+                 "optim.batch_size=2", "optim.max_steps=2", f"run.out_dir={out}", "run.progress=false"]) == 0
+    assert load_config(out / "config.yaml").method == "dpo" and (out / "final" / "config.json").exists()
+    assert main(["train", "method=hypo", f"model.name_or_path={tiny_model_dir}", f"data.source={pairs}",
+                 "method_args.lam=-1"]) == 1
+    assert "overrides: method_args.lam=-1.0; must be >= 0" in capsys.readouterr().err
