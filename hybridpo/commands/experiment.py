@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hybridpo.config import ConfigError
     from hybridpo.data import DataError
-    from hybridpo.experiments.common import load_config, select
+    from hybridpo.experiments.common import Interrupted, load_config, select
     from hybridpo.fast.cpu_memory import configure
 
     package = importlib.import_module(EXPERIMENTS[args.name][0])
@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 128 + e.signum
     print(table)
     print(f"{cfg.out}: table.md, plots/, timing.json   total {time.perf_counter() - start:.0f}s")
     return 0

@@ -81,8 +81,19 @@ def train_stage(run_dir: Path, raw: dict, progress) -> Path:
     raw = dict(raw)
     raw["run"] = {"out_dir": str(run_dir), "progress": False, **raw.get("run", {})}
     progress(f"train {raw['method']} -> {run_dir}")
-    train(config_from_dict(raw, where=str(run_dir)), resume=(run_dir / "checkpoints").exists())
+    result = train(config_from_dict(raw, where=str(run_dir)), resume=(run_dir / "checkpoints").exists())
+    if result.interrupted is not None:  # Ctrl-C / SIGTERM: the run saved a checkpoint; so does the experiment stop
+        raise Interrupted(f"{run_dir}: stopped by signal {result.interrupted} at step {result.step}; "
+                          "the same command continues the experiment", result.interrupted)
     return final
+
+
+class Interrupted(RuntimeError):
+    """A stage's training run was stopped by a signal (its checkpoint is saved): the experiment stops too."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 def validation_kl(run_dir: Path, steps_per_epoch: int) -> list[dict]:

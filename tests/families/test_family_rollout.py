@@ -16,6 +16,7 @@ from family_models import FAMILIES, PAD, SHARED, VOCAB, family_model
 from hybridpo.forward import response_logps
 from hybridpo.forward import prompt_pass, prompt_pass_unsupported_reason
 from hybridpo.rollout import sample
+from replay import MARGIN, greedy_margin
 
 PROMPTS = [[5, 17, 42, 8, 9], [71], [3, 60, 22, 22, 14, 90, 33, 2, 40, 7, 11], [12, 13, 44]]
 NEW = 12
@@ -59,6 +60,7 @@ def test_greedy_equals_generate(family, shared):
     pp = prompt_pass_or_none(model, shared == "prompt_pass")
     k = 3
     r = sample(model, PROMPTS, k, max_new_tokens=NEW, eos_id=eos, pad_id=PAD, temperature=0.0, prompt_pass=pp)
+    assert greedy_margin(model, PROMPTS, r.responses) > MARGIN  # argmax far from a tie: the same on any path and CPU
     stopped = 0
     for i, p in enumerate(PROMPTS):
         expected = generate_one(model, p, eos)

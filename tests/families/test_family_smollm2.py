@@ -17,6 +17,7 @@ from torch.testing import assert_close
 
 from hybridpo.forward import prompt_pass, response_logps
 from hybridpo.rollout import sample
+from replay import MARGIN, greedy_margin
 
 QUESTIONS = [
     "What is the capital of France?",  # greedy: "The capital of France is Paris.<|im_end|>" (8 tokens)
@@ -103,6 +104,7 @@ def test_smollm2_greedy_equals_generate_and_sampled_logps_equal_scored(chat):
             ids = out[0, len(p):].tolist()
             expected.append(ids[: ids.index(eos) + 1] if eos in ids else ids)
         assert any(e[-1] == eos for e in expected) and any(e[-1] != eos for e in expected)  # EOS stops some
+        assert greedy_margin(model, prompts, [[e] for e in expected]) > 10 * MARGIN  # 30 layers round more: a wider gap
         pp = prompt_pass(model, prompts, pad_id=eos)
         for shared in (None, pp):
             greedy = sample(model, prompts, 2, max_new_tokens=NEW, eos_id=eos, pad_id=eos, temperature=0.0, prompt_pass=shared)

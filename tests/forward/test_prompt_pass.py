@@ -14,6 +14,7 @@ from torch.testing import assert_close
 from hybridpo.forward import PackingUnsupported, hf, prefill, prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.forward.layout import after_prompt_attention_mask
 from hybridpo.rollout import sample
+from replay import replaying
 from tiny_models import tiny_model
 
 PAD, EOS = 1, 0
@@ -88,13 +89,16 @@ def test_one_prompt_pass_serves_two_scorings():
     assert_close(torch.cat([first.logps.view(2, 2), second.logps.view(2, 2)], 1), padded, atol=1e-5, rtol=0)
 
 
-def test_sampling_from_a_prompt_pass_draws_what_its_own_prefill_draws():
+def test_sampling_from_a_prompt_pass_draws_what_its_own_prefill_draws(monkeypatch):
+    """On the same samples (tests/replay.py: the draw replays the sampler's own), the prompt pass
+    seeds the decode with the keys / values and logits of the sampler's own prefill."""
     model = tiny_model(vocab=8, init=0.5)
     prompts = [[2, 3, 4, 5], [6], [7, 2, 2]]
     kwargs = dict(max_new_tokens=7, eos_id=EOS, pad_id=PAD, temperature=0.9)
     alone = sample(model, prompts, 4, generator=torch.Generator().manual_seed(3), **kwargs)
     with torch.no_grad():
         pp = prompt_pass(model, prompts, pad_id=PAD)
+    replaying(monkeypatch, alone)
     shared = sample(model, prompts, 4, generator=torch.Generator().manual_seed(3), prompt_pass=pp, **kwargs)
     assert shared.responses == alone.responses
     assert_close(shared.logps, alone.logps, atol=1e-6, rtol=0)

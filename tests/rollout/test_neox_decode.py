@@ -18,6 +18,7 @@ from hybridpo.fast import neox_decode
 from hybridpo.forward import response_logps
 from hybridpo.forward import prompt_pass
 from hybridpo.rollout import sample
+from replay import MARGIN, greedy_margin, replaying
 from tiny_models import tiny_model
 
 PAD = 1
@@ -34,19 +35,25 @@ def frequent_token(model, prompts) -> int:
     return int(r.tokens.flatten().mode().values)
 
 
-def both(model, prompts, k, **kwargs):
+def both(model, prompts, k, monkeypatch, **kwargs):
+    """transformers' decode draws; then both decoders run again drawing those very tokens
+    (tests/replay.py), so their log-probs compare on the same samples whatever the CPU."""
+    recorded = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder="transformers", **kwargs)
     out = {}
     for decoder in ("transformers", "neox"):
-        out[decoder] = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder=decoder, **kwargs)
+        with monkeypatch.context() as m:
+            replaying(m, recorded)
+            out[decoder] = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder=decoder, **kwargs)
+    assert out["transformers"].responses == recorded.responses  # the replay drew the recording
     return out["transformers"], out["neox"]
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 5), (0.0, 0)])
-def test_same_tokens_and_logps_as_transformers(k, temperature, top_k):
+def test_same_tokens_and_logps_as_transformers(k, temperature, top_k, monkeypatch):
     model = tiny_model()
     eos = frequent_token(model, PROMPTS)
-    a, b = both(model, PROMPTS, k, max_new_tokens=12, eos_id=eos, temperature=temperature, top_k=top_k)
+    a, b = both(model, PROMPTS, k, monkeypatch, max_new_tokens=12, eos_id=eos, temperature=temperature, top_k=top_k)
     assert a.eos.any() and not a.eos.all()  # samples end at different steps, some never
     assert a.responses == b.responses
     assert torch.equal(a.mask, b.mask) and torch.equal(a.eos, b.eos) and torch.equal(a.finished, b.finished)
@@ -54,7 +61,7 @@ def test_same_tokens_and_logps_as_transformers(k, temperature, top_k):
     assert_close(b.sampler_logps, a.sampler_logps, atol=1e-5, rtol=0)
 
 
-def test_ended_prompts_stay_on_the_grid_until_they_are_half_of_it():
+def test_ended_prompts_stay_on_the_grid_until_they_are_half_of_it(monkeypatch):
     """Greedy samples of six prompts with an EOS that ends prompt 4 at step 2, prompt 3 at step 4
     and prompt 0 at step 8 (checked below on transformers' own greedy run): the first two stay on
     the grid (fewer than half of it), the third makes them half, and the three leave the grid,
@@ -64,8 +71,9 @@ def test_ended_prompts_stay_on_the_grid_until_they_are_half_of_it():
     prompts = PROMPTS + [[9, 9, 9], [30, 2, 2, 7]]
     eos = 66
     greedy = sample(model, prompts, 1, max_new_tokens=12, eos_id=eos, pad_id=PAD, temperature=0.0, decoder="transformers")
+    assert greedy_margin(model, prompts, greedy.responses) > MARGIN  # the same argmax on any CPU
     assert greedy.lengths[:, 0].tolist() == [8, 12, 12, 4, 2, 12] and greedy.eos[:, 0].tolist()[:5] == [True, False, False, True, True]
-    a, b = both(model, prompts, 2, max_new_tokens=12, eos_id=eos, temperature=0.0)
+    a, b = both(model, prompts, 2, monkeypatch, max_new_tokens=12, eos_id=eos, temperature=0.0)
     assert a.responses == b.responses
     assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
 
@@ -75,11 +83,12 @@ def test_unpacked_linears_give_the_same_samples(monkeypatch):
     plain addmm; the samples are the same."""
     model = tiny_model()
     eos = frequent_token(model, PROMPTS)
-    packed = sample(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos, pad_id=PAD, generator=gen(3), decoder="neox")
+    a, packed = both(model, PROMPTS, 2, monkeypatch, max_new_tokens=10, eos_id=eos)
     monkeypatch.setattr(neox_decode, "_can_pack", lambda weight: False)
-    a, b = both(model, PROMPTS, 2, max_new_tokens=10, eos_id=eos)
+    _, b = both(model, PROMPTS, 2, monkeypatch, max_new_tokens=10, eos_id=eos)
     assert a.responses == b.responses == packed.responses
     assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
+    assert_close(packed.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
 
 
 def test_samples_score_the_same_under_a_padded_forward():
@@ -107,7 +116,7 @@ def trained_like(model):
 
 
 @pytest.mark.parametrize("parallel,rotary_pct", [(True, 0.25), (False, 1.0)])
-def test_residual_variants_with_trained_norms_and_biases(parallel, rotary_pct):
+def test_residual_variants_with_trained_norms_and_biases(parallel, rotary_pct, monkeypatch):
     """use_parallel_residual True (Pythia: QKV and the MLP input share one matmul) and False
     (x + attn, then + mlp); rotary over a quarter of each head or the whole of it."""
     torch.manual_seed(0)
@@ -115,7 +124,7 @@ def test_residual_variants_with_trained_norms_and_biases(parallel, rotary_pct):
                         max_position_embeddings=256, tie_word_embeddings=False, initializer_range=0.3,
                         use_parallel_residual=parallel, rotary_pct=rotary_pct, attn_implementation="sdpa")
     model = trained_like(GPTNeoXForCausalLM(cfg).eval())
-    a, b = both(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1)
+    a, b = both(model, PROMPTS, 2, monkeypatch, max_new_tokens=8, eos_id=-1)
     assert a.responses == b.responses
     assert_close(b.tok_logps, a.tok_logps, atol=1e-5, rtol=0)
 
@@ -126,13 +135,15 @@ def test_rotary_order_pairs_rotate_half_dims():
     assert neox_decode.rotary_order(4, 4).tolist() == [0, 2, 1, 3]
 
 
-def test_decoding_from_a_prompt_pass():
-    """The shared prompt pass (packed, with grad) seeds the lean decoder as the sampler's own prefill does."""
+def test_decoding_from_a_prompt_pass(monkeypatch):
+    """The shared prompt pass (packed, with grad) seeds the lean decoder as the sampler's own prefill
+    does: on the same samples (replayed), the same log-probs."""
     model = tiny_model()
     with torch.enable_grad():
         pp = prompt_pass(model, PROMPTS, pad_id=PAD)
-    shared = sample(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1, pad_id=PAD, generator=gen(9), prompt_pass=pp)
     own = sample(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1, pad_id=PAD, generator=gen(9))
+    replaying(monkeypatch, own)
+    shared = sample(model, PROMPTS, 2, max_new_tokens=8, eos_id=-1, pad_id=PAD, generator=gen(9), prompt_pass=pp)
     assert shared.responses == own.responses
     assert_close(shared.tok_logps, own.tok_logps, atol=1e-5, rtol=0)
 
