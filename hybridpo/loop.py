@@ -6,18 +6,31 @@ method.loss -> backward -> all-reduce -> clip -> step -> method.after_step -> me
 checkpoint -> final save. The loop knows nothing about a method beyond the `Method` interface
 (hybridpo/methods/base.py). `hybridpo bench speed` times `Run.step` itself.
 
-Distributed: under `accelerate launch` every process holds the model; gradients are averaged
-with an all-reduce after accumulation (no DDP wrapper, so a method or the log-prob module may call
-the model's submodules directly). Each process takes its own slice of the global batch.
-
-Data order: example i of the stream (i counts over epochs) is permutation_{epoch}(i mod n), each
-epoch's permutation seeded by (seed, epoch) (`run.shuffle: false`: file order). The data position
-is just the number of examples consumed, so a resumed run sees exactly the batches the killed run
-would have seen.
+Distributed (docs/scaling.md): under `accelerate launch` (DDP) every process holds the model;
+gradients are averaged with an all-reduce after accumulation (no DDP wrapper, so a method or the
+log-prob module may call the model's submodules directly). The process count changes the
+arithmetic, never the data:
+- Data order: example i of the stream (i counts over epochs) is permutation_{epoch}(i mod n), each
+  epoch's permutation seeded by (seed, epoch) (`run.shuffle: false`: file order), the same on every
+  process. Optimizer step t trains on stream positions [t·G, (t+1)·G), G the global batch
+  (batch_size × grad_accum × processes); micro-batch m of process r holds positions
+  t·G + (m·processes + r)·batch_size + [0, batch_size). The data position is the number of
+  examples consumed, so a resumed run sees exactly the batches the killed run would have seen.
+- Online samples are seeded per example: the prompt at stream position i draws with seed
+  mix(run.seed, TRAIN, i) (hybridpo.sampling.seeds), so it gets the same samples whatever process
+  or micro-batch holds it, and again after --resume.
+- The loss of a micro-batch is its examples' mean, the gradient is divided by grad_accum and
+  averaged over processes: every example weighs 1/G. Metrics are averaged over micro-batches and
+  processes (for a per-example mean such as loss or kl: the global batch's mean); `after_step` sees
+  those averages, the same on every rank. Held-out metrics are summed and counted across processes.
+What stays per process: dropout's random stream (torch's, seeded run.seed on every rank), which
+changes with the split where the model has dropout. FSDP and DeepSpeed configs are refused (the
+loop does not shard the model yet; docs/scaling.md says what was tried and what a GPU must show).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -28,10 +41,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
-from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
+from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from hybridpo.config import ConfigError, TrainConfig, save_config
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
 from hybridpo.methods import Method, MethodContext, get_method
@@ -40,8 +53,10 @@ from hybridpo.models import (
     load_scorer, trainable_parameters,
 )
 from hybridpo.run_io import MetricsLog, StopFlag, truncate_metrics
+from hybridpo.sampling import EVAL, TRAIN, GenerateSampler, example_seeds
 
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+SAMPLERS = {"builtin": BuiltinSampler, "generate": GenerateSampler}  # speed.sampler -> what draws online samples
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -89,6 +104,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         save_config(cfg, run_dir / "config.yaml")
     if main:
         _write_data_stats(run)
+        acc, o = run.accelerator, cfg.optim
+        print(f"processes: {acc.num_processes} ({acc.distributed_type.value}); global batch {run.global_batch} = "
+              f"batch_size {o.batch_size} x grad_accum {o.grad_accum} x {acc.num_processes}", file=sys.stderr)
     run.prepare()
 
     log = MetricsLog(run_dir, main, cfg.run.tensorboard)
@@ -153,7 +171,13 @@ class Run:
         """Data, model and its roles, optimizer, schedule. `model`, `tokenizer`, `data` and
         `reward` (a role with `score`) replace what the config would load: the benchmark and the
         tests build a run around objects they made, through the same construction as training."""
-        accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
+        # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: processes on CPU (gloo)
+        cpu = torch.distributed.is_torchelastic_launched() and not torch.cuda.is_available()
+        accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision, cpu=cpu)
+        if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ConfigError(f"accelerate config: distributed_type {accelerator.distributed_type.value} is not supported "
+                              "by the training loop yet (it does not shard the model); use configs/accelerate/ddp.yaml. "
+                              "docs/scaling.md says what runs where")
         set_seed(cfg.run.seed)
         method = get_method(cfg.method)(cfg.method_args)
         tokenizer = tokenizer or load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
@@ -202,10 +226,12 @@ class Run:
         sums, tokens = {}, 0
         with clock.time("step"):
             for m in range(cfg.optim.grad_accum):
-                # this process's slice of the global batch: micro-batch m, rank r
+                # this process's slice of the global batch: micro-batch m, rank r (module docstring)
                 start = self.position + (m * acc.num_processes + acc.process_index) * cfg.optim.batch_size
+                positions = range(start, start + cfg.optim.batch_size)  # stream positions
                 batch = [self.data.train[i] for i in self.order.indices(start, cfg.optim.batch_size)]
-                with acc.autocast():
+                seeds = example_seeds(cfg.run.seed, TRAIN, indices=list(positions))
+                with acc.autocast(), _seeded(self.ctx.policy, seeds):
                     loss, metrics = self.method.loss(batch, self.ctx)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(_nonfinite_message("loss", loss.item(), self.step + 1, self.run_dir))
@@ -244,28 +270,32 @@ class Run:
         self.model.eval()
         sums, count = {}, 0
         for s in range(0, len(mine), cfg.optim.batch_size):
-            batch = [self.data.eval[i] for i in mine[s : s + cfg.optim.batch_size]]
-            with acc.autocast():
+            indices = mine[s : s + cfg.optim.batch_size]
+            batch = [self.data.eval[i] for i in indices]
+            seeds = example_seeds(cfg.run.seed, EVAL, self.step, indices=indices)  # held-out example i at this step
+            with acc.autocast(), _seeded(self.ctx.policy, seeds):
                 metrics = self.method.evaluate(batch, self.ctx)
             metrics.pop("num_tokens", None)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(batch)
             count += len(batch)
         self.model.train()
-        row = _mean_across({k: v / max(count, 1) for k, v in sums.items()}, acc)
-        return {f"eval/{k}": v for k, v in row.items()}
+        if acc.num_processes > 1:  # a process with no held-out example still adds zeros under every key
+            from accelerate.utils import broadcast_object_list
+
+            sums = {k: sums.get(k, 0.0) for k in broadcast_object_list([sorted(sums)])[0]}
+        sums, count = _sum_across_dict(sums, acc), _sum_across(count, acc)  # weighted by batch size, over all processes
+        return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def checkpoint(self) -> None:
+        """Every process writes its own state (RNG, the method's) into one staging folder; the main
+        process writes the model, optimizer and schedule once, then makes the folder visible."""
         acc = self.accelerator
-        if acc.is_main_process:
-            save_checkpoint(
-                self.run_dir, step=self.step, position=self.position, model=self.model, optimizer=self.optimizer,
-                scheduler=self.scheduler, method_state=self.method.state_dict(), generator=self.generator,
-                keep=self.cfg.run.keep_checkpoints,
-            )
-        acc.wait_for_everyone()
-        if not acc.is_main_process:
-            save_process_rng(self.run_dir, self.step, acc.process_index, self.generator)
+        save_checkpoint(
+            self.run_dir, step=self.step, position=self.position, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, method_state=self.method.state_dict(), generator=self.generator,
+            keep=self.cfg.run.keep_checkpoints, rank=acc.process_index, barrier=acc.wait_for_everyone,
+        )
 
     def resume(self) -> None:
         ckpt = latest_checkpoint(self.run_dir)
@@ -297,8 +327,7 @@ def _roles(cfg: TrainConfig, method: Method, model, tokenizer, generator, clock,
         policy = RewardModel(model, pad_id, trainable=True, clock=clock)
     else:
         policy = Policy(model, pad_id, eos_id, tokenizer=tokenizer, layout=speed.logprob_layout,
-                        share_prompt=speed.share_prompt, generator=generator,
-                        sampler=BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache), clock=clock)
+                        share_prompt=speed.share_prompt, generator=generator, sampler=_sampler(speed), clock=clock)
     reference = None
     if method.needs_reference:
         reference = build_reference(model, cfg.model, pad_id=pad_id, layout=speed.logprob_layout, clock=clock)
@@ -314,6 +343,20 @@ def _roles(cfg: TrainConfig, method: Method, model, tokenizer, generator, clock,
                               "or method_args.scorer (a program on the text)")
     return MethodContext(policy=policy, reference=reference, reward=reward, tokenizer=tokenizer, pad_id=pad_id,
                          eos_id=eos_id)
+
+
+def _sampler(speed):
+    """`speed.sampler` -> the object behind Policy.sample (hybridpo.models.policy.Sampler)."""
+    if speed.sampler == "builtin":
+        return BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache)
+    if speed.sampler in SAMPLERS:
+        return SAMPLERS[speed.sampler]()
+    raise ConfigError(f"speed.sampler={speed.sampler!r}; choose from {sorted(SAMPLERS)}")
+
+
+def _seeded(policy, seeds: list[int]):
+    """The per-example sampling seeds for the draws of one micro-batch (a reward model has none)."""
+    return policy.seeded(seeds) if isinstance(policy, Policy) else contextlib.nullcontext()
 
 
 def _write_data_stats(run: Run) -> None:
@@ -367,14 +410,25 @@ def _mean_across(row: dict, accelerator) -> dict:
     if accelerator.num_processes == 1 or not row:
         return row
     keys = sorted(row)
-    values = accelerator.reduce(torch.tensor([row[k] for k in keys], device=accelerator.device), reduction="mean")
+    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
     return dict(zip(keys, values.tolist()))
 
 
 def _sum_across(value: float, accelerator) -> float:
     if accelerator.num_processes == 1:
         return value
-    return float(accelerator.reduce(torch.tensor(float(value), device=accelerator.device), reduction="sum"))
+    value = torch.tensor(float(value), dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(value, reduction="sum"))
+
+
+def _sum_across_dict(row: dict, accelerator) -> dict:
+    if accelerator.num_processes == 1 or not row:
+        return row
+    keys = sorted(row)
+    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="sum")
+    return dict(zip(keys, values.tolist()))
 
 
 def _count_tokens(batch) -> int:
