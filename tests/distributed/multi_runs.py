@@ -33,18 +33,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def command(processes: int, *args: str) -> list[str]:
+def command(processes: int, *args: str, config: Path = DDP) -> list[str]:
     if processes == 1:
         return [sys.executable, "-m", "hybridpo.cli", "train", *args]
-    return [str(ACCELERATE), "launch", "--config_file", str(DDP), "--num_processes", str(processes),
+    return [str(ACCELERATE), "launch", "--config_file", str(config), "--num_processes", str(processes),
             "--main_process_port", str(_free_port()), "-m", "hybridpo.cli", "train", *args]
 
 
-def start(processes: int, *args: str) -> subprocess.Popen:
+def start(processes: int, *args: str, config: Path = DDP) -> subprocess.Popen:
     """`hybridpo train ARGS` in `processes` processes, in a session of its own (so a kill reaches all)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)])}
-    return subprocess.Popen(command(processes, *args), cwd=REPO, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen(command(processes, *args, config=config), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 

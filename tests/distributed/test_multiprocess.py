@@ -138,3 +138,15 @@ def test_killed_two_process_run_resumes_to_identical_weights(pairs, tiny_model_d
     for a, b in zip(rows(whole), rows(run), strict=True):  # the same samples drawn again: same KL, lengths, λ
         for key in ("loss", "kl", "lam", "response_length", "entropy"):
             assert a[key] == b[key], (a["step"], key)
+
+
+def test_an_fsdp_config_is_refused_not_run_unsharded(tiny_model_dir, tmp_path):
+    """accelerate turns an FSDP config into plain data parallel on CPU (MULTI_CPU); the loop says so."""
+    from multi_runs import DDP
+
+    proc = start(2, *common("dpo", tiny_model_dir), f"run.out_dir={tmp_path / 'run'}",
+                 config=DDP.with_name("fsdp2.yaml"))
+    rc, err = finish(proc)
+    assert rc != 0
+    assert "accelerate config asks for FSDP: the training loop does not shard the model yet" in err
+    assert "MULTI_CPU" in err and not (tmp_path / "run" / "checkpoints").exists()
