@@ -2,8 +2,8 @@
 
 Read top to bottom: `Run.build` (tokenizer, data, model and its roles: policy, reference, reward;
 optimizer, schedule) -> resume -> for each optimizer step, `Run.step`: micro-batches ->
-method.loss -> backward -> all-reduce -> clip -> step -> method.after_step -> metrics; then eval /
-checkpoint -> final save. The loop knows nothing about a method beyond the `Method` interface
+method.loss -> backward -> all-reduce -> clip -> step -> the sampler's weights_updated (an engine
+with its own copy) -> method.after_step -> metrics; then eval / checkpoint -> final save. The loop knows nothing about a method beyond the `Method` interface
 (hybridpo/methods/base.py). `hybridpo bench speed` times `Run.step` itself.
 
 Distributed (docs/scaling.md): under `accelerate launch` (DDP) every process holds the model;
@@ -247,6 +247,7 @@ class Run:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+            _push_weights(self.ctx.policy, self.model, self.step + 1)
             self.step += 1
             self.position += self.global_batch
             row = _mean_across({k: v / cfg.optim.grad_accum for k, v in sums.items()}, acc)
@@ -364,6 +365,14 @@ def _sampler(speed):
     if speed.sampler in SAMPLERS:
         return SAMPLERS[speed.sampler]()
     raise ConfigError(f"speed.sampler={speed.sampler!r}; choose from {sorted(SAMPLERS)}")
+
+
+def _push_weights(policy, model, step: int) -> None:
+    """After each optimizer step: a sampler that holds its own copy of the weights (an inference
+    engine; docs/generation_engine.md) gets them through its optional `weights_updated(model, step)`."""
+    push = getattr(getattr(policy, "sampler", None), "weights_updated", None)
+    if push is not None:
+        push(model, step)
 
 
 def _seeded(policy, seeds: list[int]):
