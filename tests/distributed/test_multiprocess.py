@@ -6,6 +6,7 @@ For DPO, HyPO (λ by dual ascent, `kl_budget`) and RLHF (a text scorer), each sp
 2 x batch 2): the final weights agree within 1e-5 (fp32; the run itself moves them by > 1e-3), the
 logged losses, KL and λ agree to float rounding, λ is the same on every rank (each rank's
 checkpointed method state), the checkpoints hold each process's part once, and a 2-process HyPO run
+(and a 2-process RLHF run that reuses its samples for 2 steps)
 killed with SIGKILL and resumed ends on exactly (bit for bit: one machine, one path) the weights of
 the same run left alone, logging the same numbers at every step. The two runs of a pair reduce
 gradients in another order, so they agree to rounding, not bit for bit.
@@ -34,8 +35,10 @@ HYPO = ["method=hypo", "method_args.beta=0.1", "method_args.lam=0", "method_args
 CASES = {  # method options, (batch_size, grad_accum) of the 1-process run, of each of the 2 processes
     "dpo": (["method=dpo", "method_args.beta=0.1", "model.reference=copy"], (4, 1), (2, 1)),
     "hypo": (HYPO, (4, 1), (1, 2)),
+    # RLHF reuses each batch of samples for 2 optimizer steps (PPO ratio): the reused samples are per-process state
     "rlhf": (["method=rlhf", "method_args.k=2", "method_args.max_new_tokens=8", "method_args.top_k=8", "method_args.beta=0.05",
-              "method_args.scorer=text_scorers:distinct_letters", "model.reference=copy"], (2, 2), (2, 1)),
+              "method_args.updates_per_sample=2", "method_args.scorer=text_scorers:distinct_letters",
+              "model.reference=copy"], (2, 2), (2, 1)),
 }
 TIMES: dict[str, float] = {}
 
@@ -87,7 +90,7 @@ def test_two_processes_log_the_losses_of_one(name, pairs):
     r1, r2 = rows(one), rows(two)
     assert [r["step"] for r in r1] == [r["step"] for r in r2] == list(range(1, STEPS + 1))
     keys = {"dpo": ["loss", "rewards/margins"], "hypo": ["loss", "kl", "lam", "response_length"],
-            "rlhf": ["loss", "kl", "reward", "response_length"]}[name]
+            "rlhf": ["loss", "kl", "reward", "response_length", "ratio/mean"]}[name]
     for a, b in zip(r1, r2):
         for key in keys:
             assert close(a[key], b[key]), (a["step"], key, a[key], b[key])
@@ -119,24 +122,34 @@ def test_checkpoints_hold_each_process_part_once(pairs):
     assert sorted(p.name for p in (two / "final").iterdir() if p.suffix == ".safetensors") == ["model.safetensors"]
 
 
-def test_killed_two_process_run_resumes_to_identical_weights(pairs, tiny_model_dir, tmp_path):
-    _, whole = pairs("hypo")
-    run = tmp_path / "killed"
-    args, _, (b2, a2) = CASES["hypo"]
-    proc = start(2, *common("hypo", tiny_model_dir), f"run.out_dir={run}", f"optim.batch_size={b2}",
-                 f"optim.grad_accum={a2}")
-    kill_after(proc, run, 3)
-    finish(proc)
+@pytest.mark.parametrize("name", ["hypo", "rlhf"])
+def test_killed_two_process_run_resumes_to_identical_weights(name, pairs, tiny_model_dir, tmp_path):
+    """HyPO's λ (the same on every rank) and RLHF's reused samples (each rank's own, method-<rank>.pt)
+    come back from the checkpoint; the samples drawn after it are drawn again identically."""
     from hybridpo.checkpoint import latest_checkpoint
 
+    _, whole = pairs(name)
+    run = tmp_path / "killed"
+    _, _, (b2, a2) = CASES[name]
+    # RLHF: a checkpoint at step 3 falls inside a 2-step reuse cycle, so the resumed step 4 trains on the saved samples
+    save_every, kill_at = {"hypo": (2, 3), "rlhf": (3, 4)}[name]
+    proc = start(2, *common(name, tiny_model_dir), f"run.out_dir={run}", f"optim.batch_size={b2}",
+                 f"optim.grad_accum={a2}", f"run.save_every={save_every}")
+    kill_after(proc, run, kill_at)
+    finish(proc)
     first = latest_checkpoint(run)
     assert first is not None and int(first.name.split("-")[1]) < STEPS
+    if name == "rlhf":
+        assert first.name == "step-00000003"
+        reused = [torch.load(first / f, weights_only=False)["reuse"] for f in ("method.pt", "method-1.pt")]
+        assert reused[0][0]["prompts"] != reused[1][0]["prompts"]  # each rank's own samples
     rc, err = finish(start(2, "--resume", str(run)))
     assert rc == 0, err[-4000:]
     assert f"from {first.name}" in err
     assert max_weight_diff(whole / "final", run / "final") == 0.0  # bit for bit
-    for a, b in zip(rows(whole), rows(run), strict=True):  # the same samples drawn again: same KL, lengths, λ
-        for key in ("loss", "kl", "lam", "response_length", "entropy"):
+    keys = {"hypo": ("loss", "kl", "lam", "response_length", "entropy"), "rlhf": ("loss", "kl", "reward", "ratio/mean")}
+    for a, b in zip(rows(whole), rows(run), strict=True):  # the same samples: same KL, lengths, λ, rewards
+        for key in keys[name]:
             assert a[key] == b[key], (a["step"], key)
 
 
