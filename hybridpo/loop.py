@@ -2,8 +2,9 @@
 
 Read top to bottom: `Run.build` (tokenizer, data, model and its roles: policy, reference, reward;
 optimizer, schedule) -> resume -> for each optimizer step, `Run.step`: micro-batches ->
-method.loss -> backward -> all-reduce -> clip -> step -> the sampler's weights_updated (an engine
-with its own copy) -> method.after_step -> metrics; then eval / checkpoint -> final save. The loop knows nothing about a method beyond the `Method` interface
+method.loss -> backward -> all-reduce -> clip -> step -> the sampler's `weights_updated` (an
+engine with its own copy of the weights) -> method.after_step -> metrics; then eval / checkpoint
+-> final save. The loop knows nothing about a method beyond the `Method` interface
 (hybridpo/methods/base.py). `hybridpo bench speed` times `Run.step` itself.
 
 Distributed (docs/scaling.md): under `accelerate launch` (DDP) every process holds the model;
@@ -56,7 +57,10 @@ from hybridpo.run_io import MetricsLog, StopFlag, truncate_metrics
 from hybridpo.sampling import EVAL, TRAIN, GenerateSampler, example_seeds
 
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-SAMPLERS = {"builtin": BuiltinSampler, "generate": GenerateSampler}  # speed.sampler -> what draws online samples
+SAMPLERS = {  # speed.sampler -> what draws the online samples (hybridpo.models.policy.Sampler)
+    "builtin": lambda speed: BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache),
+    "generate": lambda speed: GenerateSampler(),
+}
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -225,9 +229,9 @@ class Run:
             for m in range(cfg.optim.grad_accum):
                 # this process's slice of the global batch: micro-batch m, rank r (module docstring)
                 start = self.position + (m * acc.num_processes + acc.process_index) * cfg.optim.batch_size
-                positions = range(start, start + cfg.optim.batch_size)  # stream positions
                 batch = [self.data.train[i] for i in self.order.indices(start, cfg.optim.batch_size)]
-                seeds = example_seeds(cfg.run.seed, TRAIN, indices=list(positions))
+                # per-example sampling seeds: the stream positions start .. start + batch_size - 1
+                seeds = example_seeds(cfg.run.seed, TRAIN, indices=list(range(start, start + cfg.optim.batch_size)))
                 with acc.autocast(), _seeded(self.ctx.policy, seeds):
                     loss, metrics = self.method.loss(batch, self.ctx)
                 if not torch.isfinite(loss):
@@ -359,12 +363,9 @@ def _refuse_sharding(accelerator) -> None:
 
 
 def _sampler(speed):
-    """`speed.sampler` -> the object behind Policy.sample (hybridpo.models.policy.Sampler)."""
-    if speed.sampler == "builtin":
-        return BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache)
-    if speed.sampler in SAMPLERS:
-        return SAMPLERS[speed.sampler]()
-    raise ConfigError(f"speed.sampler={speed.sampler!r}; choose from {sorted(SAMPLERS)}")
+    if speed.sampler not in SAMPLERS:
+        raise ConfigError(f"speed.sampler={speed.sampler!r}; choose from {sorted(SAMPLERS)}")
+    return SAMPLERS[speed.sampler](speed)
 
 
 def _push_weights(policy, model, step: int) -> None:

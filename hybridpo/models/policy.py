@@ -83,7 +83,8 @@ def _one_prompt(pp: PromptPass, i: int) -> PromptPass:
     """Prompt i of a prompt pass, its left padding dropped: the pass a call on [prompt i] would make."""
     n = len(pp.prompts[i])
     kv = [(keys[i : i + 1, :, -n:], values[i : i + 1, :, -n:]) for keys, values in pp.kv]
-    return PromptPass(prompts=[pp.prompts[i]], kv=kv, last_logits=pp.last_logits[i : i + 1], attn=pp.attn[i : i + 1, -n:])
+    return PromptPass(prompts=[pp.prompts[i]], kv=kv, last_logits=pp.last_logits[i : i + 1],
+                      attn=pp.attn[i : i + 1, -n:])
 
 
 def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:

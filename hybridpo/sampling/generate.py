@@ -32,7 +32,8 @@ from torch import Tensor
 from hybridpo.forward import hf, scaled_logits
 from hybridpo.forward.layout import left_padded
 from hybridpo.rollout import Rollout
-from hybridpo.rollout import _stop_string_lengths as stop_string_lengths  # rollout's own cut; see docs/generation_engine.md
+# rollout's own stop-string cut, so both samplers end samples by one rule (a public name for it is wanted)
+from hybridpo.rollout import _stop_string_lengths as stop_string_lengths
 from hybridpo.sampling.seeds import row_uniforms
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from multi_runs import FAST, finish, kill_after, max_weight_diff, rows, eval_rows, start, train
+from multi_runs import FAST, eval_rows, finish, kill_after, max_weight_diff, rows, start, train
 
 STEPS = 6
 # Two things a comparison of online runs must steer clear of, both measured on this model (docs/scaling.md):
@@ -36,8 +36,8 @@ CASES = {  # method options, (batch_size, grad_accum) of the 1-process run, of e
     "dpo": (["method=dpo", "method_args.beta=0.1", "model.reference=copy"], (4, 1), (2, 1)),
     "hypo": (HYPO, (4, 1), (1, 2)),
     # RLHF reuses each batch of samples for 2 optimizer steps (PPO ratio): the reused samples are per-process state
-    "rlhf": (["method=rlhf", "method_args.k=2", "method_args.max_new_tokens=8", "method_args.top_k=8", "method_args.beta=0.05",
-              "method_args.updates_per_sample=2", "method_args.scorer=text_scorers:distinct_letters",
+    "rlhf": (["method=rlhf", "method_args.k=2", "method_args.max_new_tokens=8", "method_args.top_k=8",
+              "method_args.beta=0.05", "method_args.updates_per_sample=2", "method_args.scorer=text_scorers:distinct_letters",
               "model.reference=copy"], (2, 2), (2, 1)),
 }
 TIMES: dict[str, float] = {}
@@ -79,7 +79,8 @@ def test_two_processes_end_on_the_weights_of_one(name, pairs, tiny_model_dir):
     one, two = pairs(name)
     moved = max_weight_diff(tiny_model_dir, one / "final")
     diff = max_weight_diff(one / "final", two / "final")
-    print(f"{name}: moved {moved:.2e}, 1 vs 2 processes {diff:.2e}, wall {TIMES[name][0]:.1f} s / {TIMES[name][1]:.1f} s")
+    one_s, two_s = TIMES[name]
+    print(f"{name}: moved {moved:.2e}, 1 vs 2 processes {diff:.2e}, wall {one_s:.1f} s / {two_s:.1f} s")
     assert moved > 1e-3  # the run changed the weights: equality is not trivial
     assert diff < 1e-5
 

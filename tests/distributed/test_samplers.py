@@ -40,7 +40,10 @@ def draw(sampler, model, prompts, k, *, seed=0, seeds=None, **kw):
     return policy.sample(prompts, k, seeds=seeds, **kw)
 
 
-@pytest.mark.parametrize("options", [dict(temperature=0.7), dict(temperature=1.0, top_k=5), dict(temperature=0.9, top_p=0.8)])
+OPTIONS = [dict(temperature=0.7), dict(temperature=1.0, top_k=5), dict(temperature=0.9, top_p=0.8)]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
 def test_logps_are_the_scorers_and_the_kl_of_pi_to_itself_is_zero(sampler, options):
     model = tiny_model()
     ref = copy.deepcopy(model)
