@@ -5,13 +5,19 @@ Layout of RUN/checkpoints/step-00000040/:
     optimizer.pt    AdamW state (moments, step counts)
     scheduler.pt    learning-rate schedule state
     rng-<rank>.pt   torch / CUDA / numpy / random states and the sampling generator, per process
-    method.pt       the method's own state (e.g. a dual variable), maybe empty
+    method.pt       the method's own state (e.g. a dual variable), maybe empty; method-<rank>.pt for
+                    the other processes (a method's state may differ by process, e.g. RLHF's reused
+                    samples of its own micro-batches; a dual variable is the same on every rank)
     state.json      step, data position (examples consumed), written last
 RUN/checkpoints/latest holds the name of the newest complete checkpoint.
 
-Atomic: a checkpoint is written into a hidden temp folder and renamed into place (os.replace is
+Atomic: a checkpoint is written into a hidden staging folder and renamed into place (os.replace is
 atomic on one filesystem); `latest` is rewritten the same way afterwards. A kill at any point
-leaves the previous checkpoint whole and `latest` pointing at a complete folder.
+leaves the previous checkpoint whole and `latest` pointing at a complete folder. With several
+processes, every process writes its own files into the one staging folder, all wait, and only then
+does the main process (rank 0) write state.json and rename: a checkpoint is visible only once every
+process's part is in it, and the model, optimizer and schedule (the same on every rank under DDP)
+are written once, by the main process. The run folder must be on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -35,36 +41,39 @@ def checkpoint_root(run_dir: Path) -> Path:
 
 def save_checkpoint(
     run_dir: Path, *, step: int, position: int, model, optimizer, scheduler, method_state: dict,
-    generator: torch.Generator, keep: int = 2,
+    generator: torch.Generator, keep: int = 2, rank: int = 0, barrier=lambda: None,
 ) -> Path:
-    """Write checkpoint `step` atomically (the main process; other ranks add `save_process_rng`)."""
+    """Write checkpoint `step` atomically. Called by every process with its `rank` and a `barrier`
+    that waits for all of them (accelerator.wait_for_everyone); one process: the defaults."""
     root = checkpoint_root(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(method_state, tmp / "method.pt")
-    torch.save(_rng_state(generator), tmp / "rng-0.pt")
-    _write_json(tmp / "state.json", {"step": step, "position": position})
-    if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    atomic_write(root / LATEST, final.name)
-    _prune(root, keep)
+    tmp = root / f".tmp-step-{step:08d}"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    barrier()  # the staging folder exists
+    torch.save(_rng_state(generator), tmp / f"rng-{rank}.pt")
+    torch.save(method_state, tmp / _method_file(rank))
+    if rank == 0:
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    barrier()  # every process's part is in
+    if rank == 0:
+        _write_json(tmp / "state.json", {"step": step, "position": position})
+        if final.exists():  # the same step saved twice (e.g. a signal right after a periodic save)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write(root / LATEST, final.name)
+        _prune(root, keep)
+    barrier()  # visible to all before anyone goes on
     return final
 
 
-def save_process_rng(run_dir: Path, step: int, rank: int, generator: torch.Generator) -> None:
-    """A non-main process adds its RNG states to checkpoint `step` (after the main one wrote it)."""
-    final = checkpoint_root(run_dir) / f"step-{step:08d}"
-    tmp = final / f".rng-{rank}.tmp"
-    torch.save(_rng_state(generator), tmp)
-    os.replace(tmp, final / f"rng-{rank}.pt")
+def _method_file(rank: int) -> str:
+    return "method.pt" if rank == 0 else f"method-{rank}.pt"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -90,7 +99,10 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, generator: torch
         raise FileNotFoundError(f"{rng_file} missing: resume with the same number of processes as the run")
     _set_rng_state(torch.load(rng_file, weights_only=False), generator)
     state = json.loads((path / "state.json").read_text())
-    return state, torch.load(path / "method.pt", weights_only=False)
+    method_file = path / _method_file(rank)
+    if not method_file.exists():
+        raise FileNotFoundError(f"{method_file} missing: resume with the same number of processes as the run")
+    return state, torch.load(method_file, weights_only=False)
 
 
 def load_model_weights(model, folder: Path) -> None:

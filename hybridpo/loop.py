@@ -2,22 +2,36 @@
 
 Read top to bottom: `Run.build` (tokenizer, data, model and its roles: policy, reference, reward;
 optimizer, schedule) -> resume -> for each optimizer step, `Run.step`: micro-batches ->
-method.loss -> backward -> all-reduce -> clip -> step -> method.after_step -> metrics; then eval /
-checkpoint -> final save. The loop knows nothing about a method beyond the `Method` interface
+method.loss -> backward -> all-reduce -> clip -> step -> the sampler's `weights_updated` (an
+engine with its own copy of the weights) -> method.after_step -> metrics; then eval / checkpoint
+-> final save. The loop knows nothing about a method beyond the `Method` interface
 (hybridpo/methods/base.py). `hybridpo bench speed` times `Run.step` itself.
 
-Distributed: under `accelerate launch` every process holds the model; gradients are averaged
-with an all-reduce after accumulation (no DDP wrapper, so a method or the log-prob module may call
-the model's submodules directly). Each process takes its own slice of the global batch.
-
-Data order: example i of the stream (i counts over epochs) is permutation_{epoch}(i mod n), each
-epoch's permutation seeded by (seed, epoch) (`run.shuffle: false`: file order). The data position
-is just the number of examples consumed, so a resumed run sees exactly the batches the killed run
-would have seen.
+Distributed (docs/scaling.md): under `accelerate launch` (DDP) every process holds the model;
+gradients are averaged with an all-reduce after accumulation (no DDP wrapper, so a method or the
+log-prob module may call the model's submodules directly). The process count changes the
+arithmetic, never the data:
+- Data order: example i of the stream (i counts over epochs) is permutation_{epoch}(i mod n), each
+  epoch's permutation seeded by (seed, epoch) (`run.shuffle: false`: file order), the same on every
+  process. Optimizer step t trains on stream positions [t·G, (t+1)·G), G the global batch
+  (batch_size × grad_accum × processes); micro-batch m of process r holds positions
+  t·G + (m·processes + r)·batch_size + [0, batch_size). The data position is the number of
+  examples consumed, so a resumed run sees exactly the batches the killed run would have seen.
+- Online samples are seeded per example: the prompt at stream position i draws with seed
+  mix(run.seed, TRAIN, i) (hybridpo.sampling.seeds), so it gets the same samples whatever process
+  or micro-batch holds it, and again after --resume.
+- The loss of a micro-batch is its examples' mean, the gradient is divided by grad_accum and
+  averaged over processes: every example weighs 1/G. Metrics are averaged over micro-batches and
+  processes (for a per-example mean such as loss or kl: the global batch's mean); `after_step` sees
+  those averages, the same on every rank. Held-out metrics are summed and counted across processes.
+What stays per process: dropout's random stream (torch's, seeded run.seed on every rank), which
+changes with the split where the model has dropout. FSDP and DeepSpeed configs are refused (the
+loop does not shard the model yet; docs/scaling.md says what was tried and what a GPU must show).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -28,10 +42,10 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from transformers import get_scheduler
 
-from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint, save_process_rng
+from hybridpo.checkpoint import atomic_write, latest_checkpoint, load_checkpoint, save_checkpoint
 from hybridpo.config import ConfigError, TrainConfig, save_config
 from hybridpo.data import DataStats, load_tokenizer, prepare_preferences, prepare_prompts, split_stats
 from hybridpo.methods import Method, MethodContext, get_method
@@ -40,8 +54,13 @@ from hybridpo.models import (
     load_scorer, trainable_parameters,
 )
 from hybridpo.run_io import MetricsLog, StopFlag, truncate_metrics
+from hybridpo.sampling import EVAL, TRAIN, GenerateSampler, example_seeds
 
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+SAMPLERS = {  # speed.sampler -> what draws the online samples (hybridpo.models.policy.Sampler)
+    "builtin": lambda speed: BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache),
+    "generate": lambda speed: GenerateSampler(),
+}
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -89,6 +108,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
         save_config(cfg, run_dir / "config.yaml")
     if main:
         _write_data_stats(run)
+        acc, o = run.accelerator, cfg.optim
+        print(f"processes: {acc.num_processes} ({acc.distributed_type.value}); global batch {run.global_batch} = "
+              f"batch_size {o.batch_size} x grad_accum {o.grad_accum} x {acc.num_processes}", file=sys.stderr)
     run.prepare()
 
     log = MetricsLog(run_dir, main, cfg.run.tensorboard)
@@ -153,7 +175,10 @@ class Run:
         """Data, model and its roles, optimizer, schedule. `model`, `tokenizer`, `data` and
         `reward` (a role with `score`) replace what the config would load: the benchmark and the
         tests build a run around objects they made, through the same construction as training."""
-        accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision)
+        # torchrun / `accelerate launch --multi_gpu` on a machine without GPUs: processes on CPU (gloo)
+        cpu = torch.distributed.is_torchelastic_launched() and not torch.cuda.is_available()
+        accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision, cpu=cpu)
+        _refuse_sharding(accelerator)
         set_seed(cfg.run.seed)
         method = get_method(cfg.method)(cfg.method_args)
         tokenizer = tokenizer or load_tokenizer(cfg.model.tokenizer or cfg.model.name_or_path)
@@ -202,10 +227,12 @@ class Run:
         sums, tokens = {}, 0
         with clock.time("step"):
             for m in range(cfg.optim.grad_accum):
-                # this process's slice of the global batch: micro-batch m, rank r
+                # this process's slice of the global batch: micro-batch m, rank r (module docstring)
                 start = self.position + (m * acc.num_processes + acc.process_index) * cfg.optim.batch_size
                 batch = [self.data.train[i] for i in self.order.indices(start, cfg.optim.batch_size)]
-                with acc.autocast():
+                # per-example sampling seeds: the stream positions start .. start + batch_size - 1
+                seeds = example_seeds(cfg.run.seed, TRAIN, indices=list(range(start, start + cfg.optim.batch_size)))
+                with acc.autocast(), _seeded(self.ctx.policy, seeds):
                     loss, metrics = self.method.loss(batch, self.ctx)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(_nonfinite_message("loss", loss.item(), self.step + 1, self.run_dir))
@@ -224,6 +251,7 @@ class Run:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+            _push_weights(self.ctx.policy, self.model, self.step + 1)
             self.step += 1
             self.position += self.global_batch
             row = _mean_across({k: v / cfg.optim.grad_accum for k, v in sums.items()}, acc)
@@ -253,8 +281,10 @@ class Run:
         self.model.eval()
         sums, count = {}, 0
         for s in range(0, len(mine), cfg.optim.batch_size):
-            batch = [self.data.eval[i] for i in mine[s : s + cfg.optim.batch_size]]
-            with acc.autocast():
+            indices = mine[s : s + cfg.optim.batch_size]
+            batch = [self.data.eval[i] for i in indices]
+            seeds = example_seeds(cfg.run.seed, EVAL, self.step, indices=indices)  # held-out example i at this step
+            with acc.autocast(), _seeded(self.ctx.policy, seeds):
                 metrics = self.method.evaluate(batch, self.ctx)
             metrics.pop("num_tokens", None)
             for k, v in metrics.items():
@@ -264,8 +294,12 @@ class Run:
             for k, v in self._held_out_kl([self.data.eval[i] for i in mine]).items():
                 sums[k] = v * max(count, 1)  # already a mean over this process's prompts
         self.model.train()
-        row = _mean_across({k: v / max(count, 1) for k, v in sums.items()}, acc)
-        return {f"eval/{k}": v for k, v in row.items()}
+        if acc.num_processes > 1:  # a process with no held-out example still adds zeros under every key
+            from accelerate.utils import broadcast_object_list
+
+            sums = {k: sums.get(k, 0.0) for k in broadcast_object_list([sorted(sums)])[0]}
+        sums, count = _sum_across_dict(sums, acc), _sum_across(count, acc)  # weighted by batch size, over all processes
+        return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def _held_out_kl(self, examples: list) -> dict:
         """KL(π‖π_ref) on the held-out prompts (hybridpo.evaluate.reverse_kl: the summed log-ratio
@@ -281,16 +315,14 @@ class Run:
         return reverse_kl(self.model, self.ctx.reference, prompts, pad_id=self.ctx.pad_id, eos_id=self.ctx.eos_id, cfg=ecfg)
 
     def checkpoint(self) -> None:
+        """Every process writes its own state (RNG, the method's) into one staging folder; the main
+        process writes the model, optimizer and schedule once, then makes the folder visible."""
         acc = self.accelerator
-        if acc.is_main_process:
-            save_checkpoint(
-                self.run_dir, step=self.step, position=self.position, model=self.model, optimizer=self.optimizer,
-                scheduler=self.scheduler, method_state=self.method.state_dict(), generator=self.generator,
-                keep=self.cfg.run.keep_checkpoints,
-            )
-        acc.wait_for_everyone()
-        if not acc.is_main_process:
-            save_process_rng(self.run_dir, self.step, acc.process_index, self.generator)
+        save_checkpoint(
+            self.run_dir, step=self.step, position=self.position, model=self.model, optimizer=self.optimizer,
+            scheduler=self.scheduler, method_state=self.method.state_dict(), generator=self.generator,
+            keep=self.cfg.run.keep_checkpoints, rank=acc.process_index, barrier=acc.wait_for_everyone,
+        )
 
     def resume(self) -> None:
         ckpt = latest_checkpoint(self.run_dir)
@@ -322,8 +354,7 @@ def _roles(cfg: TrainConfig, method: Method, model, tokenizer, generator, clock,
         policy = RewardModel(model, pad_id, trainable=True, clock=clock)
     else:
         policy = Policy(model, pad_id, eos_id, tokenizer=tokenizer, layout=speed.logprob_layout,
-                        share_prompt=speed.share_prompt, generator=generator,
-                        sampler=BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache), clock=clock)
+                        share_prompt=speed.share_prompt, generator=generator, sampler=_sampler(speed), clock=clock)
     reference = None
     if method.needs_reference:
         reference = build_reference(model, cfg.model, pad_id=pad_id, layout=speed.logprob_layout, clock=clock)
@@ -339,6 +370,40 @@ def _roles(cfg: TrainConfig, method: Method, model, tokenizer, generator, clock,
                               "or method_args.scorer (a program on the text)")
     return MethodContext(policy=policy, reference=reference, reward=reward, tokenizer=tokenizer, pad_id=pad_id,
                          eos_id=eos_id)
+
+
+def _refuse_sharding(accelerator) -> None:
+    """FSDP and DeepSpeed need the model wrapped, which this loop does not do yet (docs/scaling.md).
+    accelerate's launcher says it asked for them in its environment flags even where it then runs
+    plain data parallel (on CPU, FSDP becomes MULTI_CPU): refuse rather than train unsharded."""
+    from accelerate.utils import parse_flag_from_env
+
+    asked = [name for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"))
+             if parse_flag_from_env(flag)]
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED) or asked:
+        what = asked[0] if asked else accelerator.distributed_type.value
+        raise ConfigError(f"accelerate config asks for {what}: the training loop does not shard the model yet "
+                          f"(accelerate runs it as {accelerator.distributed_type.value}); launch with "
+                          "configs/accelerate/ddp.yaml. docs/scaling.md says what runs where")
+
+
+def _sampler(speed):
+    if speed.sampler not in SAMPLERS:
+        raise ConfigError(f"speed.sampler={speed.sampler!r}; choose from {sorted(SAMPLERS)}")
+    return SAMPLERS[speed.sampler](speed)
+
+
+def _push_weights(policy, model, step: int) -> None:
+    """After each optimizer step: a sampler that holds its own copy of the weights (an inference
+    engine; docs/generation_engine.md) gets them through its optional `weights_updated(model, step)`."""
+    push = getattr(getattr(policy, "sampler", None), "weights_updated", None)
+    if push is not None:
+        push(model, step)
+
+
+def _seeded(policy, seeds: list[int]):
+    """The per-example sampling seeds for the draws of one micro-batch (a reward model has none)."""
+    return policy.seeded(seeds) if isinstance(policy, Policy) else contextlib.nullcontext()
 
 
 def _write_data_stats(run: Run) -> None:
@@ -392,14 +457,25 @@ def _mean_across(row: dict, accelerator) -> dict:
     if accelerator.num_processes == 1 or not row:
         return row
     keys = sorted(row)
-    values = accelerator.reduce(torch.tensor([row[k] for k in keys], device=accelerator.device), reduction="mean")
+    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
     return dict(zip(keys, values.tolist()))
 
 
 def _sum_across(value: float, accelerator) -> float:
     if accelerator.num_processes == 1:
         return value
-    return float(accelerator.reduce(torch.tensor(float(value), device=accelerator.device), reduction="sum"))
+    value = torch.tensor(float(value), dtype=torch.float64, device=accelerator.device)
+    return float(accelerator.reduce(value, reduction="sum"))
+
+
+def _sum_across_dict(row: dict, accelerator) -> dict:
+    if accelerator.num_processes == 1 or not row:
+        return row
+    keys = sorted(row)
+    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    values = accelerator.reduce(values, reduction="sum")
+    return dict(zip(keys, values.tolist()))
 
 
 def _count_tokens(batch) -> int:

@@ -7,16 +7,25 @@
 
 Each call counts its wall time on the step clock ("policy forward", "sampling"), which is what the
 loop logs as `sample_time_share` and the benchmark reports per phase. The sampler is a seam: any
-object with the `Sampler` signature can serve instead of the built-in one (docs/generation_engine.md).
+object with the `Sampler` signature can serve instead of the built-in one (`speed.sampler`:
+`BuiltinSampler` here, `hybridpo.sampling.GenerateSampler`; the contract an inference engine
+meets is docs/generation_engine.md).
+
+Seeds: with `seeds` (one per prompt, hybridpo.sampling.seeds) the samples of prompt i depend on
+seeds[i] alone, not on the other prompts of the call, the process or the micro-batch; the loop
+sets them for every training and evaluation micro-batch (`Policy.seeded`), so one process with
+batch 4 and two with batch 2 draw the same samples for the same prompt at the same step. Without
+seeds the sampler draws from the policy's `generator` (one stream for the whole call).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from hybridpo.forward import PromptPass, ResponseLogps, prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.models.clock import StepClock
@@ -26,21 +35,73 @@ SHARE_PROMPT = ("auto", "on", "off")
 
 
 class Sampler(Protocol):
-    """What draws the online samples: `Rollout` out, tokens and the sampler's own log-probs."""
+    """What draws the online samples: `Rollout` out, tokens and the sampler's own log-probs.
+
+    Receives the model (its current weights), P prompts (token ids), k, EOS / pad ids, the
+    tokenizer (stop strings), the policy's generator, the step's prompt pass (optional to use) and
+    `seeds`: None, or one int per prompt, in which case sample j of prompt i must be a function of
+    (seeds[i], j, the prompt, the weights) only. `options` are max_new_tokens, temperature, top_p,
+    top_k, stop_strings (hybridpo.rollout.sample's meaning). `Rollout.logps` must be log π_τ of the
+    returned tokens under the scorer's conventions (hybridpo.forward.response_logps, EOS counted,
+    nothing after it); docs/generation_engine.md says what a sampler that cannot promise that does.
+    """
 
     def __call__(self, model: nn.Module, prompts: list[list[int]], k: int, *, eos_id: int, pad_id: int,
-                 tokenizer: Any, generator: torch.Generator, prompt_pass: PromptPass | None, **options) -> Rollout: ...
+                 tokenizer: Any, generator: torch.Generator, prompt_pass: PromptPass | None,
+                 seeds: list[int] | None = None, **options) -> Rollout: ...
 
 
 @dataclass
 class BuiltinSampler:
-    """hybridpo.rollout.sample with the run's speed settings (hybridpo.fast's auto rules)."""
+    """hybridpo.rollout.sample with the run's speed settings (hybridpo.fast's auto rules).
+
+    With per-example `seeds`, each prompt's k samples decode on their own with a generator seeded
+    by its seed: P decodes of k rows instead of one of P*k, because rollout.sample draws every row
+    from one stream. One batched decode with per-example seeds needs rollout's draw to take per-row
+    uniforms (hybridpo.sampling.row_uniforms; docs/generation_engine.md, "Per-example seeds").
+    """
 
     decoder: str = "auto"  # sample(decoder=): "auto", "neox" or "transformers"
     kv_cache: str = "auto"  # sample(kv_cache=): "auto", "preallocated" or "dynamic"
 
-    def __call__(self, model, prompts, k, **kwargs) -> Rollout:
-        return sample(model, prompts, k, decoder=self.decoder, kv_cache=self.kv_cache, **kwargs)
+    def __call__(self, model, prompts, k, *, generator=None, prompt_pass=None, seeds=None, **kwargs) -> Rollout:
+        options = dict(decoder=self.decoder, kv_cache=self.kv_cache, **kwargs)
+        if seeds is None:
+            return sample(model, prompts, k, generator=generator, prompt_pass=prompt_pass, **options)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: one per prompt")
+        device = generator.device if generator is not None else torch.device("cpu")
+        parts = [
+            sample(model, [p], k, generator=torch.Generator(device=device).manual_seed(s),
+                   prompt_pass=None if prompt_pass is None else _one_prompt(prompt_pass, i), **options)
+            for i, (p, s) in enumerate(zip(prompts, seeds))
+        ]
+        return concat_rollouts(parts, kwargs["pad_id"])
+
+
+def _one_prompt(pp: PromptPass, i: int) -> PromptPass:
+    """Prompt i of a prompt pass, its left padding dropped: the pass a call on [prompt i] would make."""
+    n = len(pp.prompts[i])
+    kv = [(keys[i : i + 1, :, -n:], values[i : i + 1, :, -n:]) for keys, values in pp.kv]
+    return PromptPass(prompts=[pp.prompts[i]], kv=kv, last_logits=pp.last_logits[i : i + 1],
+                      attn=pp.attn[i : i + 1, -n:])
+
+
+def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
+    """Rollouts of prompts drawn apart -> one Rollout in their order (time axes padded to the longest)."""
+    T = max(r.tokens.shape[-1] for r in parts)
+
+    def cat(name: str, fill) -> Tensor:
+        xs = [getattr(r, name) for r in parts]
+        return torch.cat([torch.nn.functional.pad(x, (0, T - x.shape[-1]), value=fill) for x in xs])
+
+    return Rollout(
+        responses=[rs for r in parts for rs in r.responses],
+        finished=torch.cat([r.finished for r in parts]), eos=torch.cat([r.eos for r in parts]),
+        logps=torch.cat([r.logps for r in parts]), sampler_logps=torch.cat([r.sampler_logps for r in parts]),
+        tok_logps=cat("tok_logps", 0.0), tokens=cat("tokens", pad_id), mask=cat("mask", False),
+        lengths=torch.cat([r.lengths for r in parts]),
+    )
 
 
 @dataclass
@@ -54,6 +115,7 @@ class Policy:
     generator: torch.Generator = field(default_factory=torch.Generator)  # the sampling RNG (checkpointed by the loop)
     sampler: Sampler = field(default_factory=BuiltinSampler)  # what draws the samples
     clock: StepClock = field(default_factory=StepClock)  # where the time of each call is counted
+    _seeds: list[int] | None = field(default=None, init=False, repr=False)  # set by `seeded`
 
     def __post_init__(self):
         if self.share_prompt not in SHARE_PROMPT:
@@ -85,19 +147,34 @@ class Policy:
         with self.clock.time("policy forward"):
             return prompt_pass(self.model, prompts, pad_id=self.pad_id)
 
+    @contextmanager
+    def seeded(self, seeds: list[int] | None):
+        """Within the block, `sample` calls without seeds of their own use these (one per prompt of
+        the micro-batch): the loop's per-example seeds reach the methods' draws this way."""
+        previous, self._seeds = self._seeds, seeds
+        try:
+            yield self
+        finally:
+            self._seeds = previous
+
     def sample(self, prompts: list[list[int]], k: int, *, prompt_pass: PromptPass | None = None,
-               stop_at_eos: bool = True, **options) -> Rollout:
+               stop_at_eos: bool = True, seeds: list[int] | None = None, **options) -> Rollout:
         """k samples per prompt from the current policy, no grad, in eval mode (no dropout: samples
         come from π itself); `options` are hybridpo.rollout.sample's (max_new_tokens, temperature,
-        top_p, top_k, stop_strings). `stop_at_eos=False` decodes every sample to max_new_tokens
+        top_p, top_k, stop_strings). `seeds`: one per prompt (default: those of `seeded`, else
+        none: the policy's generator). `stop_at_eos=False` decodes every sample to max_new_tokens
         (fixed-length work, for benchmarks)."""
+        seeds = seeds if seeds is not None else self._seeds
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} sampling seeds for {len(prompts)} prompts: a method must sample "
+                             "the prompts of its micro-batch, in order")
         was_training = self.model.training
         self.model.eval()
         try:
             with self.clock.time("sampling"):
                 rollout = self.sampler(self.model, prompts, k, eos_id=self.eos_id if stop_at_eos else -1,
                                        pad_id=self.pad_id, tokenizer=self.tokenizer, generator=self.generator,
-                                       prompt_pass=prompt_pass, **options)
+                                       prompt_pass=prompt_pass, seeds=seeds, **options)
         finally:
             self.model.train(was_training)
         self.clock.sample_lengths.extend([len(s) for s in samples] for samples in rollout.responses)
