@@ -76,6 +76,7 @@ def sample(
     prompt_pass: PromptPass | None = None,
     decoder: str = "auto",
     kv_cache: str = "auto",
+    uniforms: Tensor | None = None,
 ) -> Rollout:
     """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
 
@@ -90,6 +91,10 @@ def sample(
     "auto" by hybridpo.fast.decoder_for's rule. `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
     "dynamic" (transformers' own), "auto" by hybridpo.fast.kv_cache_for's rule. Every choice draws
     the same tokens from the same generator (up to float rounding of the logits).
+
+    `uniforms` (P*k, max_new_tokens) in [0, 1), e.g. hybridpo.sampling.row_uniforms of per-example
+    seeds: token t of row n (sample j of prompt i is row i*k + j) is drawn at uniforms[n, t]
+    instead of from `generator`, so a prompt's samples do not depend on the other prompts.
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
     lean = decoder_for(hf.unwrap_model(model), decoder) == "neox"
@@ -99,20 +104,27 @@ def sample(
     was_training = model.training
     model.eval()
     draw_args = (temperature, top_k, top_p, generator)
+    if uniforms is not None and tuple(uniforms.shape) != (len(prompts) * k, max_new_tokens):
+        raise ValueError(f"uniforms must be (P*k, max_new_tokens) = {(len(prompts) * k, max_new_tokens)}, "
+                         f"got {tuple(uniforms.shape)}")
+
+    def draw(logits, rows, t):  # rows: the original rows of the logits (None: all, in order)
+        u = None if uniforms is None else (uniforms[:, t] if rows is None else uniforms[rows, t])[:, None]
+        return _draw(logits, *draw_args, u=u)
+
     try:
         kv, logits, prompt_attn = _prompt_state(model, prompts, pad_id, prompt_pass)
         if lean and isinstance(kv, list):
             from hybridpo.fast import neox_decode
 
             tokens, tok_logps, samp_logps, alive, done = neox_decode.decode(
-                hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id,
-                lambda logits: _draw(logits, *draw_args),
+                hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
             )
         else:
             preallocate = kv_cache_for(kv_cache, plain_layers=isinstance(kv, list)) == "preallocated"
             cache, logits, attn, next_pos = _decode_start(kv, logits, prompt_attn, k, max_new_tokens, preallocate)
             tokens, tok_logps, samp_logps, alive, done = _decode(
-                model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args,
+                model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw,
             )
     finally:
         model.train(was_training)
@@ -173,7 +185,7 @@ def _decode_start(kv, last_logits, prompt_attn, k, max_new_tokens, preallocate: 
     return cache, last_logits.repeat_interleave(k, dim=0), attn, prompt_attn.sum(-1).repeat_interleave(k)
 
 
-def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw_args):
+def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id, draw):
     """The decode loop over time steps: one token for every unfinished row per step.
 
     Rows that emit EOS leave the batch (their cache rows are dropped), so finished samples cost
@@ -189,7 +201,7 @@ def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id
     rows = torch.arange(N, device=device)  # original row of each row still decoding
     steps = 0
     for t in range(max_new_tokens):
-        tok, lp, slp = _draw(logits.float(), *draw_args)  # (A,) x3 over the A active rows
+        tok, lp, slp = draw(logits.float(), rows, t)  # (A,) x3 over the A active rows
         tokens[rows, t], tok_logps[rows, t], samp_logps[rows, t], alive[rows, t] = tok, lp, slp, True
         ended = tok == eos_id
         done[rows[ended]] = True
@@ -208,8 +220,10 @@ def _decode(model, cache, logits, attn, next_pos, max_new_tokens, eos_id, pad_id
     return tokens[:, :steps], tok_logps[:, :steps], samp_logps[:, :steps], alive[:, :steps], done
 
 
-def _draw(logits: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor, Tensor, Tensor]:
-    """One token per row from logits (N, V); returns (token, log π_τ(token), log sampler(token))."""
+def _draw(logits: Tensor, temperature, top_k, top_p, generator, u: Tensor | None = None
+          ) -> tuple[Tensor, Tensor, Tensor]:
+    """One token per row from logits (N, V); returns (token, log π_τ(token), log sampler(token)).
+    `u` (N, 1): the rows' uniforms (default: drawn from `generator`)."""
     if temperature == 0:  # greedy: the τ -> 0 limit; report log π_1 (see the module docstring)
         tok = logits.argmax(-1)
         lp = logits.log_softmax(-1).gather(-1, tok[:, None]).squeeze(-1)
@@ -219,16 +233,16 @@ def _draw(logits: Tensor, temperature, top_k, top_p, generator) -> tuple[Tensor,
     if not truncated:  # the sampler is π_τ itself: 4 passes over the (N, V) logits instead of 6
         top = scaled.amax(-1, keepdim=True)  # (N, 1)
         cdf = (scaled - top).exp_().cumsum(-1)  # (N, V) unnormalised CDF; its last column is the mass Z
-        tok = _inverse_cdf(cdf, generator)
+        tok = _inverse_cdf(cdf, generator, u)
         lp = (scaled.gather(-1, tok[:, None]) - top - cdf[:, -1:].log()).squeeze(-1)  # log softmax at tok
         return tok, lp, lp
     policy = scaled.log_softmax(-1)  # (N, V) log π_τ
     sampler = _truncate(scaled, top_k, top_p).log_softmax(-1)  # (N, V) the sampler's, -inf outside top-k / top-p
-    tok = _inverse_cdf(sampler.exp().cumsum(-1), generator)  # (N,)
+    tok = _inverse_cdf(sampler.exp().cumsum(-1), generator, u)  # (N,)
     return tok, policy.gather(-1, tok[:, None]).squeeze(-1), sampler.gather(-1, tok[:, None]).squeeze(-1)
 
 
-def _inverse_cdf(cdf: Tensor, generator) -> Tensor:
+def _inverse_cdf(cdf: Tensor, generator, u: Tensor | None = None) -> Tensor:
     """One draw per row from the cumulative (unnormalised) masses cdf (N, V) by inverting it at
     u ~ U[0, 1): (N,) token ids.
 
@@ -237,7 +251,9 @@ def _inverse_cdf(cdf: Tensor, generator) -> Tensor:
     The token is the first index whose cumulative mass exceeds u × total, so a zero-probability
     token (outside top-k / top-p) is never drawn: its cumulative mass equals its predecessor's.
     """
-    u = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    if u is None:
+        u = torch.rand((cdf.shape[0], 1), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    u = u.to(cdf.dtype)
     tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)
     return tok.clamp(max=cdf.shape[-1] - 1)  # u * total rounds to total only in float corner cases
 

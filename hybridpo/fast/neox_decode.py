@@ -257,8 +257,9 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
 
     prompt_kv: per layer (keys, values) (P, H, W, D) of the prefilled prompts (not repeated);
     prompt_attn (P, W): 1 on real tokens; logits (P, V): next-token logits at each prompt's last
-    token; draw(logits (A, V)) -> (token, log π_τ, log sampler) for the A samples still running,
-    in row order (row i*k + j is sample j of prompt i), the order and count the transformers loop
+    token; draw(logits (A, V), rows, t) -> (token, log π_τ, log sampler) for the A samples still
+    running at step t, `rows` their original rows (None: all N), in row order (row i*k + j is
+    sample j of prompt i), the order and count the transformers loop
     draws in, so both paths consume one random stream identically.
     Returns tokens, tok_logps, sampler tok_logps, mask (P*k, steps) and EOS flags (P*k,).
 
@@ -295,14 +296,14 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     full = True  # every sample is running and every prompt is on the grid (rows = 0 .. N-1)
     for t in range(max_new_tokens):
         if full:  # the common case: whole-column writes, no index bookkeeping
-            tok, lp, slp = draw(grid_logits.reshape(N, -1).float())
+            tok, lp, slp = draw(grid_logits.reshape(N, -1).float(), None, t)
             tokens[:, t], tok_logps[:, t], samp_logps[:, t], alive[:, t] = tok, lp, slp, True
             ended = tok == eos_id
             live = None
         else:
             live = running.reshape(-1)
             live_rows = (pids[:, None] * k + slots).reshape(-1)[live]  # original rows of the running samples
-            tok, lp, slp = draw(grid_logits.reshape(live.shape[0], -1)[live].float())
+            tok, lp, slp = draw(grid_logits.reshape(live.shape[0], -1)[live].float(), live_rows, t)
             tokens[live_rows, t], tok_logps[live_rows, t], samp_logps[live_rows, t], alive[live_rows, t] = tok, lp, slp, True
             ended = tok == eos_id
         steps = t + 1

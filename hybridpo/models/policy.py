@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hybridpo.forward import PromptPass, ResponseLogps, prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.models.clock import StepClock
+from hybridpo.forward import hf
 from hybridpo.rollout import Rollout, sample
+from hybridpo.sampling.seeds import row_uniforms
 
 SHARE_PROMPT = ("auto", "on", "off")
 
@@ -53,13 +55,9 @@ class Sampler(Protocol):
 
 @dataclass
 class BuiltinSampler:
-    """hybridpo.rollout.sample with the run's speed settings (hybridpo.fast's auto rules).
-
-    With per-example `seeds`, each prompt's k samples decode on their own with a generator seeded
-    by its seed: P decodes of k rows instead of one of P*k, because rollout.sample draws every row
-    from one stream. One batched decode with per-example seeds needs rollout's draw to take per-row
-    uniforms (hybridpo.sampling.row_uniforms; docs/generation_engine.md, "Per-example seeds").
-    """
+    """hybridpo.rollout.sample with the run's speed settings (hybridpo.fast's auto rules); with
+    per-example `seeds`, row n's token t is drawn at hybridpo.sampling.row_uniforms(seeds, ...)[n, t],
+    in the same one batched decode."""
 
     decoder: str = "auto"  # sample(decoder=): "auto", "neox" or "transformers"
     kv_cache: str = "auto"  # sample(kv_cache=): "auto", "preallocated" or "dynamic"
@@ -70,38 +68,8 @@ class BuiltinSampler:
             return sample(model, prompts, k, generator=generator, prompt_pass=prompt_pass, **options)
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: one per prompt")
-        device = generator.device if generator is not None else torch.device("cpu")
-        parts = [
-            sample(model, [p], k, generator=torch.Generator(device=device).manual_seed(s),
-                   prompt_pass=None if prompt_pass is None else _one_prompt(prompt_pass, i), **options)
-            for i, (p, s) in enumerate(zip(prompts, seeds))
-        ]
-        return concat_rollouts(parts, kwargs["pad_id"])
-
-
-def _one_prompt(pp: PromptPass, i: int) -> PromptPass:
-    """Prompt i of a prompt pass, its left padding dropped: the pass a call on [prompt i] would make."""
-    n = len(pp.prompts[i])
-    kv = [(keys[i : i + 1, :, -n:], values[i : i + 1, :, -n:]) for keys, values in pp.kv]
-    return PromptPass(prompts=[pp.prompts[i]], kv=kv, last_logits=pp.last_logits[i : i + 1],
-                      attn=pp.attn[i : i + 1, -n:])
-
-
-def concat_rollouts(parts: list[Rollout], pad_id: int) -> Rollout:
-    """Rollouts of prompts drawn apart -> one Rollout in their order (time axes padded to the longest)."""
-    T = max(r.tokens.shape[-1] for r in parts)
-
-    def cat(name: str, fill) -> Tensor:
-        xs = [getattr(r, name) for r in parts]
-        return torch.cat([torch.nn.functional.pad(x, (0, T - x.shape[-1]), value=fill) for x in xs])
-
-    return Rollout(
-        responses=[rs for r in parts for rs in r.responses],
-        finished=torch.cat([r.finished for r in parts]), eos=torch.cat([r.eos for r in parts]),
-        logps=torch.cat([r.logps for r in parts]), sampler_logps=torch.cat([r.sampler_logps for r in parts]),
-        tok_logps=cat("tok_logps", 0.0), tokens=cat("tokens", pad_id), mask=cat("mask", False),
-        lengths=torch.cat([r.lengths for r in parts]),
-    )
+        uniforms = row_uniforms(seeds, k, kwargs["max_new_tokens"], hf.device_of(model))
+        return sample(model, prompts, k, generator=generator, prompt_pass=prompt_pass, uniforms=uniforms, **options)
 
 
 @dataclass
