@@ -145,6 +145,10 @@ _CHOICES = {
 }
 
 
+# str settings whose values YAML reads as booleans when unquoted (`mixed_precision: no`)
+_BOOLS_AS_TEXT = {"run.mixed_precision": {False: "no", True: "yes"}}
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a YAML file (None: start from the defaults), apply `key=value` overrides, check every
     field; errors name the file (or "overrides") and the dotted key."""
@@ -328,6 +332,8 @@ def _convert(value, tp, where: str, key: str):
     elif tp is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and key in _BOOLS_AS_TEXT:  # YAML 1.1 reads an unquoted `no` as false
+            return _BOOLS_AS_TEXT[key][value]
     else:
         return value
     raise ConfigError(f"{where}: {key} must be {_name(tp)}, got {value!r}")

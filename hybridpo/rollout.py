@@ -131,7 +131,7 @@ def sample(
     P, device, steps = len(prompts), tokens.device, tokens.shape[1]
     mask, finished = alive, done.clone()
     if stop_strings:
-        cut = _stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1
+        cut = stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1
         hit = cut >= 0
         keep = torch.arange(steps, device=device)[None, :] < cut[:, None]
         mask = torch.where(hit[:, None], mask & keep, mask)
@@ -273,7 +273,7 @@ def _truncate(scaled: Tensor, top_k: int, top_p: float) -> Tensor:
     return scaled
 
 
-def _stop_string_lengths(tokens: Tensor, mask: Tensor, stop_strings, tokenizer) -> Tensor:
+def stop_string_lengths(tokens: Tensor, mask: Tensor, stop_strings, tokenizer) -> Tensor:
     """For each sample, the number of tokens up to and including the one completing its first
     stop string, or -1 when none occurs. Decodes each sample once, then binary-searches the
     shortest prefix whose text contains a stop string (containment is monotone in the prefix)."""

@@ -29,7 +29,7 @@ class Replay:
         self.alive = recorded.mask.flatten(0, 1)  # (N, T): before any stop-string cut, = running rows
         self.t = 0
 
-    def __call__(self, logits, temperature, top_k, top_p, generator):
+    def __call__(self, logits, temperature, top_k, top_p, generator, u=None):
         rows = self.alive[:, self.t].nonzero().squeeze(-1)
         if len(rows) != logits.shape[0]:
             raise AssertionError(f"step {self.t}: {logits.shape[0]} rows drawn, the recording has {len(rows)} running")

@@ -29,8 +29,13 @@ def decoder_for(model, setting: str = "auto") -> str:
         if reason is not None:
             raise ValueError(f"decoder='neox' is not available: {reason}")
         return "neox"
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    return "neox" if reason is None and on_cpu else "transformers"
+    import torch
+
+    weight = next(model.parameters())
+    # measured in fp32 on CPU only; under autocast (bf16 / fp16) the folded fp32 weights would meet
+    # half-precision activations, so transformers' forward decodes there
+    plain_fp32 = weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    return "neox" if reason is None and weight.device.type == "cpu" and plain_fp32 else "transformers"
 
 
 def kv_cache_for(setting: str, plain_layers: bool) -> str:

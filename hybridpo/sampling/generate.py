@@ -31,9 +31,7 @@ from torch import Tensor
 
 from hybridpo.forward import hf, scaled_logits
 from hybridpo.forward.layout import left_padded
-from hybridpo.rollout import Rollout
-# rollout's own stop-string cut, so both samplers end samples by one rule (a public name for it is wanted)
-from hybridpo.rollout import _stop_string_lengths as stop_string_lengths
+from hybridpo.rollout import Rollout, stop_string_lengths  # rollout's stop-string cut: both samplers end samples by one rule
 from hybridpo.sampling.seeds import row_uniforms
 
 

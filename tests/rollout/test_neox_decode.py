@@ -159,3 +159,15 @@ def test_other_models_fall_back_and_forcing_neox_says_why():
         sample(lora, PROMPTS, 2, max_new_tokens=4, eos_id=-1, pad_id=PAD, decoder="neox")
     with pytest.raises(ValueError, match="decoder='fast'; choose from"):
         sample(tiny_model(), PROMPTS, 2, max_new_tokens=4, eos_id=-1, pad_id=PAD, decoder="fast")
+
+
+def test_auto_takes_the_lean_decoder_only_in_plain_fp32_on_cpu():
+    """The lean decoder's folded fp32 weights were measured on CPU in fp32: under bf16 autocast (a
+    `run.mixed_precision: bf16` run) and for a bf16 model, auto decodes with transformers' forward."""
+    from hybridpo.fast import decoder_for
+
+    model = tiny_model()
+    assert decoder_for(model) == "neox"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decoder_for(model) == "transformers"
+    assert decoder_for(tiny_model().to(torch.bfloat16)) == "transformers"

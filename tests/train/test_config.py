@@ -87,6 +87,12 @@ def test_missing_required_fields_and_bad_files(tmp_path):
         load_config(write(tmp_path, "- dpo\n"))
 
 
+def test_unquoted_no_is_the_mixed_precision_setting_no(tmp_path):
+    assert load_config(write(tmp_path), ["run.mixed_precision=no"]).run.mixed_precision == "no"  # YAML 1.1: no -> False
+    with pytest.raises(ConfigError, match="run.mixed_precision='yes'; choose from"):
+        load_config(write(tmp_path), ["run.mixed_precision=yes"])
+
+
 def test_override_creates_sections():
     raw = {}
     apply_override(raw, "run.out_dir=runs/x")
