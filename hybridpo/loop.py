@@ -454,12 +454,7 @@ def _all_reduce_grads(params, accelerator) -> None:
 
 
 def _mean_across(row: dict, accelerator) -> dict:
-    if accelerator.num_processes == 1 or not row:
-        return row
-    keys = sorted(row)
-    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
-    values = accelerator.reduce(values, reduction="mean")
-    return dict(zip(keys, values.tolist()))
+    return _reduce_across(row, accelerator, "mean")
 
 
 def _sum_across(value: float, accelerator) -> float:
@@ -470,12 +465,16 @@ def _sum_across(value: float, accelerator) -> float:
 
 
 def _sum_across_dict(row: dict, accelerator) -> dict:
+    return _reduce_across(row, accelerator, "sum")
+
+
+def _reduce_across(row: dict, accelerator, reduction: str) -> dict:
+    """Each value of `row` reduced over the processes (float64: sums of many steps stay exact)."""
     if accelerator.num_processes == 1 or not row:
         return row
     keys = sorted(row)
     values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
-    values = accelerator.reduce(values, reduction="sum")
-    return dict(zip(keys, values.tolist()))
+    return dict(zip(keys, accelerator.reduce(values, reduction=reduction).tolist()))
 
 
 def _count_tokens(batch) -> int:

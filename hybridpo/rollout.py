@@ -128,7 +128,16 @@ def sample(
             )
     finally:
         model.train(was_training)
-    P, device, steps = len(prompts), tokens.device, tokens.shape[1]
+    return assemble(tokens, tok_logps, samp_logps, alive, done, len(prompts), k, eos_id=eos_id, pad_id=pad_id,
+                    stop_strings=stop_strings, tokenizer=tokenizer)
+
+
+def assemble(tokens: Tensor, tok_logps: Tensor, samp_logps: Tensor, alive: Tensor, done: Tensor, P: int, k: int, *,
+             eos_id: int, pad_id: int, stop_strings=None, tokenizer=None) -> Rollout:
+    """A decode loop's (N = P*k, steps) outputs -> Rollout: the stop-string cut (see the module
+    docstring), everything after a sample's end masked to pad / 0, and the per-sample sums.
+    Every sampler (this module's, hybridpo.sampling's) ends its samples by this one rule."""
+    device, steps = tokens.device, tokens.shape[1]
     mask, finished = alive, done.clone()
     if stop_strings:
         cut = stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from hybridpo.forward import hf, scaled_logits
 from hybridpo.forward.layout import left_padded
-from hybridpo.rollout import Rollout, stop_string_lengths  # rollout's stop-string cut: both samplers end samples by one rule
+from hybridpo.rollout import Rollout, assemble  # rollout's cut and masking: both samplers end samples by one rule
 from hybridpo.sampling.seeds import row_uniforms
 
 
@@ -71,8 +71,8 @@ class GenerateSampler:
         tok_logps, samp_logps = torch.stack(draw.tok_logps, 1)[:, :steps], torch.stack(draw.samp_logps, 1)[:, :steps]
         is_eos = tokens == eos_id
         alive = (is_eos.long().cumsum(-1) - is_eos.long()) == 0  # (N, steps) up to and including the first EOS
-        return _rollout(tokens, tok_logps, samp_logps, alive, is_eos.any(-1), P, k, eos_id, pad_id, stop_strings,
-                        tokenizer)
+        return assemble(tokens, tok_logps, samp_logps, alive, is_eos.any(-1), P, k, eos_id=eos_id, pad_id=pad_id,
+                        stop_strings=stop_strings, tokenizer=tokenizer)
 
 
 class _Draw:
@@ -112,29 +112,6 @@ class _Draw:
         self.samp_logps.append(slp)
         chosen = torch.full_like(scores, float("-inf"))
         return chosen.scatter_(-1, tok[:, None], 0.0)
-
-
-def _rollout(tokens, tok_logps, samp_logps, alive, done, P, k, eos_id, pad_id, stop_strings, tokenizer) -> Rollout:
-    """(N, steps) decode outputs -> Rollout, with the stop-string cut and masking of hybridpo.rollout."""
-    device, steps = tokens.device, tokens.shape[1]
-    mask, finished = alive, done.clone()
-    if stop_strings:
-        cut = stop_string_lengths(tokens, mask, stop_strings, tokenizer)  # (N,) or -1
-        hit = cut >= 0
-        keep = torch.arange(steps, device=device)[None, :] < cut[:, None]
-        mask = torch.where(hit[:, None], mask & keep, mask)
-        finished |= hit
-    tokens = tokens.masked_fill(~mask, pad_id)
-    tok_logps, samp_logps = tok_logps * mask, samp_logps * mask
-    lengths = mask.sum(-1)
-    eos = (mask & (tokens == eos_id)).any(-1)
-    flat = [row[: int(n)] for row, n in zip(tokens.tolist(), lengths.tolist())]
-    return Rollout(
-        responses=[flat[i * k : (i + 1) * k] for i in range(P)], finished=finished.view(P, k), eos=eos.view(P, k),
-        logps=tok_logps.sum(-1).view(P, k), sampler_logps=samp_logps.sum(-1).view(P, k),
-        tok_logps=tok_logps.view(P, k, steps), tokens=tokens.view(P, k, steps), mask=mask.view(P, k, steps),
-        lengths=lengths.view(P, k),
-    )
 
 
 def _check(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer, seeds):
