@@ -23,9 +23,7 @@ COVERAGE_KEYS = ("kl", "coverage/logratio_q50", "coverage/logratio_q90", "covera
 def run(cfg: TldrConfig, progress=lambda s: None) -> str:
     """Every stage; returns the markdown tables (also OUT/table.md, OUT/coverage.md)."""
     from hybridpo.data import load_tokenizer
-    from hybridpo.experiments.tldr.claims import write_claims
     from hybridpo.experiments.tldr.data import write_split
-    from hybridpo.report import aggregate, markdown_table, plot_validation_kl
     from hybridpo.zoo import resolve
 
     out, shared = Path(cfg.out), Path(cfg.shared)
@@ -55,40 +53,60 @@ def run(cfg: TldrConfig, progress=lambda s: None) -> str:
         rm = _trained(train_stage(out / "rm", rm_run(cfg, sft, pairs["train"], pairs["eval"], cfg.rm_epochs), progress))
         progress(f"reward model: held-out pair accuracy {_last(out / 'rm', 'eval/rewards/accuracies'):.3f}")
         lap("rm")
+    evaluate = Evaluator(cfg, sft, rm, judge, data, pairs, out / "eval", progress)
+    evaluate("sft", sft)
     runs = []
-    for name in cfg.methods:
-        for seed in range(seeds_of(cfg, name)):
-            run_dir = out / f"{name}-seed{seed}"
-            reward = None
-            if name in cfg.implicit and not (run_dir / "final" / "config.json").exists():
-                reward = implicit_reward(cfg, out / f"{cfg.implicit[name]}-seed{seed % seeds_of(cfg, cfg.implicit[name])}",
-                                         sft, tok)
-            _trained(train_stage(run_dir, method_run(cfg, name, seed, sft, rm, data, pairs), progress, reward=reward))
-            if name in cfg.figure1:
-                validation_kl(run_dir, steps_per_epoch=max(1, math.ceil(cfg.n_train / cfg.batch_size)))
-            runs.append(run_dir)
-            lap(run_dir.name)
-    results, generations = evaluate_all(cfg, sft, rm, judge, runs, data, pairs, out / "eval", progress)
-    lap("eval")
+    for seed, name in run_order(cfg):  # seed 0 of every method first: a partial run has a table of every method
+        run_dir = out / f"{name}-seed{seed}"
+        reward = None
+        if name in cfg.implicit and not (run_dir / "final" / "config.json").exists():
+            reward = implicit_reward(cfg, out / f"{cfg.implicit[name]}-seed{seed % seeds_of(cfg, cfg.implicit[name])}",
+                                     sft, tok)
+        _trained(train_stage(run_dir, method_run(cfg, name, seed, sft, rm, data, pairs), progress, reward=reward))
+        del reward
+        if name in cfg.figure1:
+            validation_kl(run_dir, steps_per_epoch=max(1, math.ceil(cfg.n_train / cfg.batch_size)))
+        evaluate(run_dir.name, run_dir / "final")
+        runs.append(run_dir)
+        lap(run_dir.name)
+        write_outputs(cfg, evaluate, runs, None)  # the tables so far
+    bon = best_of_n(cfg, sft, judge, data, out / "eval" / "best_of_n", progress) if cfg.best_of_n > 1 else None
+    lap("best_of_n")
+    table, coverage = write_outputs(cfg, evaluate, runs, bon)
+    lap("tables")
+    return table + "\n" + coverage
+
+
+def run_order(cfg: TldrConfig) -> list[tuple[int, str]]:
+    """(seed, run name) in training order: every method's seed 0 (in config order), then seed 1, ..."""
+    most = max((seeds_of(cfg, n) for n in cfg.methods), default=0)
+    return [(seed, name) for seed in range(most) for name in cfg.methods if seed < seeds_of(cfg, name)]
+
+
+def write_outputs(cfg: TldrConfig, evaluate: "Evaluator", runs: list[Path], bon: dict | None) -> tuple[str, str]:
+    """OUT/table.md, coverage.md, generations.md, claims.md and plots/validation_kl.png from the
+    runs evaluated so far; returns the two tables."""
+    from hybridpo.experiments.tldr.claims import write_claims
+    from hybridpo.report import aggregate, markdown_table, plot_validation_kl
+
+    out = Path(cfg.out)
+    results = evaluate.results
     table = markdown_table(aggregate(results, TABLE_KEYS), TABLE_KEYS)
     coverage = markdown_table(aggregate(results, COVERAGE_KEYS), COVERAGE_KEYS)
-    if cfg.best_of_n > 1:
-        bon = best_of_n(cfg, sft, judge, data, out / "eval" / "best_of_n", progress)
+    if bon is not None:
         table += (f"\nbest-of-{cfg.best_of_n} of π_SFT under the evaluator ({bon['judge']}), temperature 1, against "
                   f"the human reference: win rate {bon['win_rate']:.3f} (one π_SFT sample: {bon['single/win_rate']:.3f}); "
                   f"evaluator score {bon['best']:.3f} (one sample {bon['single']:.3f}, reference {bon['reference']:.3f}); "
                   f"KL ≤ {bon['kl_bound']:.3f}\n")
-        lap("best_of_n")
     (out / "table.md").write_text(table)
     (out / "coverage.md").write_text(coverage)
-    (out / "generations.md").write_text(side_by_side(cfg, generations))
+    (out / "generations.md").write_text(side_by_side(cfg, evaluate.generations))
     figure = [r for r in runs if r.name.rsplit("-seed", 1)[0] in cfg.figure1]
     if figure:
         plot_validation_kl(figure, out / "plots" / "validation_kl.png", key="eval/kl", x="epoch",
                            file="validation_kl.jsonl", center="median")
     write_claims(cfg, results, runs, out / "claims.md")
-    lap("tables")
-    return table + "\n" + coverage
+    return table, coverage
 
 
 def seeds_of(cfg: TldrConfig, name: str) -> int:
@@ -96,7 +114,10 @@ def seeds_of(cfg: TldrConfig, name: str) -> int:
 
 
 def _trained(final: Path) -> Path:
-    """RUN/final; the run's checkpoints are deleted once it exists (a finished run never resumes)."""
+    """RUN/final; the run's checkpoints are deleted once it exists (a finished run never resumes).
+    A run stopped by a signal has none: the experiment stops there (SystemExit), its checkpoint kept."""
+    if not (final / "config.json").exists():
+        raise SystemExit(f"{final.parent}: training stopped before its last step; run the same command to continue")
     shutil.rmtree(final.parent / "checkpoints", ignore_errors=True)
     return final
 
@@ -307,41 +328,54 @@ def scorers_and_judge(cfg: TldrConfig, rm: Path | None, judge: Path | None, pad_
     return scorers, ScorerJudge("gold", name="gold")
 
 
-def evaluate_all(cfg: TldrConfig, sft: Path, rm, judge, runs: list[Path], data: Path, pairs: dict, out: Path, progress):
-    """π_SFT and every run on the held-out posts (Table 1 and the coverage diagnostics), against
-    π_ref = π_SFT: (metrics per run name, generations per run name). Runs with OUT/<name>/eval.json are read back."""
-    from hybridpo.data import DataConfig, load_preferences, load_tokenizer
-    from hybridpo.evaluate import EvalConfig, evaluate
+class Evaluator:
+    """Evaluates π_SFT and each run on the held-out posts (Table 1 and the coverage diagnostics)
+    against π_ref = π_SFT, one model at a time; `results` / `generations` by run name. A model
+    with OUT/<name>/eval.json is read back; the data, π_SFT and the scorers load on first use."""
 
-    tok = load_tokenizer(str(sft))
-    prompts = _prompts(cfg, tok, data / "prompts_eval.jsonl", "sft")
-    held_out, _ = load_preferences(DataConfig(**{**_rendering(cfg), "source": str(pairs["eval"])}), tok)
-    sft_model = _load_lm(sft)
-    scorers, judge_ = None, None
-    results, generations = {}, {}
-    for name, path in [("sft", sft)] + [(r.name, r / "final") for r in runs]:
-        d = out / name
+    def __init__(self, cfg: TldrConfig, sft: Path, rm, judge, data: Path, pairs: dict, out: Path, progress):
+        self.cfg, self.sft, self.rm, self.judge, self.data, self.pairs = cfg, sft, rm, judge, data, pairs
+        self.out, self.progress = out, progress
+        self.results: dict[str, dict] = {}
+        self.generations: dict[str, list[dict]] = {}
+        self._loaded = None
+
+    def _load(self):
+        from hybridpo.data import DataConfig, load_preferences, load_tokenizer
+
+        cfg = self.cfg
+        tok = load_tokenizer(str(self.sft))
+        prompts = _prompts(cfg, tok, self.data / "prompts_eval.jsonl", "sft")
+        held_out, _ = load_preferences(DataConfig(**{**_rendering(cfg), "source": str(self.pairs["eval"])}), tok)
+        scorers, judge = scorers_and_judge(cfg, self.rm, self.judge, tok.pad_token_id)
+        self._loaded = (tok, prompts, held_out, _load_lm(self.sft), scorers, judge)
+
+    def __call__(self, name: str, path: Path) -> dict:
+        from hybridpo.evaluate import EvalConfig, evaluate
+
+        d = self.out / name
         if (d / "eval.json").exists():
-            results[name] = json.loads((d / "eval.json").read_text())
-            generations[name] = [json.loads(line) for line in (d / "generations.jsonl").read_text().splitlines()]
-            continue
-        if scorers is None:
-            scorers, judge_ = scorers_and_judge(cfg, rm, judge, tok.pad_token_id)
+            self.results[name] = json.loads((d / "eval.json").read_text())
+            self.generations[name] = [json.loads(line) for line in (d / "generations.jsonl").read_text().splitlines()]
+            return self.results[name]
+        if self._loaded is None:
+            self._load()
+        tok, prompts, held_out, sft_model, scorers, judge = self._loaded
+        cfg = self.cfg
         policy = _load_lm(path)
         ref = sft_reference(policy, sft_model, cfg.last_n_layers, tok.pad_token_id)
         ecfg = EvalConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, kl_samples=cfg.kl_samples,
                           batch_size=cfg.eval_batch_size, generator_name=name, layout="packed")
-        res = evaluate(policy, ref, tok, prompts, pairs=held_out, judge=judge_, scorers=scorers, cfg=ecfg)
+        res = evaluate(policy, ref, tok, prompts, pairs=held_out, judge=judge, scorers=scorers, cfg=ecfg)
         d.mkdir(parents=True, exist_ok=True)
         (d / "eval.json").write_text(json.dumps(res.metrics, indent=2) + "\n")
         (d / "generations.jsonl").write_text("".join(json.dumps(g, ensure_ascii=False) + "\n" for g in res.generations),
                                              encoding="utf-8")
-        results[name], generations[name] = res.metrics, res.generations
+        self.results[name], self.generations[name] = res.metrics, res.generations
         m = res.metrics
-        progress(f"eval {name}: win_rate={m['win_rate']:.3f} {judge_.scorer}={m[judge_.scorer]:.3f} kl={m['kl']:.2f} "
-                 f"max log-ratio={m.get('coverage/logratio_max', float('nan')):.1f} length={m['response_length']:.1f}")
-        del policy, ref
-    return results, generations
+        self.progress(f"eval {name}: win_rate={m['win_rate']:.3f} {judge.scorer}={m[judge.scorer]:.3f} kl={m['kl']:.2f} "
+                      f"max log-ratio={m.get('coverage/logratio_max', float('nan')):.1f} length={m['response_length']:.1f}")
+        return m
 
 
 def best_of_n(cfg: TldrConfig, sft: Path, judge, data: Path, out: Path, progress) -> dict:
