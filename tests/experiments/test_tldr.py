@@ -244,3 +244,14 @@ def test_an_interrupted_experiment_continues_without_retraining(pipeline):
     before = (root / "gold" / "dpo-seed0" / "final" / "model.safetensors").stat().st_mtime
     assert run(cfg) == table
     assert (root / "gold" / "dpo-seed0" / "final" / "model.safetensors").stat().st_mtime == before
+
+
+def test_run_order_is_seed_major_with_late_methods_last():
+    from hybridpo.experiments.common import MethodSpec
+    from hybridpo.experiments.tldr import Config
+    from hybridpo.experiments.tldr.run import run_order
+
+    cfg = Config(methods={n: MethodSpec() for n in ("dpo", "hypo", "sweep", "rlhf")}, seeds=3,
+                 seeds_by_method={"rlhf": 2, "sweep": 2}, late=["sweep"])
+    assert run_order(cfg) == [(0, "dpo"), (0, "hypo"), (0, "rlhf"), (1, "dpo"), (1, "hypo"), (1, "rlhf"),
+                              (2, "dpo"), (2, "hypo"), (0, "sweep"), (1, "sweep")]

@@ -20,6 +20,7 @@ class TldrConfig:
     implicit: dict[str, str] = field(default_factory=dict)  # run name -> the DPO run whose implicit reward β log π_dpo/π_ref ranks its samples (same seed; the generation-verification-gap test)
     seeds: int = 3  # runs per method (seeds 0..seeds-1)
     seeds_by_method: dict[str, int] = field(default_factory=dict)  # run name -> its number of seeds, where not `seeds`
+    late: list[str] = field(default_factory=list)  # run names trained after every seed of the others (sweeps, oracles): a partial run has the main methods' seeds first
     source: str = tldr_settings()["source"]  # the shared TL;DR comparisons (10k pairs over 1,653 posts)
     max_prompt_length: int = 256  # posts whose templated prompt is longer are left out (not truncated)
     max_response_length: int = 64  # comparisons with a longer summary (EOS included) are left out

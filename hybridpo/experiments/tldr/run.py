@@ -78,9 +78,16 @@ def run(cfg: TldrConfig, progress=lambda s: None) -> str:
 
 
 def run_order(cfg: TldrConfig) -> list[tuple[int, str]]:
-    """(seed, run name) in training order: every method's seed 0 (in config order), then seed 1, ..."""
-    most = max((seeds_of(cfg, n) for n in cfg.methods), default=0)
-    return [(seed, name) for seed in range(most) for name in cfg.methods if seed < seeds_of(cfg, name)]
+    """(seed, run name) in training order: every method's seed 0 (in config order), then seed 1,
+    ...; the `late` methods after all of those, in the same order among themselves."""
+    def order(names: list[str]) -> list[tuple[int, str]]:
+        most = max((seeds_of(cfg, n) for n in names), default=0)
+        return [(seed, name) for seed in range(most) for name in names if seed < seeds_of(cfg, name)]
+
+    unknown = sorted(set(cfg.late) - set(cfg.methods))
+    if unknown:
+        raise ValueError(f"late={unknown}: not in methods {sorted(cfg.methods)}")
+    return order([n for n in cfg.methods if n not in cfg.late]) + order([n for n in cfg.methods if n in cfg.late])
 
 
 def write_outputs(cfg: TldrConfig, evaluate: "Evaluator", runs: list[Path], bon: dict | None) -> tuple[str, str]:
