@@ -33,10 +33,10 @@ class TldrConfig:
     batch_size: int = 8  # pairs / prompts per optimizer step
     sft_lr: float = 1e-4  # SFT learning rate
     sft_epochs: float = 1.0  # SFT passes over its rows
-    rm_lr: float = 5e-5  # reward-model learning rate (policy-side and evaluator)
+    rm_lr: float = 3e-4  # reward-model learning rate (policy-side and evaluator)
     rm_epochs: float = 2.0  # reward-model passes over the training pairs
     judge_epochs: float = 1.0  # evaluator passes over its pairs
-    lr: float = 3e-5  # learning rate of every preference method (one optimiser: AdamW, cosine decay)
+    lr: float = 2e-4  # learning rate of every preference method (one optimiser: AdamW, cosine decay)
     epochs: float = 2.0  # passes over the n_train pairs (offline) / prompts (online); the same steps for every method
     figure1: list[str] = field(default_factory=lambda: ["dpo", "hypo"])  # runs whose validation KL is logged during training (Figure 1)
     evals: int = 4  # validation-KL evaluations of a figure1 run, evenly spaced (the last at the end)
