@@ -95,11 +95,14 @@ def adamw(params, *, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_de
     return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused or None)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False) -> TrainResult:
+def train(cfg: TrainConfig, *, resume: bool = False, reward=None) -> TrainResult:
+    """Train `cfg` into cfg.run.out_dir (see the module docstring). `reward`: a role with
+    `score(prompts, responses)` that scores the online samples instead of the one the config
+    names (an experiment's verifier that no config field can name, e.g. models.ImplicitReward)."""
     run_dir = Path(cfg.run.out_dir)
     if not resume and latest_checkpoint(run_dir) is not None:
         raise FileExistsError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose a new run.out_dir")
-    run = Run.build(cfg)
+    run = Run.build(cfg, reward=reward)
     main = run.accelerator.is_main_process
     if resume:
         run.resume()

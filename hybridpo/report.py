@@ -5,7 +5,8 @@
   (sample std, n-1; "±0" style is never faked for n = 1: the std column is "n/a").
 - `plot_training`: loss, reward margins, KL and reward against step, one line per run.
 - `plot_validation_kl`: validation KL against step (or epoch) for several runs on one figure,
-  the mean over seeds as a line and the min/max over seeds as a band (paper Figure 1 style).
+  the mean (or, as the paper's Figure 1, the median) over seeds as a line and the min/max over
+  seeds as a band.
 """
 
 from __future__ import annotations
@@ -120,8 +121,11 @@ def validation_series(run_dir: str | Path, key: str, x: str = "step", file: str 
 
 
 def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "eval/kl", x: str = "step",
-                       file: str = "metrics.jsonl") -> Path:
-    """Figure 1 style: per label, the mean over seeds as a line and the min/max band over seeds."""
+                       file: str = "metrics.jsonl", center: str = "mean") -> Path:
+    """Figure 1 style: per label, the mean (center="mean") or median (center="median", the paper's
+    Figure 1) over seeds as a line and the min/max band over seeds."""
+    if center not in ("mean", "median"):
+        raise ValueError(f"center={center!r}; choose from ['mean', 'median']")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,8 +144,8 @@ def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "
     for label, seeds in groups.items():
         xs = sorted(set.intersection(*(set(s) for s in seeds)))  # points every seed has
         vals = [[s[t] for s in seeds] for t in xs]
-        mean = [sum(v) / len(v) for v in vals]
-        line, = ax.plot(xs, mean, marker="o", ms=3, label=f"{label} (n={len(seeds)})")
+        mid = [sum(v) / len(v) if center == "mean" else _median(v) for v in vals]
+        line, = ax.plot(xs, mid, marker="o", ms=3, label=f"{label} ({center} of {len(seeds)})")
         if len(seeds) > 1:
             ax.fill_between(xs, [min(v) for v in vals], [max(v) for v in vals], color=line.get_color(), alpha=0.2)
     ax.set_xlabel(x)
@@ -150,6 +154,12 @@ def plot_validation_kl(run_dirs: list[str | Path], out: str | Path, key: str = "
     ax.legend()
     fig.tight_layout()
     return _save(fig, out)
+
+
+def _median(values: list[float]) -> float:
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def _save(fig, out) -> Path:

@@ -22,6 +22,10 @@ defaults otherwise: plain text), as does --rendering defaults. Evaluation trunca
 an over-long row. eval.json records `rendering` (the settings applied), `rendering_from` (the
 config.yaml, or null) and `rendering_flags` (the settings the flags set).
 
+Coverage (--coverage, on by default with --kl-samples > 0): eval.json's coverage/... metrics
+(hybridpo.evaluate.coverage_metrics) on the KL samples: is π's mass where π_ref and the offline data
+(--pairs' responses, else the references) put theirs, in the sense of the paper's Assumptions 4.1-4.2.
+
 Reward-model scores (--reward-model) are taken on the token ids the policy was fed and wrote: the
 rendered, truncated prompt ids, and a generation's ids ending with EOS only where it emitted one.
 
@@ -89,6 +93,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.01, help="generation temperature (paper TL;DR: 0.01)")
     p.add_argument("--max-new-tokens", type=int, default=53, help="generation length (paper TL;DR: 53)")
     p.add_argument("--kl-samples", type=int, default=2, help="samples per prompt for the reverse-KL estimate")
+    p.add_argument("--coverage", action=argparse.BooleanOptionalAction, default=True,
+                   help="coverage diagnostics on the KL samples (eval.json coverage/...: the log density ratio "
+                        "log π/π_ref of π's samples, its quantiles, max and share above log 10 / log 100, and how "
+                        "likely the samples are under π_ref against the data's own responses); needs --kl-samples > 0")
     p.add_argument("--max-prompts", type=int, default=0, help="evaluate the first N prompts (0 = all)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
@@ -170,7 +178,8 @@ def _evaluate_all(args: argparse.Namespace) -> int:
                 separate_ref = _load_lm(ref_path)
             policy, ref, kind = _load_lm(str(path)), separate_ref, "separate"
         cfg = EvalConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, kl_samples=args.kl_samples,
-                         batch_size=args.batch_size, max_prompts=args.max_prompts, seed=args.seed, generator_name=name)
+                         batch_size=args.batch_size, max_prompts=args.max_prompts, seed=args.seed, generator_name=name,
+                         coverage=args.coverage)
         res = evaluate(policy, ref, tokenizer, data.prompts, pairs=data.pairs, judge=judge, scorers=scorers, cfg=cfg)
         res.metrics.update(model=str(path), reference=str(ref_path), reference_kind=kind,
                            rendering=rendering.settings, rendering_from=rendering.origin, rendering_flags=rendering.flags,

@@ -3,7 +3,8 @@
 An experiment is a multi-stage pipeline over the training loop and the evaluation module, with a
 typed config (hybridpo.experiments.common): `gold` (the gold-reward task on a random model,
 configs/gold/), `chat` (DPO and HyPO on SmolLM2-135M-Instruct with UltraFeedback pairs: `make
-demo`, configs/experiments/). Every stage is skipped when its output exists, so an interrupted
+demo`, configs/experiments/), `tldr` (the paper's TL;DR setting in miniature on SmolLM2, human or
+gold-reward pairs: configs/experiments/tldr_*.yaml). Every stage is skipped when its output exists, so an interrupted
 experiment continues where it stopped. Prints the table; OUT holds table.md, plots/, timing.json.
 """
 
@@ -18,6 +19,8 @@ import time
 EXPERIMENTS = {
     "gold": ("hybridpo.experiments.gold", "the gold-reward task: SFT -> BT pairs -> methods x seeds -> table + Figure 1"),
     "chat": ("hybridpo.experiments.chat", "SmolLM2-135M-Instruct on UltraFeedback: reward model, DPO, HyPO -> table, figure"),
+    "tldr": ("hybridpo.experiments.tldr", "SmolLM2-135M-Instruct on TL;DR (human or r* pairs): SFT, RMs, every method x seed "
+                                          "-> Table 1, coverage, Figure 1, claims"),
 }
 
 INTERMIXED = True  # cli.py: positional key=value overrides may follow the options

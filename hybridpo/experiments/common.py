@@ -70,9 +70,10 @@ def select(cfg, names: str | None) -> None:
     cfg.methods = {n: cfg.methods[n] for n in wanted}
 
 
-def train_stage(run_dir: Path, raw: dict, progress) -> Path:
+def train_stage(run_dir: Path, raw: dict, progress, reward=None) -> Path:
     """`hybridpo train` of a config dict into `run_dir`, unless its final model exists (an
-    interrupted experiment continues: a run with checkpoints resumes). Returns RUN/final."""
+    interrupted experiment continues: a run with checkpoints resumes). Returns RUN/final.
+    `reward`: a role that scores the online samples instead of the config's (loop.train)."""
     from hybridpo.loop import train
 
     final = run_dir / "final"
@@ -81,7 +82,7 @@ def train_stage(run_dir: Path, raw: dict, progress) -> Path:
     raw = dict(raw)
     raw["run"] = {"out_dir": str(run_dir), "progress": False, **raw.get("run", {})}
     progress(f"train {raw['method']} -> {run_dir}")
-    result = train(config_from_dict(raw, where=str(run_dir)), resume=(run_dir / "checkpoints").exists())
+    result = train(config_from_dict(raw, where=str(run_dir)), resume=(run_dir / "checkpoints").exists(), reward=reward)
     if result.interrupted is not None:  # Ctrl-C / SIGTERM: the run saved a checkpoint; so does the experiment stop
         raise Interrupted(f"{run_dir}: stopped by signal {result.interrupted} at step {result.step}; "
                           "the same command continues the experiment", result.interrupted)

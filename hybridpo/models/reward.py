@@ -1,6 +1,7 @@
-"""What scores online samples: a trained reward model, or a program on the decoded text.
+"""What scores online samples: a trained reward model, a program on the decoded text, or a DPO
+policy's implicit reward.
 
-Both are called the same way by the methods: `reward.score(prompts, responses) -> (N,)` in
+All are called the same way by the methods: `reward.score(prompts, responses) -> (N,)` in
 prompt-major order, no grad. `RewardModel(trainable=True)` is also the role of the model the `rm`
 method trains (its scores then carry grad).
 """
@@ -14,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from hybridpo.forward.logprobs import response_logps
 from hybridpo.forward.reward import reward_scores
 from hybridpo.models.clock import StepClock
 
@@ -49,6 +51,28 @@ class TextReward:
                 prompt_text = decode(p, skip_special_tokens=True)
                 rows += [float(self.fn(prompt_text, decode(r, skip_special_tokens=True))) for r in rs]
             return torch.tensor(rows, dtype=torch.float32)
+
+
+@dataclass
+class ImplicitReward:
+    """DPO's implicit reward r(x, y) = β log π_dpo(y|x) / π_ref(y|x) (paper Eq. 5 solved for r) as a
+    scorer of samples: the verifier of the lecture's generation-verification-gap test (§22.5.2),
+    which ranks an online DPO run's samples with the offline DPO policy itself instead of a
+    separately trained reward model. No grad; sequence sums at temperature 1, EOS included."""
+
+    policy: nn.Module  # the trained DPO policy (a causal LM, frozen)
+    reference: Any  # its π_ref: a hybridpo.models.Reference (or anything with .logps(prompts, responses))
+    beta: float  # the β the DPO policy was trained with (Eq. 4): scales the log-ratio into a reward
+    pad_id: int  # padding id (masks come from lengths)
+    layout: str = "packed"  # hybridpo.forward layout of the policy's forward
+    clock: StepClock = field(default_factory=StepClock)  # "reward" time
+
+    def score(self, prompts: list[list[int]], responses: list[list[list[int]]]) -> Tensor:
+        """β (log π_dpo(y|x) - log π_ref(y|x)) of every response.   -> (N,) fp32"""
+        with self.clock.time("reward"), torch.no_grad():
+            pol = response_logps(self.policy, prompts, responses, pad_id=self.pad_id, layout=self.layout).logps
+            ref = self.reference.logps(prompts, responses).logps
+            return (self.beta * (pol.float() - ref.float().to(pol.device))).float()
 
 
 def load_scorer(spec: str) -> Callable[[str, str], float]:
