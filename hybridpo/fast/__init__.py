@@ -5,8 +5,11 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 
 | trick | module | setting | auto rule (measured) |
 |---|---|---|---|
+| one prompt pass per step for the sampler and the loss | `prompt_rule` | `speed.share_prompt` (`Policy(share_prompt=)`) | "auto": share iff cost(prompt pass) + cost(responses after it) < cost(packed rows) + cost(prompt pass) / 3, costs = positions + a x attention scores per block from the lengths known before sampling (offline responses + k x max_new_tokens); with attention "spans" both layouts compute the same, so sharing pays; with "masked" rows, UltraFeedback's after-pass rows were 49% padding and sharing took 1.9x (docs/families/README.md) |
 | lean GPT-NeoX decode step (weights folded and MKL-packed once per call; each prompt's cache read once for its k samples) | `neox_decode` | `speed.decoder` (`sample(decoder=)`) | "neox" for a plain GPT-NeoX model on CPU (transformers' decode step took 45 ms at the TL;DR shape with 16 samples, 2 threads; packing the weights alone then took a 53-token decode from 2.20 to 1.88 s; `hybridpo bench speed --workload decode` re-measures both); "transformers" elsewhere (never measured on a GPU, so never chosen there) |
 | decode KV cache allocated once | `kv_cache` | `speed.kv_cache` (`sample(kv_cache=)`) | "preallocated" whenever the prefilled cache is plain layers (the dynamic cache's per-token copy was 43% of a TL;DR decode's CPU time); "dynamic" for other caches (sliding windows) |
+| attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span, one thread); "masked" elsewhere (never measured on a GPU) |
+| the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (MEASURED_BELOW); "plain" elsewhere (never measured on a GPU) |
 | keep freed CPU memory for reuse (glibc mallopt) | `cpu_memory` | `speed.keep_freed_memory`, applied by the command line, never by a library call | on for a run on CPU: 15% less time, 1.5-2x the resident memory; off on a GPU |
 """
 
@@ -14,6 +17,43 @@ from __future__ import annotations
 
 DECODERS = ("auto", "neox", "transformers")
 KV_CACHES = ("auto", "preallocated", "dynamic")
+ATTENTIONS = ("auto", "spans", "masked")
+HEADS = ("auto", "fused", "plain")
+
+
+def share_prompt_rule(model, prompts, responses=None, samples=None, attention: str = "auto") -> bool:
+    """Whether one prompt pass should serve the sampler and the loss (hybridpo.fast.prompt_rule)."""
+    from hybridpo.fast.prompt_rule import share_prompt_rule as rule
+
+    return rule(model, prompts, responses, samples, attention)
+
+
+def head_for(model, setting: str = "auto") -> str:
+    """"fused" (hybridpo.fast.fused_head) or "plain" (the model's head, then log_softmax_at) for `model`."""
+    from hybridpo.fast import fused_head
+
+    if setting not in HEADS:
+        raise ValueError(f"head={setting!r}; choose from {list(HEADS)}")
+    if setting == "plain":
+        return setting
+    reason = fused_head.unsupported_reason(model)
+    if setting == "fused" and reason is not None:
+        raise ValueError(f"head='fused' is not available: {reason}")
+    return "fused" if reason is None else "plain"
+
+
+def attention_for(model, setting: str = "auto") -> str:
+    """"spans" (hybridpo.fast.varlen_attention) or "masked" (the packed rows' 4D mask) for `model` under `setting`."""
+    from hybridpo.fast import varlen_attention
+
+    if setting not in ATTENTIONS:
+        raise ValueError(f"attention={setting!r}; choose from {list(ATTENTIONS)}")
+    if setting == "masked":
+        return setting
+    reason = varlen_attention.unsupported_reason(model)
+    if setting == "spans" and reason is not None:
+        raise ValueError(f"attention='spans' is not available: {reason}")
+    return "spans" if reason is None else "masked"
 
 
 def decoder_for(model, setting: str = "auto") -> str:

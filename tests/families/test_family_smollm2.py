@@ -80,9 +80,11 @@ def test_smollm2_fast_paths_equal_padded_values_and_gradients(chat, prefill, mon
     try:
         padded = response_logps(model, prompts, responses, pad_id=eos, layout="padded")
         g_padded = weighted_grads(model, padded)
-        paths = {"prompt_pass": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos))}
+        paths = {"prompt_pass": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos, attention="masked")),
+                 "prompt_pass_spans": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos, attention="spans"))}
         if prefill == "packed_prefill":
-            paths["packed"] = dict(layout="packed")
+            paths["packed"] = dict(layout="packed", attention="masked")
+            paths["packed_spans"] = dict(layout="packed", attention="spans")
         for name, kwargs in paths.items():
             fast = response_logps(model, prompts, responses, pad_id=eos, **kwargs)
             assert_close(fast.tok_logps, padded.tok_logps, atol=FP32_ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
