@@ -97,7 +97,7 @@ def sample(
     instead of from `generator`, so a prompt's samples do not depend on the other prompts.
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
-    lean = decoder_for(hf.unwrap_model(model), decoder) == "neox"
+    lean = decoder_for(hf.unwrap_model(model), decoder)  # "neox", "llama" or "transformers"
     kv_cache_for(kv_cache, plain_layers=True)  # checks the setting before any work
     if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
         raise ValueError("prompt_pass was run on other prompts than the ones given")
@@ -114,11 +114,11 @@ def sample(
 
     try:
         kv, logits, prompt_attn = _prompt_state(model, prompts, pad_id, prompt_pass)
-        if lean and isinstance(kv, list):
-            from hybridpo.fast import neox_decode
+        if lean != "transformers" and isinstance(kv, list):
+            from hybridpo.fast import lean_decode
 
-            tokens, tok_logps, samp_logps, alive, done = neox_decode.decode(
-                hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
+            tokens, tok_logps, samp_logps, alive, done = lean_decode(
+                lean, hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
             )
         else:
             preallocate = kv_cache_for(kv_cache, plain_layers=isinstance(kv, list)) == "preallocated"

@@ -15,7 +15,7 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 
 from __future__ import annotations
 
-DECODERS = ("auto", "neox", "transformers")
+DECODERS = ("auto", "lean", "neox", "llama", "transformers")
 KV_CACHES = ("auto", "preallocated", "dynamic")
 ATTENTIONS = ("auto", "spans", "masked")
 HEADS = ("auto", "fused", "plain")
@@ -57,25 +57,41 @@ def attention_for(model, setting: str = "auto") -> str:
 
 
 def decoder_for(model, setting: str = "auto") -> str:
-    """"neox" or "transformers" for `model` (the transformers model, unwrapped) under `setting`."""
-    from hybridpo.fast import neox_decode
+    """The sampler's decode step for `model` (the transformers model, unwrapped) under `setting`:
+    "neox" (hybridpo.fast.neox_decode), "llama" (hybridpo.fast.llama_decode) or "transformers".
+    "lean" asks for the family's lean step, "neox" / "llama" for that one (an error where it does
+    not apply)."""
+    from hybridpo.fast import llama_decode, neox_decode
 
     if setting not in DECODERS:
         raise ValueError(f"decoder={setting!r}; choose from {list(DECODERS)}")
     if setting == "transformers":
         return setting
-    reason = neox_decode.unsupported_reason(model)
-    if setting == "neox":
-        if reason is not None:
-            raise ValueError(f"decoder='neox' is not available: {reason}")
-        return "neox"
+    reasons = {"neox": neox_decode.unsupported_reason(model), "llama": llama_decode.unsupported_reason(model)}
+    if setting in reasons:
+        if reasons[setting] is not None:
+            raise ValueError(f"decoder={setting!r} is not available: {reasons[setting]}")
+        return setting
+    usable = [name for name, reason in reasons.items() if reason is None]
+    if setting == "lean":
+        if not usable:
+            raise ValueError(f"decoder='lean' is not available: {'; '.join(reasons.values())}")
+        return usable[0]
     import torch
 
     weight = next(model.parameters())
     # measured in fp32 on CPU only; under autocast (bf16 / fp16) the folded fp32 weights would meet
     # half-precision activations, so transformers' forward decodes there
     plain_fp32 = weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    return "neox" if reason is None and weight.device.type == "cpu" and plain_fp32 else "transformers"
+    return usable[0] if usable and weight.device.type == "cpu" and plain_fp32 else "transformers"
+
+
+def lean_decode(name: str, model, *args, **kwargs):
+    """hybridpo.fast.neox_decode.decode with the decode step `name` ("neox" or "llama") names."""
+    from hybridpo.fast import llama_decode, neox_decode
+
+    classes = {"neox": neox_decode.NeoXDecoder, "llama": llama_decode.LlamaDecoder}
+    return neox_decode.decode(model, *args, decoder_class=classes[name], **kwargs)
 
 
 def kv_cache_for(setting: str, plain_layers: bool) -> str:

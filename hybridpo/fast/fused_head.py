@@ -115,7 +115,7 @@ class _TargetLogps(torch.autograd.Function):
         d_bias = torch.zeros(V, dtype=torch.float32, device=grad.device) if want_b else None
         for i, (a, b) in enumerate(_blocks(U, V)):
             logits = ctx.kept[i]
-            ctx.kept[i] = None  # freed as the backward goes
+            ctx.kept[i] = None  # freed as the backward goes (a second backward, retain_graph=True, recomputes)
             if logits is None:
                 logits = _logits(hidden[a:b], weight, bias, ctx.temperature)
             d_logits = logits.sub_(lse[a:b, None]).exp_().mul_(-row_grad[a:b, None])  # -p Σg, in place
@@ -130,6 +130,5 @@ class _TargetLogps(torch.autograd.Function):
                 d_weight.addmm_(d_logits.t(), hidden[a:b])
             if want_b:
                 d_bias += d_logits.sum(0)
-        ctx.kept = None
         return (d_hidden, None if d_weight is None else d_weight.to(weight.dtype),
                 None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None)

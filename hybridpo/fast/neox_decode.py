@@ -252,7 +252,7 @@ def _can_pack(weight: Tensor) -> bool:
 
 @torch.no_grad()
 def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_new_tokens: int, eos_id: int,
-           pad_id: int, draw) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+           pad_id: int, draw, decoder_class=None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The decode loop on the (prompt, sample) grid; returns what rollout's transformers loop returns.
 
     prompt_kv: per layer (keys, values) (P, H, W, D) of the prefilled prompts (not repeated);
@@ -263,13 +263,16 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     draws in, so both paths consume one random stream identically.
     Returns tokens, tok_logps, sampler tok_logps, mask (P*k, steps) and EOS flags (P*k,).
 
+    `decoder_class` lays the weights out and runs a step: NeoXDecoder (the default), or another
+    family's with the same interface (hybridpo.fast.llama_decode.LlamaDecoder).
+
     Cache layout, per layer (P, H, W + k * max_new_tokens, 2D): the prompt's keys | values, then
     token t of sample j at column W + k*t + j. A query reads the columns up to its own, and the
     bias hides the prompt's padding and the other samples' columns.
     """
     P, W = prompt_attn.shape
     N, device = P * k, logits.device
-    dec = NeoXDecoder(model, rows=N)
+    dec = (decoder_class or NeoXDecoder)(model, rows=N)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)

@@ -58,3 +58,12 @@ def test_heads_that_do_more_than_a_linear_stay_plain():
     with pytest.raises(ValueError, match="logit_scale"):
         head_for(model, "fused")
     assert head_for(model_of("llama"), "plain") == "plain"
+
+
+def test_a_second_backward_recomputes_the_freed_logits():
+    hidden = torch.randn(4, 5, requires_grad=True)
+    head = torch.nn.Linear(5, 11, bias=False)
+    rows, targets = torch.tensor([0, 1, 3]), torch.tensor([2, 4, 10])
+    out = fused_head.target_logps(hidden, head, rows, targets).sum()
+    first = torch.autograd.grad(out, hidden, retain_graph=True)[0]
+    assert_close(torch.autograd.grad(out, hidden)[0], first)
