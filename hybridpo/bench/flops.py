@@ -17,6 +17,10 @@ prompt, or scoring the LM head at positions nobody reads are waste and are not c
   prompt, counted once.
 - Each unique token runs once per pass: a prompt shared by chosen, rejected and online samples is
   one prompt. Backward costs twice the forward (gradients for activations and for weights).
+- Training only the last n of L blocks (a frozen trunk, `trained_layers=n`): the policy's forward
+  runs every block, its backward only the last n (gradients for their activations and weights)
+  and the head's activation gradient (the head is frozen); the frozen-trunk reference reuses the
+  trunk's states, so it runs the last n blocks and the head.
 - Sampling a response of m tokens runs m - 1 one-token decode steps with a KV cache (the first token
   comes from the prompt's last position, already counted), each with the full LM head, since the
   sampler needs the whole distribution. The prompt pass is counted once for sampling and loss
@@ -79,12 +83,21 @@ def attention_keys(prompt_len: int, response_lens: list[int]) -> int:
 
 def forward_flops(shape: ModelShape, prompt_len: int, response_lens: list[int]) -> int:
     """One forward over a prompt and its responses, each unique token once, head at scored positions."""
+    return body_flops(shape, prompt_len, response_lens) + head_flops(shape, response_lens)
+
+
+def body_flops(shape: ModelShape, prompt_len: int, response_lens: list[int]) -> int:
+    """The blocks' part of `forward_flops` (every block; a share n / L of it for n blocks)."""
     tokens = prompt_len + sum(response_lens)
+    return tokens * shape.token_flops + 4 * shape.hidden * shape.layers * attention_keys(prompt_len, response_lens)
+
+
+def head_flops(shape: ModelShape, response_lens: list[int]) -> int:
+    """The LM head's part of `forward_flops`: at the scored positions only."""
     scored = sum(response_lens)
     if response_lens:
         scored -= len(response_lens) - 1  # the last prompt position is shared by every response
-    attention = 4 * shape.hidden * shape.layers * attention_keys(prompt_len, response_lens)
-    return tokens * shape.token_flops + attention + scored * shape.head_flops
+    return scored * shape.head_flops
 
 
 def decode_flops(shape: ModelShape, prompt_len: int, sample_lens: list[int]) -> int:
@@ -99,9 +112,15 @@ def decode_flops(shape: ModelShape, prompt_len: int, sample_lens: list[int]) -> 
     return total
 
 
-def dpo_step_flops(shape: ModelShape, groups: list[tuple[int, list[int]]]) -> int:
-    """DPO: policy forward + backward (3x) and reference forward (1x) over each (prompt, responses)."""
-    return sum(4 * forward_flops(shape, p, lens) for p, lens in groups)
+def dpo_step_flops(shape: ModelShape, groups: list[tuple[int, list[int]]], trained_layers: int | None = None) -> int:
+    """DPO: policy forward + backward (3x) and reference forward (1x) over each (prompt, responses);
+    with `trained_layers` n, the frozen-trunk count of the module docstring:
+    forward + 3 x (n / L of the blocks) + 2 x head."""
+    if trained_layers is None:
+        return sum(4 * forward_flops(shape, p, lens) for p, lens in groups)
+    share = trained_layers / shape.layers
+    return sum(forward_flops(shape, p, lens) + round(3 * share * body_flops(shape, p, lens)) + 2 * head_flops(shape, lens)
+               for p, lens in groups)
 
 
 def online_step_flops(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
-from hybridpo.bench.record import RunRecord
+from hybridpo.bench.record import RunRecord, current_rss
 from hybridpo.bench.workloads import Pair, Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward
 from hybridpo.config import config_from_dict
 from hybridpo.data.examples import PreferenceExample, PromptExample
@@ -132,7 +132,9 @@ def _run(record: RunRecord, w: Workload, method: str, method_args: dict, speed: 
             groups = [(len(p.prompt_ids), (offline[i] if offline else []) + (samples[i] if samples else []))
                       for i, p in enumerate(batch)]
             record.tokens.append(sum(n + sum(lens) for n, lens in groups))
-            record.flops.append(online_step_flops(shape, groups, samples) if samples else dpo_step_flops(shape, groups))
+            trained = w.last_n_layers if last_n else None
+            record.flops.append(online_step_flops(shape, groups, samples) if samples else dpo_step_flops(shape, groups, trained))
+            record.rss_bytes.append(current_rss())
     return record
 
 

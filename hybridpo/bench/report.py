@@ -26,6 +26,7 @@ COLUMNS = [
     ("tokens/s", "tokens_per_s", "{:.0f}"),
     ("precompute s", "precompute_s", "{:.1f}"),
     ("peak RSS GB", "peak_rss_gb", "{:.2f}"),
+    ("RSS growth GB", "rss_growth_gb", "{:+.2f}"),
     ("sys CPU %", "sys_share", "{:.0%}"),
     ("page faults", "minor_faults", "{:.3g}"),
     ("loss@1", "loss_1", "{:.7f}"),

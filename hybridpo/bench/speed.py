@@ -66,6 +66,7 @@ class Summary:
     tokens_per_s: float = float("nan")  # unique real tokens (prompt once + responses) per second
     precompute_s: float = 0.0  # one-off reference precompute
     peak_rss_gb: float = float("nan")  # process high-water mark, max over repeats
+    rss_growth_gb: float = float("nan")  # resident memory after the last step minus after the first, median over repeats
     sys_share: float = float("nan")  # kernel CPU time / all CPU time
     minor_faults: float = float("nan")  # page faults per run
     loss_1: float = float("nan")  # loss of step 1 (equal weights and ref: log 2 for DPO)
@@ -139,7 +140,8 @@ def run_once(variant: str, workload: Workload, threads: int) -> RunRecord | str:
 
 def _one_line(r: RunRecord) -> str:
     steps = ", ".join(f"{t:.2f}" for t in r.step_s)
-    return f"steps [{steps}] s, precompute {r.precompute_s:.1f} s, peak RSS {r.peak_rss_bytes / 1e9:.2f} GB"
+    rss = ", ".join(f"{b / 1e9:.2f}" for b in r.rss_bytes)
+    return f"steps [{steps}] s, precompute {r.precompute_s:.1f} s, peak RSS {r.peak_rss_bytes / 1e9:.2f} GB, RSS after each step [{rss}] GB"
 
 
 def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
@@ -171,6 +173,8 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         tokens_per_s=statistics.median(tokens),
         precompute_s=statistics.median(r.precompute_s for r in records),
         peak_rss_gb=max(r.peak_rss_bytes for r in records) / 1e9,
+        rss_growth_gb=(statistics.median((r.rss_bytes[-1] - r.rss_bytes[0]) / 1e9 for r in records)
+                       if all(len(r.rss_bytes) > 1 for r in records) else float("nan")),
         sys_share=statistics.median(r.sys_s / c for r, c in zip(records, cpu) if c > 0) if any(cpu) else float("nan"),
         minor_faults=statistics.median(r.minor_faults for r in records),
         loss_1=first.losses[0] if first.losses else float("nan"),
@@ -184,6 +188,12 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
     )
 
 
+def _enough_pairs(w: Workload) -> Workload:
+    """More steps than the workload's pairs cover (a longer run, e.g. to watch memory over steps)
+    take the next pairs of the same data."""
+    return replace(w, n_pairs=max(w.n_pairs, w.steps * w.batch_pairs))
+
+
 def run_speed(
     workloads: list[str],
     threads: int = 2,
@@ -194,16 +204,16 @@ def run_speed(
 ) -> tuple[float, list[Summary]]:
     """Every planned variant of each workload; returns (matmul peak FLOP/s, one Summary per variant).
 
-    `variants` keeps only those names (default: the whole plan); `overrides` replaces Workload
+    `variants` runs those names on each workload (default: its plan); `overrides` replaces Workload
     fields (tests use it to shorten runs); `progress(line)` is called before each variant.
     """
-    chosen = [replace(get_workload(name), **(overrides or {})) for name in workloads]
+    chosen = [_enough_pairs(replace(get_workload(name), **(overrides or {}))) for name in workloads]
     where = (chosen[0].device, chosen[0].precision)
     peak = measure_peak(threads, *where)
     all_runs = []
     for workload in chosen:
         name = workload.name
-        planned = [v for v in PLAN[name] if variants is None or v in variants]
+        planned = PLAN[name] if variants is None else list(variants)
         runs: dict[str, list[RunRecord]] = {v: [] for v in planned}
         failed: dict[str, str] = {}
         # repeats go round-robin over the variants, so a drift in the machine's load hits all alike

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
-from hybridpo.bench.record import RunRecord, Unavailable
+from hybridpo.bench.record import RunRecord, Unavailable, current_rss
 from hybridpo.bench.workloads import Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward
 
 
@@ -77,6 +77,7 @@ def _step_clock(record: RunRecord):
 
         def on_step_end(self, args, state, control, **kwargs):
             record.step_s.append(time.perf_counter() - self.start)
+            record.rss_bytes.append(current_rss())
 
     return StepClock()
 
@@ -137,7 +138,7 @@ def run_dpo(w: Workload, precompute: bool, last_n: bool = False) -> RunRecord:
     for batch in batches(w, pairs):
         groups = [(len(p.prompt_ids), [len(p.chosen_ids), len(p.rejected_ids)]) for p in batch]
         record.tokens.append(sum(p + sum(lens) for p, lens in groups))
-        record.flops.append(dpo_step_flops(shape, groups))
+        record.flops.append(dpo_step_flops(shape, groups, w.last_n_layers if last_n else None))
     record.note = (f"DPOTrainer, sigmoid loss, {'precomputed reference (time counted)' if precompute else 'reference model copy'}"
                    + (f", only the last {w.last_n_layers} blocks train" if last_n else ""))
     return record

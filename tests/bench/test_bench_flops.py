@@ -89,3 +89,13 @@ def test_smollm2_block_weights_by_hand():
     shape = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152, kv_hidden=192, gated=True)
     assert shape.block_weights == 3_538_944
     assert shape.head_flops == 2 * 576 * 49152
+
+
+def test_last_n_layers_count_the_frozen_trunk_once():
+    # 2 blocks, the last one trained: policy forward (every block + head) + backward of block 2 and the
+    # head's activation gradient + the reference's block 2 and head: F + 3 x body / 2 + 2 x head
+    two = ModelShape(layers=2, hidden=2, intermediate=4, vocab=3)
+    body = 5 * two.token_flops + 4 * 2 * 2 * 13  # 5 tokens, 13 keys (test above)
+    head = 2 * two.head_flops
+    assert dpo_step_flops(two, [(2, [1, 2])], trained_layers=1) == (body + head) + 3 * body // 2 + 2 * head
+    assert dpo_step_flops(two, [(2, [1, 2])], trained_layers=2) == 4 * (body + head) - head  # no head weight gradient

@@ -64,3 +64,22 @@ def test_bad_tldr_row_names_file_row_and_field(tmp_path):
 def test_unknown_workload_fails_loudly():
     with pytest.raises(ValueError, match="choose from"):
         get_workload("huge")
+
+
+def test_smollm2_pairs_fit_512_and_trl_tokenizes_their_text_back(smollm2_dir):
+    """The first 64 UltraFeedback pairs whose prompt + longer response fit 512 tokens under
+    SmolLM2's chat template (prompts 36-486, mean 128; responses 2-451, EOS included); TRL joins
+    prompt + response text + EOS and tokenizes it: it must give exactly these ids."""
+    from hybridpo.bench.workloads import load_tokenizer
+
+    w = get_workload("smollm2-dpo")
+    tok = load_tokenizer(w)
+    pairs = build_pairs(w, tok)
+    assert len(pairs) == 64 and len(batches(w, pairs)) == 8
+    assert all(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) <= 512 for p in pairs)
+    lens = [len(p.prompt_ids) for p in pairs]
+    assert (min(lens), max(lens), round(statistics.mean(lens))) == (36, 486, 128)
+    for p in pairs:
+        assert p.chosen_ids[-1] == tok.eos_token_id == 2  # <|im_end|>
+        for ids, text in ((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected)):
+            assert tok(p.prompt + text + tok.eos_token, add_special_tokens=False)["input_ids"] == p.prompt_ids + ids
