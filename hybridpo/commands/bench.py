@@ -31,6 +31,9 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default), or bf16 autocast over fp32 weights on both sides")
     parser.add_argument("--random-weights", action="store_true",
                         help="a checkpoint workload's shape with seeded random weights (the GPU check)")
+    parser.add_argument("--model", default="",
+                        help="a model folder (or zoo name) in place of the workload's checkpoint; with --random-weights "
+                             "only its config and tokenizer are read (the GPU check carries just those)")
     parser.add_argument("--out", default="", help="directory for speed.md and speed.json (default: print only)")
 
 
@@ -67,6 +70,8 @@ def _speed_run(args: argparse.Namespace) -> int:
         overrides.update(device=args.device, precision=args.precision)
     if args.random_weights:
         overrides["weights"] = "random"
+    if args.model:
+        overrides["model"] = args.model
     peak, rows = run_speed(workloads, args.threads, args.repeats, variants, overrides or None,
                            progress=lambda line: print(line, flush=True))
     where = f"{args.device}, {args.precision}" + (", random weights" if args.random_weights else "")

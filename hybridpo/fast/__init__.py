@@ -10,6 +10,7 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 | decode KV cache allocated once | `kv_cache` | `speed.kv_cache` (`sample(kv_cache=)`) | "preallocated" whenever the prefilled cache is plain layers (the dynamic cache's per-token copy was 43% of a TL;DR decode's CPU time); "dynamic" for other caches (sliding windows) |
 | attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span; the DPO step's policy forward + backward and reference forward 29.5 -> 19.8 s CPU, one thread; peak RSS 9.42 -> 8.75 GB); "masked" elsewhere (never measured on a GPU) |
 | the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (SmolLM2-135M, two DPO steps' forwards + backward, spans: peak RSS 8.75 -> 7.22 GB, time the same, 19.8 vs 19.6 s CPU, one thread); "plain" elsewhere (never measured on a GPU) |
+| SwiGLU MLP keeping the gate and up outputs only for the backward (silu(g) * u recomputed there) | `fused_mlp` | `response_logps(mlp=)`, `prompt_pass(mlp=)` | "fused" for Llama / Qwen2 / Mistral MLPs of plain nn.Linear projections and silu, on CPU (SmolLM2-135M, two DPO steps' forwards + backward with spans and the fused head: peak RSS 7.32 -> 6.22 GB, CPU time the same within noise, 24-26 vs 26-30 s per step, one thread); "plain" elsewhere (never measured on a GPU) |
 | keep freed CPU memory for reuse (glibc mallopt) | `cpu_memory` | `speed.keep_freed_memory`, applied by the command line, never by a library call | on for a run on CPU: 15% less time, 1.5-2x the resident memory; off on a GPU |
 """
 
@@ -19,6 +20,30 @@ DECODERS = ("auto", "lean", "neox", "llama", "transformers")
 KV_CACHES = ("auto", "preallocated", "dynamic")
 ATTENTIONS = ("auto", "spans", "masked")
 HEADS = ("auto", "fused", "plain")
+MLPS = ("auto", "fused", "plain")
+
+
+def mlp_for(model, setting: str = "auto") -> str:
+    """"fused" (hybridpo.fast.fused_mlp: a SwiGLU MLP keeping 2 of its 4 tensors for the backward) or "plain"."""
+    from hybridpo.fast import fused_mlp
+
+    if setting not in MLPS:
+        raise ValueError(f"mlp={setting!r}; choose from {list(MLPS)}")
+    if setting == "plain":
+        return setting
+    reason = fused_mlp.unsupported_reason(model)
+    if setting == "fused" and reason is not None:
+        raise ValueError(f"mlp='fused' is not available: {reason}")
+    return "fused" if reason is None else "plain"
+
+
+def mlp_scope(model, setting: str = "auto"):
+    """The context a forward with grad runs in under `setting` (hybridpo.fast.fused_mlp.fused_mlps or nothing)."""
+    import contextlib
+
+    from hybridpo.fast import fused_mlp
+
+    return fused_mlp.fused_mlps(model) if mlp_for(model, setting) == "fused" else contextlib.nullcontext()
 
 
 def share_prompt_rule(model, prompts, responses=None, samples=None, attention: str = "auto") -> bool:

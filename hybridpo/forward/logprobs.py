@@ -19,7 +19,9 @@ math is hybridpo.forward.layout's):
 "masked" is the rows and 4D mask above; "auto" takes "spans" where the rule says. `head` picks how
 the scored positions become log-probs (hybridpo.fast.head_for): "fused" runs the LM head and the
 target's log-softmax together a block of positions at a time (hybridpo.fast.fused_head: no (U, V)
-log-softmax or its gradient held), "plain" the model's head then `log_softmax_at`.
+log-softmax or its gradient held), "plain" the model's head then `log_softmax_at`. `mlp` ("fused":
+hybridpo.fast.fused_mlp, a SwiGLU MLP keeping two of its four tensors for the backward) applies to
+the packed and after-a-prompt-pass forwards; the padded reference always runs the model as it is.
 
 Gradients flow whenever the caller has grad enabled.
 """
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from hybridpo.fast import attention_for, head_for
+from hybridpo.fast import attention_for, head_for, mlp_scope
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -70,6 +72,7 @@ def response_logps(
     prompt_pass: PromptPass | None = None,
     attention: str = "auto",
     head: str = "auto",
+    mlp: str = "auto",
 ) -> ResponseLogps:
     """log π_τ(y|x) for every response y of every prompt x, π_τ = softmax(logits / τ), in fp32.
 
@@ -82,16 +85,18 @@ def response_logps(
     lay.check_inputs(prompts, responses)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if prompt_pass is not None:
-        if prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
-            raise ValueError("prompt_pass was run on other prompts than the ones given")
-        tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature, attention, head)
-    elif layout == "packed":
-        tok = _packed(model, prompts, responses, pad_id, temperature, attention, head)
-    elif layout == "padded":
-        tok = _padded(model, prompts, responses, pad_id, temperature)
-    else:
+    if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
+        raise ValueError("prompt_pass was run on other prompts than the ones given")
+    if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; choose from {list(LAYOUTS)}")
+    if prompt_pass is not None:
+        with mlp_scope(model, mlp):
+            tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature, attention, head)
+    elif layout == "packed":
+        with mlp_scope(model, mlp):
+            tok = _packed(model, prompts, responses, pad_id, temperature, attention, head)
+    else:
+        tok = _padded(model, prompts, responses, pad_id, temperature)
     return _assemble(list(tok.split(lay.response_lengths(responses))), responses)
 
 

@@ -83,3 +83,19 @@ def test_smollm2_pairs_fit_512_and_trl_tokenizes_their_text_back(smollm2_dir):
         assert p.chosen_ids[-1] == tok.eos_token_id == 2  # <|im_end|>
         for ids, text in ((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected)):
             assert tok(p.prompt + text + tok.eos_token, add_special_tokens=False)["input_ids"] == p.prompt_ids + ids
+
+
+def test_the_gpu_check_needs_only_the_checkpoints_config_and_tokenizer(smollm2_dir, tmp_path):
+    """docs/bench/gpu_check.sh carries config + tokenizer, no weights: --model FOLDER --random-weights."""
+    import shutil
+    from dataclasses import replace
+
+    from hybridpo.bench.workloads import build_model, load_tokenizer
+
+    for f in smollm2_dir.iterdir():
+        if f.suffix in (".json", ".jinja") and f.name != "hybridpo_source.json":
+            shutil.copy(f, tmp_path / f.name)
+    w = replace(get_workload("smollm2-dpo"), model=str(tmp_path), weights="random")
+    model = build_model(w)
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (30, 576, 49152)
+    assert len(build_pairs(w, load_tokenizer(w))) == 64
