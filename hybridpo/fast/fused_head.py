@@ -35,6 +35,8 @@ def unsupported_reason(model) -> str | None:
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if type(head) is not torch.nn.Linear:
         return f"the output head is {type(head).__name__}, not a plain nn.Linear"
+    if has_hooks(head):
+        return "the output head has forward hooks (the fused path would skip them)"
     for name in hf.HEAD_EXTRAS:
         if getattr(inner.config, name, None) not in (None, 1.0):
             return f"config.{name} transforms logits beyond the output embedding"
@@ -43,6 +45,14 @@ def unsupported_reason(model) -> str | None:
     if hf.device_of(model).type != "cpu":
         return "measured on CPU only"
     return None
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
+    """Forward (pre-)hooks on `module` or on every module: a path that uses its weight directly would skip them."""
+    from torch.nn.modules import module as nn_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn_module._global_forward_hooks
+                or nn_module._global_forward_pre_hooks)
 
 
 def hidden_at(model, inputs: dict, needs_head: Tensor):
@@ -63,7 +73,8 @@ def head_of(model) -> torch.nn.Linear:
 
 def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,
                  recompute: bool = False) -> Tensor:
-    """log softmax(head(hidden) / τ)[rows, targets]: (U, d) hidden, (M,) rows and targets -> (M,) fp32."""
+    """log softmax(head(hidden) / τ)[rows, targets]: (U, d) hidden, (M,) rows and targets -> (M,) fp32
+    (float64 for a float64 model)."""
     weight, bias = head.weight, head.bias
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
         return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute))
@@ -75,16 +86,21 @@ def _blocks(U: int, V: int):
     return [(a, min(a + step, U)) for a in range(0, U, step)]
 
 
+def _dtype(hidden: Tensor) -> torch.dtype:
+    """The log-probs' dtype: fp32, or the model's when wider (a float64 model stays exact)."""
+    return torch.promote_types(hidden.dtype, torch.float32)
+
+
 def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
-    logits = (hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())).float()
+    logits = (hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())).to(_dtype(hidden))
     return logits if temperature == 1.0 else logits.div_(temperature)
 
 
 def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool):
     """(target log-probs (M,), logsumexp per row (U,), the kept logits blocks or None)."""
     U, V = hidden.shape[0], weight.shape[0]
-    lse = torch.empty(U, dtype=torch.float32, device=hidden.device)
-    target_logit = torch.empty(targets.shape[0], dtype=torch.float32, device=hidden.device)
+    lse = torch.empty(U, dtype=_dtype(hidden), device=hidden.device)
+    target_logit = torch.empty(targets.shape[0], dtype=_dtype(hidden), device=hidden.device)
     kept = []
     for a, b in _blocks(U, V):
         logits = _logits(hidden[a:b], weight, bias, temperature)  # (n, V)
@@ -108,11 +124,12 @@ class _TargetLogps(torch.autograd.Function):
         hidden, weight, bias, rows, targets, lse = ctx.saved_tensors
         want_h, want_w, want_b = ctx.needs_input_grad[:3]
         U, V = hidden.shape[0], weight.shape[0]
-        grad = grad.float()
-        row_grad = torch.zeros(U, dtype=torch.float32, device=grad.device).index_add_(0, rows, grad)  # Σ g per row
+        dtype = _dtype(hidden)
+        grad = grad.to(dtype)
+        row_grad = torch.zeros(U, dtype=dtype, device=grad.device).index_add_(0, rows, grad)  # Σ g per row
         d_hidden = torch.empty_like(hidden) if want_h else None
-        d_weight = torch.zeros_like(weight, dtype=torch.float32) if want_w else None
-        d_bias = torch.zeros(V, dtype=torch.float32, device=grad.device) if want_b else None
+        d_weight = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, hidden.dtype)) if want_w else None
+        d_bias = torch.zeros(V, dtype=dtype, device=grad.device) if want_b else None
         for i, (a, b) in enumerate(_blocks(U, V)):
             logits = ctx.kept[i]
             ctx.kept[i] = None  # freed as the backward goes (a second backward, retain_graph=True, recomputes)

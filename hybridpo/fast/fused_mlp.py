@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hybridpo.fast.fused_head import has_hooks
+
 MLP_CLASSES = ("LlamaMLP", "Qwen2MLP", "MistralMLP")
 
 
@@ -45,7 +47,8 @@ def _mlps(model):
             continue
         lins = (getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj"))
         act = getattr(module, "act_fn", None)
-        if all(type(lin) is torch.nn.Linear for lin in lins) and type(act).__name__ in ("SiLU", "SiLUActivation"):
+        if (all(type(lin) is torch.nn.Linear for lin in lins) and type(act).__name__ in ("SiLU", "SiLUActivation")
+                and not has_hooks(module.down_proj) and not has_hooks(act)):  # both are bypassed here
             yield module
 
 

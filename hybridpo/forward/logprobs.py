@@ -192,11 +192,15 @@ def _after_prompt_scored(model, pp: PromptPass, inputs, needs_head, target_rows,
     pass; else P + the index of the predicting position among needs_head's U."""
     P = pp.last_logits.shape[0]
     from_prompt = target_rows < P
-    tok = torch.empty(target_ids.shape, dtype=torch.float32, device=target_ids.device)
-    tok[from_prompt] = log_softmax_at(pp.last_logits, target_rows[from_prompt], target_ids[from_prompt], temperature)
+    first = log_softmax_at(pp.last_logits, target_rows[from_prompt], target_ids[from_prompt], temperature)
+    parts = [(from_prompt, first)]
     if needs_head.any():  # else every response is one token long: the prompt's logits predict them all
         later = ~from_prompt
-        tok[later] = _scored(model, inputs, needs_head, target_rows[later] - P, target_ids[later], temperature, head)
+        parts.append((later, _scored(model, inputs, needs_head, target_rows[later] - P, target_ids[later], temperature, head)))
+    dtype = torch.promote_types(parts[0][1].dtype, parts[-1][1].dtype)  # fp32 (float64 for a float64 model)
+    tok = torch.empty(target_ids.shape, dtype=dtype, device=target_ids.device)
+    for where, part in parts:
+        tok[where] = part
     return tok
 
 

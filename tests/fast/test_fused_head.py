@@ -67,3 +67,11 @@ def test_a_second_backward_recomputes_the_freed_logits():
     out = fused_head.target_logps(hidden, head, rows, targets).sum()
     first = torch.autograd.grad(out, hidden, retain_graph=True)[0]
     assert_close(torch.autograd.grad(out, hidden)[0], first)
+
+
+def test_a_hooked_head_stays_plain():
+    """A forward hook on the head may change its output (tests/eval bumps a token's logit): the fused
+    path, which reads the weight directly, would skip it."""
+    model = model_of("llama")
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: out + 1.0)
+    assert head_for(model) == "plain"
