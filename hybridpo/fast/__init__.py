@@ -47,10 +47,11 @@ def mlp_scope(model, setting: str = "auto"):
 
 
 def share_prompt_rule(model, prompts, responses=None, samples=None, attention: str = "auto") -> bool:
-    """Whether one prompt pass should serve the sampler and the loss (hybridpo.fast.prompt_rule)."""
-    from hybridpo.fast.prompt_rule import share_prompt_rule as rule
+    """Whether one prompt pass should serve the sampler and the loss (hybridpo.fast.prompt_rule),
+    with the responses' forward in the layout `attention` resolves to (attention_for)."""
+    from hybridpo.fast import prompt_rule
 
-    return rule(model, prompts, responses, samples, attention)
+    return prompt_rule.decide(model, prompts, responses, samples, attention_for(model, attention))
 
 
 def head_for(model, setting: str = "auto") -> str:

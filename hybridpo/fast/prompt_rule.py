@@ -78,13 +78,12 @@ def path_costs(prompt_lens: list[int], response_lens: list[list[int]], a: float,
     }
 
 
-def share_prompt_rule(model, prompts: list[list[int]], responses: list[list[list[int]]] | None = None,
-                      samples: tuple[int, int] | None = None, attention: str = "auto") -> bool:
+def decide(model, prompts: list[list[int]], responses: list[list[list[int]]] | None, samples: tuple[int, int] | None,
+           attention: str) -> bool:
     """Whether one prompt pass should serve the sampler and the loss this step (see the module
     docstring): `responses` the offline responses of each prompt known now, `samples` (k,
-    max_new_tokens) the sampling budget per prompt; `attention` the layout the forward will take
-    (hybridpo.fast.attention_for)."""
-    from hybridpo.fast import attention_for
+    max_new_tokens) the sampling budget per prompt; `attention` the layout the forward will take,
+    "spans" or "masked" (hybridpo.fast.share_prompt_rule resolves the setting by attention_for)."""
     from hybridpo.forward import hf
 
     prompt_lens = [len(p) for p in prompts]
@@ -92,7 +91,7 @@ def share_prompt_rule(model, prompts: list[list[int]], responses: list[list[list
     if samples is not None:
         k, new_tokens = samples
         response_lens = [lens + [new_tokens] * k for lens in response_lens]
-    return shares(hf.unwrap_model(model).config, prompt_lens, response_lens, attention_for(model, attention))
+    return shares(hf.unwrap_model(model).config, prompt_lens, response_lens, attention)
 
 
 def shares(config, prompt_lens: list[int], response_lens: list[list[int]], attention: str) -> bool:
