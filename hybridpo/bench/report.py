@@ -1,4 +1,5 @@
-"""The `bench speed` table and the bars of issues 7 and 17, as markdown text (no I/O here)."""
+"""The `bench speed` table and its speed bars (the targets against TRL below: DPO_BARS, HYPO_BARS,
+HYPO_RSS_GB, RLOO_BARS), as markdown text (no I/O here)."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def _verdict(ok: bool) -> str:
 
 
 def bars(rows: list[Summary]) -> list[str]:
-    """The bars (issues 7 and 17) that these rows can decide, one line each; bars without data are skipped."""
+    """The speed bars (DPO_BARS, HYPO_BARS, HYPO_RSS_GB, RLOO_BARS) that these rows can decide, one line each; bars without data are skipped."""
     lines = []
     for workload, (need, rss_share, flops_share) in DPO_BARS.items():
         lines += _dpo_bars(rows, workload, need, rss_share, flops_share)
@@ -178,5 +179,5 @@ def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary],
         parts.append("### Where hybridpo's step time goes\n\n" + "\n".join(f"- {line}" for line in split) + "\n")
     verdicts = bars(rows)
     if verdicts:
-        parts.append("### Bars (issues 7 and 17)\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
+        parts.append("### Bars\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
     return "\n".join(parts)

@@ -35,20 +35,20 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "trl rloo": ("trl_runner", "run_rloo", {}),
 }
 
-# workload -> the variants it compares (issue 7's list)
+# workload -> the variants it compares
 PLAN: dict[str, list[str]] = {
     "tiny": ["hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
              "hybridpo rlhf", "trl rloo"],
     "tldr": ["hybridpo dpo", "hybridpo dpo precompute-ref", "trl dpo ref-model", "trl dpo precompute-ref"],
     "hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt"],
     "hypo-160m": ["hybridpo dpo", "hybridpo hypo"],
-    # issue 17: the real SmolLM2-135M-Instruct on UltraFeedback
+    # the real SmolLM2-135M-Instruct on UltraFeedback: a pretrained Llama-family model
     "smollm2-dpo": ["hybridpo dpo", "hybridpo dpo last-4", "hybridpo dpo precompute-ref", "trl dpo ref-model",
                     "trl dpo precompute-ref", "trl dpo ref-model last-4"],
     "smollm2-hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt", "hybridpo hypo shared-prompt"],
     "smollm2-rloo": ["hybridpo rlhf", "trl rloo"],
 }
-ISSUE_WORKLOADS = ["tiny", "tldr", "hypo"]  # what `--workload all` runs
+ALL_WORKLOADS = ["tiny", "tldr", "hypo"]  # what `--workload all` runs
 SMOLLM2_WORKLOADS = ["smollm2-dpo", "smollm2-hypo", "smollm2-rloo"]  # what `--workload smollm2` runs
 
 

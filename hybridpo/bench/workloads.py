@@ -1,4 +1,4 @@
-"""The fixed benchmark workloads of issue 7: model shape, data, batch, steps, optimiser settings.
+"""The fixed benchmark workloads: model shape, data, batch, steps, optimiser settings.
 
 Every runner (hybridpo's and TRL's) builds its model and batches from here, so both sides start
 from the same weights (same seed, same config) and see the same token ids in the same order.
@@ -10,7 +10,7 @@ from the same weights (same seed, same config) and see the same token ids in the
 - tldr:  the first 256 shared TL;DR pairs, prompt + "\\nTL;DR:", the real Pythia tokenizer, a
          Pythia-70m-shaped random model (vocab 50304, untied head).
 - hypo:  the tldr data and model with HyPO's k = 2 online samples of (up to) 53 tokens per prompt.
-- hypo-160m: hypo with a Pythia-160m-shaped model (12 x 768); not one of issue 7's workloads.
+- hypo-160m: hypo with a Pythia-160m-shaped model (12 x 768); not in `--workload all`, no bar.
 - smollm2-dpo, smollm2-hypo, smollm2-rloo: the real SmolLM2-135M-Instruct (`hybridpo.zoo`'s
          "smollm2-135m-instruct": Llama, 30 blocks of width 576, 9 / 3 heads, tied 49,152-row head)
          on the first 64 UltraFeedback pairs whose prompt + longer response fit 512 tokens under
@@ -70,10 +70,10 @@ WORKLOADS: dict[str, Workload] = {
     "tiny": Workload("tiny", 4, 256, 4, 1024, 512, "synthetic", n_pairs=512, batch_pairs=8, steps=20),
     "tldr": Workload("tldr", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
     "hypo": Workload("hypo", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
-    # not one of issue 7's workloads: hypo at the Pythia-160m shape, where the LM head no longer
+    # not in `--workload all`, no bar: hypo at the Pythia-160m shape, where the LM head no longer
     # outweighs the transformer body per scored token (see README, Performance)
     "hypo-160m": Workload("hypo-160m", 12, 768, 12, 3072, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
-    # issue 17: a pretrained Llama-family model whose body, not its head, dominates the work
+    # SmolLM2-135M-Instruct: a pretrained Llama-family model whose body, not its head, dominates the work
     **{name: Workload(name, 30, 576, 9, 1536, 49152, "ultrafeedback", n_pairs=64, batch_pairs=8, steps=8,
                       model="smollm2-135m-instruct", rloo_new_tokens=53)
        for name in ("smollm2-dpo", "smollm2-hypo", "smollm2-rloo")},

@@ -18,7 +18,7 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     from hybridpo.bench.speed import PLAN
 
     parser.add_argument("--workload", default="tiny", choices=[*PLAN, "all", "smollm2"],
-                        help="which workload to run; all = issue 7's tiny, tldr and hypo; smollm2 = smollm2-dpo, "
+                        help="which workload to run; all = tiny, tldr and hypo; smollm2 = smollm2-dpo, "
                              "smollm2-hypo and smollm2-rloo (default: tiny)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run (default 2)")
     parser.add_argument("--repeats", type=int, default=3,
@@ -56,11 +56,11 @@ def _machine(device: str = "cpu") -> str:
 
 def _speed_run(args: argparse.Namespace) -> int:
     from hybridpo.bench.report import markdown
-    from hybridpo.bench.speed import ISSUE_WORKLOADS, SMOLLM2_WORKLOADS, VARIANTS, run_speed
+    from hybridpo.bench.speed import ALL_WORKLOADS, SMOLLM2_WORKLOADS, VARIANTS, run_speed
 
     if args.threads < 1 or args.repeats < 1 or args.steps < 0:
         raise SystemExit("bench speed: --threads and --repeats must be >= 1, --steps >= 0")
-    workloads = {"all": ISSUE_WORKLOADS, "smollm2": SMOLLM2_WORKLOADS}.get(args.workload, [args.workload])
+    workloads = {"all": ALL_WORKLOADS, "smollm2": SMOLLM2_WORKLOADS}.get(args.workload, [args.workload])
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or None
     for v in variants or []:
         if v not in VARIANTS:

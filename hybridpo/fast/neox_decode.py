@@ -1,10 +1,10 @@
 """A lean decode step for GPT-NeoX (Pythia) models: the sampler's inner loop without transformers'
 per-layer Python, and with each prompt's keys / values read once for all k of its samples.
 
-Why (measured on 2 CPU threads, issue 7): a decode step feeds one token per sample, so every
-matmul has a handful of rows and the step is bound by per-product and per-op overhead, not by
-FLOPs. transformers' step for a Pythia-70m-shaped model with 16 samples of ~330-token TL;DR
-prompts took 45 ms. Three wastes, three changes:
+Why (measured on 2 CPU threads, at the tldr benchmark workload's shape, hybridpo.bench.workloads):
+a decode step feeds one token per sample, so every matmul has a handful of rows and the step is
+bound by per-product and per-op overhead, not by FLOPs. transformers' step for a Pythia-70m-shaped
+model with 16 samples of ~330-token TL;DR prompts took 45 ms. Three wastes, three changes:
 
 - An unpacked MKL product re-lays its weight out into GEMM panels at every call: the 16-row
   products of that step ran at ~10 GB/s of weights against the 44 GB/s the machine reads.

@@ -1,4 +1,4 @@
-"""The benchmark workloads: the data issue 7 defines, and text that tokenizes to the same ids."""
+"""The benchmark workloads: the data each workload defines (hybridpo.bench.workloads), and text that tokenizes to the same ids."""
 
 import statistics
 
@@ -17,7 +17,7 @@ from hybridpo.bench.workloads import (
 )
 
 
-def test_tiny_pairs_have_the_issues_lengths_and_round_trip_through_text():
+def test_tiny_pairs_have_the_defined_lengths_and_round_trip_through_text():
     w = get_workload("tiny")
     pairs = build_pairs(w)
     assert len(pairs) == 512
@@ -34,13 +34,13 @@ def test_tiny_pairs_have_the_issues_lengths_and_round_trip_through_text():
         assert joined == p.prompt_ids + p.chosen_ids
 
 
-def test_tldr_pairs_match_the_issue():
+def test_tldr_pairs_have_the_defined_lengths():
     w = get_workload("tldr")
     tok = pythia_tokenizer()
     pairs = build_pairs(w, tok)
     assert len(pairs) == 256
     lens = [len(p.prompt_ids) for p in pairs]
-    # issue 7: prompts 142-511 tokens, mean 334
+    # the first 256 shared TL;DR pairs: prompts 142-511 tokens, mean 334
     assert (min(lens), max(lens)) == (142, 511)
     assert round(statistics.mean(lens)) == 334
     assert all(p.prompt.endswith(TLDR_SUFFIX) for p in pairs)
