@@ -116,7 +116,9 @@ def test_smollm2_greedy_equals_generate_and_sampled_logps_equal_scored(chat):
             scored = response_logps(model, prompts, drawn.responses, pad_id=eos, temperature=0.8, layout="packed")
             L = scored.tok_logps.shape[-1]
             assert_close(scored.tok_logps, drawn.tok_logps.flatten(0, 1)[:, :L], atol=FP32_ATOL, rtol=0)
-            assert_close(scored.logps.view(len(prompts), 2), drawn.logps, atol=FP32_ATOL, rtol=0)
+            # a sum of up to NEW tokens, each within FP32_ATOL: the lean Llama decode step (auto here)
+            # folds the norm scales into its weights and rounds apart from the scorer (5.7e-5 measured)
+            assert_close(scored.logps.view(len(prompts), 2), drawn.logps, atol=NEW * FP32_ATOL, rtol=0)
 
 
 def test_smollm2_fast_paths_are_exact_in_float64(chat, monkeypatch):
