@@ -41,7 +41,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
 LAYOUTS = ("packed", "padded")  # hybridpo.forward.logprobs.LAYOUTS
-DECODERS = ("auto", "neox", "transformers")  # hybridpo.fast.DECODERS
+DECODERS = ("auto", "lean", "neox", "llama", "transformers")  # hybridpo.fast.DECODERS
 KV_CACHES = ("auto", "preallocated", "dynamic")  # hybridpo.fast.KV_CACHES
 SAMPLERS = ("builtin", "generate")  # hybridpo.loop.SAMPLERS
 SWITCHES = ("auto", "on", "off")
@@ -113,7 +113,7 @@ class SpeedConfig:
 
     logprob_layout: str = "packed"  # log-prob layout (hybridpo.forward): "packed" (each prompt once per row) or "padded" (the plain reference)
     share_prompt: str = "auto"  # one prompt pass per step for sampling and log-probs (online methods): "auto" where it gives the same numbers, "on", "off"
-    decoder: str = "auto"  # sampler's decode step, one of DECODERS: "auto" = the lean GPT-NeoX step on CPU, transformers' forward elsewhere
+    decoder: str = "auto"  # sampler's decode step, one of DECODERS: "auto" = the family's lean step (GPT-NeoX, Llama) for fp32 weights on CPU outside autocast, transformers' forward elsewhere
     kv_cache: str = "auto"  # sampler's KV cache, one of KV_CACHES: "auto" = allocated once where the cache is plain layers
     sampler: str = "builtin"  # what draws online samples, one of SAMPLERS: "builtin" (hybridpo.rollout), "generate" (transformers' generate; docs/generation_engine.md)
     keep_freed_memory: str = "auto"  # glibc keeps freed CPU memory for reuse (set by the command line for the process): "auto" = on for CPU runs (~15% faster, ~1.5-2x resident memory), "on", "off"

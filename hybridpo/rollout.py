@@ -6,7 +6,7 @@ values then laid out left-padded), and the P*k samples decode together, one toke
 the model's own forward, the cache repeated k times along the batch, a sample that emits EOS
 leaving the batch (its cache rows are dropped). Two speed tricks of hybridpo.fast are chosen by
 `decoder=` and `kv_cache=` (each "auto" by a measured rule, each tested to draw the same tokens):
-the lean GPT-NeoX decode step and a KV cache allocated once. The only Python
+the lean decode step (GPT-NeoX, the Llama family) and a KV cache allocated once. The only Python
 loop is over time steps. Prompts of different lengths are left-padded, with the attention mask
 hiding the pads and position ids counting from each prompt's first real token, so a batch gives
 the same tokens as one prompt at a time (tested against transformers' greedy `generate`).
@@ -87,8 +87,10 @@ def sample(
     the prefill: the prompts are not run again.
 
     `decoder`: "neox" decodes with hybridpo.fast.neox_decode (GPT-NeoX only: fewer ops, each
-    prompt's cache read once for its k samples), "transformers" with the model's own forward,
-    "auto" by hybridpo.fast.decoder_for's rule. `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
+    prompt's cache read once for its k samples), "llama" with hybridpo.fast.llama_decode (Llama,
+    Qwen2, Mistral without a sliding window), "lean" with whichever of the two fits the model,
+    "transformers" with the model's own forward, "auto" by hybridpo.fast.decoder_for's rule (the
+    lean step only for fp32 weights on CPU outside autocast). `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
     "dynamic" (transformers' own), "auto" by hybridpo.fast.kv_cache_for's rule. Every choice draws
     the same tokens from the same generator (up to float rounding of the logits).
 
@@ -97,7 +99,7 @@ def sample(
     instead of from `generator`, so a prompt's samples do not depend on the other prompts.
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
-    lean = decoder_for(hf.unwrap_model(model), decoder) == "neox"
+    lean = decoder_for(hf.unwrap_model(model), decoder)  # "neox", "llama" or "transformers"
     kv_cache_for(kv_cache, plain_layers=True)  # checks the setting before any work
     if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
         raise ValueError("prompt_pass was run on other prompts than the ones given")
@@ -114,11 +116,11 @@ def sample(
 
     try:
         kv, logits, prompt_attn = _prompt_state(model, prompts, pad_id, prompt_pass)
-        if lean and isinstance(kv, list):
-            from hybridpo.fast import neox_decode
+        if lean != "transformers" and isinstance(kv, list):
+            from hybridpo.fast import lean_decode
 
-            tokens, tok_logps, samp_logps, alive, done = neox_decode.decode(
-                hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
+            tokens, tok_logps, samp_logps, alive, done = lean_decode(
+                lean, hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
             )
         else:
             preallocate = kv_cache_for(kv_cache, plain_layers=isinstance(kv, list)) == "preallocated"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
-from hybridpo.bench.record import RunRecord
+from hybridpo.bench.record import RunRecord, current_rss
 from hybridpo.bench.workloads import Pair, Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward
 from hybridpo.config import config_from_dict
 from hybridpo.data.examples import PreferenceExample, PromptExample
@@ -42,22 +42,31 @@ class LowIdReward:
             return torch.tensor(low_id_reward([r for rs in responses for r in rs], self.vocab))
 
 
-def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False) -> RunRecord:
-    """The registry's `dpo`, reference log-probs fresh each step or precomputed once."""
-    name = "hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
+def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False, last_n: bool = False) -> RunRecord:
+    """The registry's `dpo`, reference log-probs fresh each step or precomputed once; with `last_n`
+    only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk."""
+    name = ("hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
+            + (f" last-{w.last_n_layers}" if last_n else ""))
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
-    record.note = f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
-    return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute}, {"logprob_layout": layout})
+    record.note = (f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
+                   + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else ""))
+    return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute}, {"logprob_layout": layout},
+                last_n=last_n)
 
 
-def run_hypo(w: Workload, share_prompt: bool = True) -> RunRecord:
-    """HyPO: the offline DPO pair plus k on-policy samples per prompt; with `share_prompt=False`
-    the sampler prefills the prompts itself instead of reusing the loss's pass."""
-    name = "hybridpo hypo" + ("" if share_prompt else " separate-prompt")
+SHARE_NOTES = {"auto": "", "off": ", the sampler runs its own prompt pass",
+               "on": ", one prompt pass shared by the sampler and the loss"}
+
+
+def run_hypo(w: Workload, share_prompt: str = "auto") -> RunRecord:
+    """HyPO: the offline DPO pair plus k on-policy samples per prompt. `share_prompt` is the speed
+    setting: "auto" (hybridpo.fast.share_prompt_rule decides), "off" (the sampler prefills the
+    prompts itself), "on" (the loss reuses the pass the sampler was seeded from)."""
+    name = "hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt]
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
     args = {"beta": w.beta, "k": w.hypo_k, "max_new_tokens": w.hypo_new_tokens}
-    record.note = f"methods['hypo'] with {args}" + ("" if share_prompt else ", the sampler runs its own prompt pass")
-    return _run(record, w, "hypo", args, {"share_prompt": "auto" if share_prompt else "off"})
+    record.note = f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt]
+    return _run(record, w, "hypo", args, {"share_prompt": share_prompt})
 
 
 def run_rlhf(w: Workload) -> RunRecord:
@@ -68,33 +77,42 @@ def run_rlhf(w: Workload) -> RunRecord:
     return _run(record, w, "rlhf", args, {}, reward=LowIdReward(w.vocab))
 
 
-def workload_config(w: Workload, method: str, method_args: dict, speed: dict, out_dir: str):
+def workload_config(w: Workload, method: str, method_args: dict, speed: dict, out_dir: str, last_n: bool = False):
     """The TrainConfig of a variant: TRL's AdamW defaults, linear decay over the workload's steps,
-    clipping at 1.0, file-order batches of `batch_pairs`, fp32, the frozen-copy reference."""
+    clipping at 1.0, file-order batches of `batch_pairs`, fp32 (or bf16 autocast), the frozen-copy
+    reference (the frozen-trunk one when only the last blocks train)."""
+    model = ({"finetune": "last_n_layers", "last_n_layers": w.last_n_layers, "reference": "frozen_trunk"} if last_n
+             else {"reference": "copy"})
     return config_from_dict({
         "method": method,
         "method_args": method_args,
-        "model": {"name_or_path": f"<{w.name} workload model>", "reference": "copy"},
+        "model": {"name_or_path": f"<{w.name} workload model>", **model},
         "data": {"source": f"<{w.name} workload pairs>"},
         "optim": {"lr": w.lr, "schedule": "linear", "batch_size": w.batch_pairs, "max_steps": w.steps,
                   "max_grad_norm": 1.0, "weight_decay": 0.0, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8},
-        "run": {"out_dir": out_dir, "seed": w.seed, "shuffle": False, "progress": False},
+        "run": {"out_dir": out_dir, "seed": w.seed, "shuffle": False, "progress": False,
+                "mixed_precision": "bf16" if w.precision == "bf16" else "no"},
         "speed": speed,
     }, where=f"workload {w.name}")
 
 
-def _run(record: RunRecord, w: Workload, method: str, method_args: dict, speed: dict, reward=None) -> RunRecord:
+def _run(record: RunRecord, w: Workload, method: str, method_args: dict, speed: dict, reward=None,
+         last_n: bool = False) -> RunRecord:
     from hybridpo.fast.cpu_memory import configure
     from hybridpo.loop import Data, Run
+    from hybridpo.models.load import train_last_n_layers
 
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg = workload_config(w, method, method_args, speed, out_dir)
+        cfg = workload_config(w, method, method_args, speed, out_dir, last_n)
         configure(cfg.speed.keep_freed_memory)  # what `hybridpo train` does at its command line
         tokenizer = load_tokenizer(w)
         pairs = build_pairs(w, tokenizer)
         online_only = method == "rlhf"  # prompts in, k samples scored by the reward
         examples = [_prompt_example(p) if online_only else _example(p) for p in pairs]
-        run = Run.build(cfg, model=build_model(w).train(), tokenizer=tokenizer, data=Data(examples), reward=reward)
+        model = build_model(w).train()
+        if last_n:  # what load_policy does for model.finetune = last_n_layers
+            train_last_n_layers(model, w.last_n_layers)
+        run = Run.build(cfg, model=model, tokenizer=tokenizer, data=Data(examples), reward=reward)
         if reward is not None:
             reward.clock = run.clock
         shape = ModelShape.from_config(run.model.config)
@@ -114,7 +132,9 @@ def _run(record: RunRecord, w: Workload, method: str, method_args: dict, speed: 
             groups = [(len(p.prompt_ids), (offline[i] if offline else []) + (samples[i] if samples else []))
                       for i, p in enumerate(batch)]
             record.tokens.append(sum(n + sum(lens) for n, lens in groups))
-            record.flops.append(online_step_flops(shape, groups, samples) if samples else dpo_step_flops(shape, groups))
+            trained = w.last_n_layers if last_n else None
+            record.flops.append(online_step_flops(shape, groups, samples) if samples else dpo_step_flops(shape, groups, trained))
+            record.rss_bytes.append(current_rss())
     return record
 
 

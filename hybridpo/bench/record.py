@@ -22,9 +22,22 @@ class RunRecord:
     tokens: list[int] = field(default_factory=list)  # unique real tokens of each step (prompt once + responses)
     flops: list[int] = field(default_factory=list)  # FLOPs each step needs (hybridpo.bench.flops)
     phase_s: list[dict[str, float]] = field(default_factory=list)  # per step: wall time of each timed phase (hybridpo only)
+    rss_bytes: list[int] = field(default_factory=list)  # resident memory after each step (heap growth shows here)
     note: str = ""  # how the variant ran (code path, settings that matter for fairness)
     # filled by speed's child process wrapper:
     peak_rss_bytes: int = 0  # high-water mark of the whole process (ru_maxrss)
     user_s: float = 0.0  # CPU time in user mode over the whole process
     sys_s: float = 0.0  # CPU time in the kernel over the whole process
     minor_faults: int = 0  # page faults served without I/O (allocator churn shows here)
+
+
+def current_rss() -> int:
+    """This process's resident memory now, in bytes (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -1,4 +1,5 @@
-"""The `bench speed` table and issue 7's bars, as markdown text (no I/O here)."""
+"""The `bench speed` table and its speed bars (the targets against TRL below: DPO_BARS, HYPO_BARS,
+HYPO_RSS_GB, RLOO_BARS), as markdown text (no I/O here)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,15 @@ import math
 
 from hybridpo.bench.speed import Summary
 
-HYBRIDPO_DPO = ("hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded")  # first: the default
-TRL_DPO = ("trl dpo ref-model", "trl dpo precompute-ref")
+HYBRIDPO_DPO = ("hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded", "hybridpo dpo last-4")  # first: the default
+TRL_DPO = ("trl dpo ref-model", "trl dpo precompute-ref", "trl dpo ref-model last-4")
+# workload -> (DPO e2e pairs/s over TRL's best, at least; peak RSS share of TRL's lowest, at most, or None;
+#              share of the matmul peak on the needed FLOPs, at least, or None)
+DPO_BARS = {"tiny": (1.5, None, None), "tldr": (3.0, 0.5, 0.5), "smollm2-dpo": (4.0, 0.5, 0.6)}
+# workload -> the HyPO bar: ("step", x) HyPO step / DPO step <= x; ("flops", x) <= x times the needed-FLOP ratio
+HYPO_BARS = {"hypo": ("step", 1.5), "smollm2-hypo": ("flops", 1.1)}
+HYPO_RSS_GB = {"smollm2-hypo": 10.0}  # workload -> HyPO (full fine-tune) peak RSS, at most
+RLOO_BARS = {"tiny": 2.0}  # workload -> RLOO completions/s over TRL's, at least (others: reported)
 LOSS_TOLERANCE = 1e-5  # hybridpo and TRL must agree this closely after one update (fp32)
 
 COLUMNS = [
@@ -19,18 +27,22 @@ COLUMNS = [
     ("tokens/s", "tokens_per_s", "{:.0f}"),
     ("precompute s", "precompute_s", "{:.1f}"),
     ("peak RSS GB", "peak_rss_gb", "{:.2f}"),
+    ("RSS growth GB", "rss_growth_gb", "{:+.2f}"),
     ("sys CPU %", "sys_share", "{:.0%}"),
     ("page faults", "minor_faults", "{:.3g}"),
     ("loss@1", "loss_1", "{:.7f}"),
     ("loss@2", "loss_2", "{:.7f}"),
     ("logps/chosen@1", "logps_chosen_1", "{:.4f}"),
     ("FLOP/s % peak", "flops_frac", "{:.1%}"),
+    ("GFLOP/step", "step_flops", "{:.0f}"),
 ]
 
 
 def _cell(fmt: str, value) -> str:
     if isinstance(value, float) and math.isnan(value):
         return "-"
+    if fmt == "{:.0f}" and value > 1e6:  # FLOPs are shown in GFLOP
+        value = value / 1e9
     return fmt.format(value)
 
 
@@ -57,54 +69,93 @@ def _verdict(ok: bool) -> str:
 
 
 def bars(rows: list[Summary]) -> list[str]:
-    """Issue 7's bars that these rows can decide, one line each; bars without data are skipped."""
+    """The speed bars (DPO_BARS, HYPO_BARS, HYPO_RSS_GB, RLOO_BARS) that these rows can decide, one line each; bars without data are skipped."""
     lines = []
-    for workload, need in (("tiny", 1.5), ("tldr", 3.0)):
-        ours_all = [r for v in HYBRIDPO_DPO if (r := _get(rows, workload, v))]
-        theirs = [r for v in TRL_DPO if (r := _get(rows, workload, v))]
-        if ours_all and theirs:
-            ours = max(ours_all, key=lambda r: r.e2e_pairs_per_s)
-            best = max(theirs, key=lambda r: r.e2e_pairs_per_s)
-            ratio = ours.e2e_pairs_per_s / best.e2e_pairs_per_s
-            lines.append(f"{workload}: DPO e2e pairs/s, hybridpo's best ({ours.variant}) {ours.e2e_pairs_per_s:.2f} "
-                         f"vs TRL's best ({best.variant}) {best.e2e_pairs_per_s:.2f} = {ratio:.2f}x "
-                         f"(bar >= {need}x): {_verdict(ratio >= need)}")
-            for r in theirs:
-                diff = abs(ours_all[0].loss_2 - r.loss_2)
-                lines.append(f"{workload}: |loss@2 {ours_all[0].variant} - {r.variant}| = {diff:.2e} (same work if "
-                             f"<= {LOSS_TOLERANCE:g}): {'same' if diff <= LOSS_TOLERANCE else 'DIFFERENT'}")
-            if workload == "tldr":
-                ours_low = min(ours_all, key=lambda r: r.peak_rss_gb)
-                lowest = min(theirs, key=lambda r: r.peak_rss_gb)
-                share = ours_low.peak_rss_gb / lowest.peak_rss_gb
-                lines.append(f"tldr: peak RSS, hybridpo's lowest ({ours_low.variant}) {ours_low.peak_rss_gb:.2f} GB "
-                             f"vs TRL's lowest ({lowest.variant}) {lowest.peak_rss_gb:.2f} GB = {share:.0%} "
-                             f"(bar <= 50%): {_verdict(share <= 0.5)}")
-        steady = _get(rows, workload, "hybridpo dpo")
-        if workload == "tldr" and steady:
-            lines.append(f"tldr: hybridpo dpo reaches {steady.flops_frac:.1%} of the fp32 matmul peak on the needed "
-                         f"FLOPs (bar >= 50%): {_verdict(steady.flops_frac >= 0.5)}")
+    for workload, (need, rss_share, flops_share) in DPO_BARS.items():
+        lines += _dpo_bars(rows, workload, need, rss_share, flops_share)
     for workload in dict.fromkeys(r.workload for r in rows):  # in table order
-        dpo, hypo = _get(rows, workload, "hybridpo dpo"), _get(rows, workload, "hybridpo hypo")
-        if not (dpo and hypo):
-            continue
+        lines += _hypo_bars(rows, workload)
+        lines += _rloo_bars(rows, workload)
+    return lines
+
+
+def _dpo_bars(rows, workload, need, rss_share, flops_share) -> list[str]:
+    lines = []
+    ours_all = [r for v in HYBRIDPO_DPO if (r := _get(rows, workload, v))]
+    theirs = [r for v in TRL_DPO if (r := _get(rows, workload, v))]
+    if ours_all and theirs:
+        ours = max(ours_all, key=lambda r: r.e2e_pairs_per_s)
+        best = max(theirs, key=lambda r: r.e2e_pairs_per_s)
+        ratio = ours.e2e_pairs_per_s / best.e2e_pairs_per_s
+        lines.append(f"{workload}: DPO e2e pairs/s, hybridpo's best ({ours.variant}) {ours.e2e_pairs_per_s:.2f} "
+                     f"vs TRL's best ({best.variant}) {best.e2e_pairs_per_s:.2f} = {ratio:.2f}x "
+                     f"(bar >= {need}x): {_verdict(ratio >= need)}")
+        for kind, pick in (("every weight trained", lambda r: "last-" not in r.variant),
+                           ("last blocks trained", lambda r: "last-" in r.variant)):
+            mine, other = [r for r in ours_all if pick(r)], [r for r in theirs if pick(r)]
+            if mine and other and (len(mine) < len(ours_all) or len(other) < len(theirs)):
+                a, b = max(mine, key=lambda r: r.e2e_pairs_per_s), max(other, key=lambda r: r.e2e_pairs_per_s)
+                lines.append(f"{workload}: like for like, {kind}: {a.variant} {a.e2e_pairs_per_s:.2f} vs {b.variant} "
+                             f"{b.e2e_pairs_per_s:.2f} e2e pairs/s = {a.e2e_pairs_per_s / b.e2e_pairs_per_s:.2f}x")
+        for r in theirs:
+            same = [o for o in ours_all if ("last-" in o.variant) == ("last-" in r.variant)]
+            if not same:
+                continue
+            diff = abs(same[0].loss_2 - r.loss_2)
+            lines.append(f"{workload}: |loss@2 {same[0].variant} - {r.variant}| = {diff:.2e} (same work if "
+                         f"<= {LOSS_TOLERANCE:g}): {'same' if diff <= LOSS_TOLERANCE else 'DIFFERENT'}")
+        if rss_share is not None:
+            full = [r for r in ours_all if "last-" not in r.variant] or ours_all
+            trl_full = [r for r in theirs if "last-" not in r.variant] or theirs
+            ours_low = min(full, key=lambda r: r.peak_rss_gb)
+            lowest = min(trl_full, key=lambda r: r.peak_rss_gb)
+            share = ours_low.peak_rss_gb / lowest.peak_rss_gb
+            lines.append(f"{workload}: peak RSS, hybridpo's lowest ({ours_low.variant}) {ours_low.peak_rss_gb:.2f} GB "
+                         f"vs TRL's lowest ({lowest.variant}) {lowest.peak_rss_gb:.2f} GB = {share:.0%} "
+                         f"(bar <= {rss_share:.0%}): {_verdict(share <= rss_share)}")
+    steady = _get(rows, workload, "hybridpo dpo")
+    if flops_share is not None and steady:
+        lines.append(f"{workload}: hybridpo dpo reaches {steady.flops_frac:.1%} of the matmul peak on the needed "
+                     f"FLOPs (bar >= {flops_share:.0%}): {_verdict(steady.flops_frac >= flops_share)}")
+    return lines
+
+
+def _hypo_bars(rows, workload) -> list[str]:
+    dpo, hypo = _get(rows, workload, "hybridpo dpo"), _get(rows, workload, "hybridpo hypo")
+    lines = []
+    if dpo and hypo:
         ratio = hypo.step_s / dpo.step_s
-        verdict = f"(bar <= 1.5x): {_verdict(ratio <= 1.5)}" if workload == "hypo" else "(the bar's ratio at this shape)"
+        needed = hypo.step_flops / dpo.step_flops  # the step-time ratio if both ran at the same FLOP/s
+        kind, bar = HYPO_BARS.get(workload, (None, None))
+        if kind == "step":
+            verdict = f"(bar <= {bar}x): {_verdict(ratio <= bar)}"
+        elif kind == "flops":
+            verdict = f"= {ratio / needed:.2f}x the needed-FLOP ratio (bar <= {bar}x): {_verdict(ratio <= bar * needed)}"
+        else:
+            verdict = "(the bar's ratio at this shape)"
         lines.append(f"{workload}: HyPO step {hypo.step_s:.2f} s / DPO step {dpo.step_s:.2f} s = {ratio:.2f}x {verdict}")
-        # FLOPs a step needs = achieved FLOP/s x step time; their ratio is the step-time ratio at equal efficiency
-        needed = (hypo.flops_frac * hypo.step_s) / (dpo.flops_frac * dpo.step_s)
         lines.append(f"{workload}: a HyPO step needs {needed:.2f}x the FLOPs of a DPO step (the step-time ratio if both "
                      f"ran at the same FLOP/s); HyPO's step ran at {hypo.flops_frac / dpo.flops_frac:.0%} of DPO's "
                      f"FLOP/s (one-token decode steps run far below the matmul peak)")
-    ours, theirs = _get(rows, "tiny", "hybridpo rlhf"), _get(rows, "tiny", "trl rloo")
-    if ours and theirs:
-        ratio = ours.completions_per_s / theirs.completions_per_s
-        # the same prompts per step on both sides, so the e2e pair rates give the e2e completion ratio
-        e2e = ours.e2e_pairs_per_s / theirs.e2e_pairs_per_s
-        lines.append(f"tiny: RLOO completions/s {ours.completions_per_s:.1f} vs TRL {theirs.completions_per_s:.1f} "
-                     f"= {ratio:.2f}x per steady step (bar >= 2x): {_verdict(ratio >= 2.0)}; end to end, "
-                     f"the warm-up step included: {e2e:.2f}x")
+    if hypo and workload in HYPO_RSS_GB:
+        cap = HYPO_RSS_GB[workload]
+        lines.append(f"{workload}: HyPO (every weight trained) peak RSS {hypo.peak_rss_gb:.2f} GB (bar <= {cap:g} GB): "
+                     f"{_verdict(hypo.peak_rss_gb <= cap)}")
     return lines
+
+
+def _rloo_bars(rows, workload) -> list[str]:
+    ours, theirs = _get(rows, workload, "hybridpo rlhf"), _get(rows, workload, "trl rloo")
+    if not (ours and theirs):
+        return []
+    ratio = ours.completions_per_s / theirs.completions_per_s
+    # the same prompts per step on both sides, so the e2e pair rates give the e2e completion ratio
+    e2e = ours.e2e_pairs_per_s / theirs.e2e_pairs_per_s
+    need = RLOO_BARS.get(workload)
+    verdict = f"(bar >= {need}x): {_verdict(ratio >= need)}" if need else "(no bar at this shape)"
+    return [f"{workload}: RLOO completions/s {ours.completions_per_s:.1f} vs TRL {theirs.completions_per_s:.1f} "
+            f"= {ratio:.2f}x per steady step {verdict}; end to end, the warm-up step included: {e2e:.2f}x; "
+            f"peak RSS {ours.peak_rss_gb:.2f} vs {theirs.peak_rss_gb:.2f} GB"]
 
 
 def phase_lines(rows: list[Summary]) -> list[str]:
@@ -117,9 +168,10 @@ def phase_lines(rows: list[Summary]) -> list[str]:
     return lines
 
 
-def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary], machine: str) -> str:
-    parts = [f"Machine: {machine}; torch threads: {threads}; fp32 CPU; repeats per variant: {repeats} "
-             f"(fresh process each); measured fp32 matmul peak: {peak_flops / 1e9:.0f} GFLOP/s.\n"]
+def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary], machine: str,
+             where: str = "cpu, fp32") -> str:
+    parts = [f"Machine: {machine}; torch threads: {threads}; {where}; repeats per variant: {repeats} "
+             f"(fresh process each); measured matmul peak: {peak_flops / 1e9:.0f} GFLOP/s.\n"]
     for workload in dict.fromkeys(r.workload for r in rows):
         parts.append(f"### {workload}\n\n" + table([r for r in rows if r.workload == workload]) + "\n")
     split = phase_lines(rows)
@@ -127,5 +179,5 @@ def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary],
         parts.append("### Where hybridpo's step time goes\n\n" + "\n".join(f"- {line}" for line in split) + "\n")
     verdicts = bars(rows)
     if verdicts:
-        parts.append("### Bars (issue 7)\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
+        parts.append("### Bars\n\n" + "\n".join(f"- {line}" for line in verdicts) + "\n")
     return "\n".join(parts)

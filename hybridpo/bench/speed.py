@@ -24,23 +24,32 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo dpo": ("hybridpo_runner", "run_dpo", {"layout": "packed"}),
     "hybridpo dpo padded": ("hybridpo_runner", "run_dpo", {"layout": "padded"}),
     "hybridpo dpo precompute-ref": ("hybridpo_runner", "run_dpo", {"precompute": True}),
+    "hybridpo dpo last-4": ("hybridpo_runner", "run_dpo", {"last_n": True}),
     "hybridpo hypo": ("hybridpo_runner", "run_hypo", {}),
-    "hybridpo hypo separate-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": False}),
+    "hybridpo hypo separate-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "off"}),
+    "hybridpo hypo shared-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "on"}),
     "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
     "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
     "trl dpo precompute-ref": ("trl_runner", "run_dpo", {"precompute": True}),
+    "trl dpo ref-model last-4": ("trl_runner", "run_dpo", {"precompute": False, "last_n": True}),
     "trl rloo": ("trl_runner", "run_rloo", {}),
 }
 
-# workload -> the variants it compares (issue 7's list)
+# workload -> the variants it compares
 PLAN: dict[str, list[str]] = {
     "tiny": ["hybridpo dpo", "hybridpo dpo precompute-ref", "hybridpo dpo padded", "trl dpo ref-model", "trl dpo precompute-ref",
              "hybridpo rlhf", "trl rloo"],
     "tldr": ["hybridpo dpo", "hybridpo dpo precompute-ref", "trl dpo ref-model", "trl dpo precompute-ref"],
     "hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt"],
     "hypo-160m": ["hybridpo dpo", "hybridpo hypo"],
+    # the real SmolLM2-135M-Instruct on UltraFeedback: a pretrained Llama-family model
+    "smollm2-dpo": ["hybridpo dpo", "hybridpo dpo last-4", "hybridpo dpo precompute-ref", "trl dpo ref-model",
+                    "trl dpo precompute-ref", "trl dpo ref-model last-4"],
+    "smollm2-hypo": ["hybridpo dpo", "hybridpo hypo", "hybridpo hypo separate-prompt", "hybridpo hypo shared-prompt"],
+    "smollm2-rloo": ["hybridpo rlhf", "trl rloo"],
 }
-ISSUE_WORKLOADS = ["tiny", "tldr", "hypo"]  # what `--workload all` runs
+ALL_WORKLOADS = ["tiny", "tldr", "hypo"]  # what `--workload all` runs
+SMOLLM2_WORKLOADS = ["smollm2-dpo", "smollm2-hypo", "smollm2-rloo"]  # what `--workload smollm2` runs
 
 
 @dataclass
@@ -57,12 +66,14 @@ class Summary:
     tokens_per_s: float = float("nan")  # unique real tokens (prompt once + responses) per second
     precompute_s: float = 0.0  # one-off reference precompute
     peak_rss_gb: float = float("nan")  # process high-water mark, max over repeats
+    rss_growth_gb: float = float("nan")  # resident memory after the last step minus after the first, median over repeats
     sys_share: float = float("nan")  # kernel CPU time / all CPU time
     minor_faults: float = float("nan")  # page faults per run
     loss_1: float = float("nan")  # loss of step 1 (equal weights and ref: log 2 for DPO)
     loss_2: float = float("nan")  # loss of step 2, after one update: the work-is-the-same check
     logps_chosen_1: float = float("nan")  # batch mean log π(chosen) at step 1
     flops_frac: float = float("nan")  # needed FLOP/s / measured matmul peak
+    step_flops: float = float("nan")  # FLOPs a step needs (hybridpo.bench.flops), mean over the timed steps
     phase_share: dict[str, float] = field(default_factory=dict)  # share of the median step per timed phase
     note: str = ""  # the runner's description of the code path
     records: list[dict] = field(default_factory=list)  # raw RunRecords, one per repeat
@@ -91,10 +102,10 @@ def _child(variant: str, workload: Workload, threads: int, queue) -> None:
     queue.put(("ok", asdict(record)))
 
 
-def _peak_child(threads: int, queue) -> None:
+def _peak_child(threads: int, device: str, precision: str, queue) -> None:
     from hybridpo.bench.flops import matmul_peak
 
-    queue.put(("ok", matmul_peak(threads)))
+    queue.put(("ok", matmul_peak(threads, device=device, precision=precision)))
 
 
 def _spawn(target, *args):
@@ -114,9 +125,9 @@ def _spawn(target, *args):
     return status, payload
 
 
-def measure_peak(threads: int) -> float:
-    """This machine's fp32 matmul FLOP/s on `threads` threads, measured in a fresh process."""
-    return _spawn(_peak_child, threads)[1]
+def measure_peak(threads: int, device: str = "cpu", precision: str = "fp32") -> float:
+    """This machine's matmul FLOP/s on `threads` threads (fp32 on CPU), measured in a fresh process."""
+    return _spawn(_peak_child, threads, device, precision)[1]
 
 
 def run_once(variant: str, workload: Workload, threads: int) -> RunRecord | str:
@@ -129,13 +140,14 @@ def run_once(variant: str, workload: Workload, threads: int) -> RunRecord | str:
 
 def _one_line(r: RunRecord) -> str:
     steps = ", ".join(f"{t:.2f}" for t in r.step_s)
-    return f"steps [{steps}] s, precompute {r.precompute_s:.1f} s, peak RSS {r.peak_rss_bytes / 1e9:.2f} GB"
+    rss = ", ".join(f"{b / 1e9:.2f}" for b in r.rss_bytes)
+    return f"steps [{steps}] s, precompute {r.precompute_s:.1f} s, peak RSS {r.peak_rss_bytes / 1e9:.2f} GB, RSS after each step [{rss}] GB"
 
 
 def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
     """Medians over repeats of each run's steady-state numbers (step 1 excluded when there are more)."""
     first = records[0]
-    step_s, e2e, tokens, flops = [], [], [], []
+    step_s, e2e, tokens, flops, needed = [], [], [], [], []
     for r in records:
         timed = slice(1, None) if len(r.step_s) > 1 else slice(None)
         median = statistics.median(r.step_s[timed])
@@ -143,6 +155,7 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         e2e.append(r.pairs_per_step * len(r.step_s) / (r.precompute_s + sum(r.step_s)))
         tokens.append(statistics.fmean(r.tokens[timed]) / median)
         flops.append(statistics.fmean(r.flops[timed]) / median)
+        needed.append(statistics.fmean(r.flops[timed]))
     step = statistics.median(step_s)
     phases = {}
     timed_phases = first.phase_s[1:] if len(first.phase_s) > 1 else first.phase_s
@@ -160,16 +173,25 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         tokens_per_s=statistics.median(tokens),
         precompute_s=statistics.median(r.precompute_s for r in records),
         peak_rss_gb=max(r.peak_rss_bytes for r in records) / 1e9,
+        rss_growth_gb=(statistics.median((r.rss_bytes[-1] - r.rss_bytes[0]) / 1e9 for r in records)
+                       if all(len(r.rss_bytes) > 1 for r in records) else float("nan")),
         sys_share=statistics.median(r.sys_s / c for r, c in zip(records, cpu) if c > 0) if any(cpu) else float("nan"),
         minor_faults=statistics.median(r.minor_faults for r in records),
         loss_1=first.losses[0] if first.losses else float("nan"),
         loss_2=first.losses[1] if len(first.losses) > 1 else float("nan"),
         logps_chosen_1=first.logps_chosen[0] if first.logps_chosen else float("nan"),
         flops_frac=statistics.median(flops) / peak_flops if peak_flops > 0 else float("nan"),
+        step_flops=statistics.median(needed),
         phase_share=phases,
         note=first.note,
         records=[asdict(r) for r in records],
     )
+
+
+def _enough_pairs(w: Workload) -> Workload:
+    """More steps than the workload's pairs cover (a longer run, e.g. to watch memory over steps)
+    take the next pairs of the same data."""
+    return replace(w, n_pairs=max(w.n_pairs, w.steps * w.batch_pairs))
 
 
 def run_speed(
@@ -182,14 +204,16 @@ def run_speed(
 ) -> tuple[float, list[Summary]]:
     """Every planned variant of each workload; returns (matmul peak FLOP/s, one Summary per variant).
 
-    `variants` keeps only those names (default: the whole plan); `overrides` replaces Workload
+    `variants` runs those names on each workload (default: its plan); `overrides` replaces Workload
     fields (tests use it to shorten runs); `progress(line)` is called before each variant.
     """
-    peak = measure_peak(threads)
+    chosen = [_enough_pairs(replace(get_workload(name), **(overrides or {}))) for name in workloads]
+    where = (chosen[0].device, chosen[0].precision)
+    peak = measure_peak(threads, *where)
     all_runs = []
-    for name in workloads:
-        workload = replace(get_workload(name), **(overrides or {}))
-        planned = [v for v in PLAN[name] if variants is None or v in variants]
+    for workload in chosen:
+        name = workload.name
+        planned = PLAN[name] if variants is None else list(variants)
         runs: dict[str, list[RunRecord]] = {v: [] for v in planned}
         failed: dict[str, str] = {}
         # repeats go round-robin over the variants, so a drift in the machine's load hits all alike
@@ -208,7 +232,7 @@ def run_speed(
                     progress(f"    {out.splitlines()[-1] if isinstance(out, str) else _one_line(out)}")
         all_runs.append((name, planned, runs, failed))
     # other load on the machine only lowers a measured peak: keep the better of before and after
-    peak = max(peak, measure_peak(threads))
+    peak = max(peak, measure_peak(threads, *where))
     rows = []
     for name, planned, runs, failed in all_runs:
         for variant in planned:

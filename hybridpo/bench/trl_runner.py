@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from hybridpo.bench.flops import ModelShape, dpo_step_flops, online_step_flops
-from hybridpo.bench.record import RunRecord, Unavailable
+from hybridpo.bench.record import RunRecord, Unavailable, current_rss
 from hybridpo.bench.workloads import Workload, batches, build_model, build_pairs, load_tokenizer, low_id_reward
 
 
@@ -46,9 +46,9 @@ def _common_args(w: Workload, out_dir: str) -> dict:
         max_grad_norm=1.0,
         beta=w.beta,
         gradient_checkpointing=False,
-        bf16=False,
+        bf16=w.precision == "bf16",  # autocast over fp32 weights, as hybridpo's run.mixed_precision
         fp16=False,
-        use_cpu=True,
+        use_cpu=w.device == "cpu",
         disable_dropout=True,
         report_to="none",
         logging_steps=1,
@@ -77,17 +77,22 @@ def _step_clock(record: RunRecord):
 
         def on_step_end(self, args, state, control, **kwargs):
             record.step_s.append(time.perf_counter() - self.start)
+            record.rss_bytes.append(current_rss())
 
     return StepClock()
 
 
-def run_dpo(w: Workload, precompute: bool) -> RunRecord:
-    """TRL DPOTrainer: with a reference model, or with `precompute_ref_log_probs` (timed apart)."""
+def run_dpo(w: Workload, precompute: bool, last_n: bool = False) -> RunRecord:
+    """TRL DPOTrainer: with a reference model, or with `precompute_ref_log_probs` (timed apart);
+    with `last_n`, every weight but the last `w.last_n_layers` blocks' has requires_grad off (TRL
+    has no frozen-trunk reference: its reference is a full copy)."""
     _import_trl()
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    variant = "trl dpo precompute-ref" if precompute else "trl dpo ref-model"
+    from hybridpo.models.load import train_last_n_layers
+
+    variant = ("trl dpo precompute-ref" if precompute else "trl dpo ref-model") + (f" last-{w.last_n_layers}" if last_n else "")
     record = RunRecord(variant, w.name, pairs_per_step=w.batch_pairs)
 
     class BenchDPOTrainer(DPOTrainer):
@@ -111,6 +116,8 @@ def run_dpo(w: Workload, precompute: bool) -> RunRecord:
     policy = build_model(w)
     shape = ModelShape.from_config(policy.config)
     ref = None if precompute else copy.deepcopy(policy)
+    if last_n:
+        train_last_n_layers(policy, w.last_n_layers)
     with tempfile.TemporaryDirectory() as out_dir:
         args = DPOConfig(
             **_common_args(w, out_dir),
@@ -131,8 +138,9 @@ def run_dpo(w: Workload, precompute: bool) -> RunRecord:
     for batch in batches(w, pairs):
         groups = [(len(p.prompt_ids), [len(p.chosen_ids), len(p.rejected_ids)]) for p in batch]
         record.tokens.append(sum(p + sum(lens) for p, lens in groups))
-        record.flops.append(dpo_step_flops(shape, groups))
-    record.note = f"DPOTrainer, sigmoid loss, {'precomputed reference (time counted)' if precompute else 'reference model copy'}"
+        record.flops.append(dpo_step_flops(shape, groups, w.last_n_layers if last_n else None))
+    record.note = (f"DPOTrainer, sigmoid loss, {'precomputed reference (time counted)' if precompute else 'reference model copy'}"
+                   + (f", only the last {w.last_n_layers} blocks train" if last_n else ""))
     return record
 
 

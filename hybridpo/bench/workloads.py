@@ -1,4 +1,4 @@
-"""The fixed benchmark workloads of issue 7: model shape, data, batch, steps, optimiser settings.
+"""The fixed benchmark workloads: model shape, data, batch, steps, optimiser settings.
 
 Every runner (hybridpo's and TRL's) builds its model and batches from here, so both sides start
 from the same weights (same seed, same config) and see the same token ids in the same order.
@@ -10,7 +10,17 @@ from the same weights (same seed, same config) and see the same token ids in the
 - tldr:  the first 256 shared TL;DR pairs, prompt + "\\nTL;DR:", the real Pythia tokenizer, a
          Pythia-70m-shaped random model (vocab 50304, untied head).
 - hypo:  the tldr data and model with HyPO's k = 2 online samples of (up to) 53 tokens per prompt.
-- hypo-160m: hypo with a Pythia-160m-shaped model (12 x 768); not one of issue 7's workloads.
+- hypo-160m: hypo with a Pythia-160m-shaped model (12 x 768); not in `--workload all`, no bar.
+- smollm2-dpo, smollm2-hypo, smollm2-rloo: the real SmolLM2-135M-Instruct (`hybridpo.zoo`'s
+         "smollm2-135m-instruct": Llama, 30 blocks of width 576, 9 / 3 heads, tied 49,152-row head)
+         on the first 64 UltraFeedback pairs whose prompt + longer response fit 512 tokens under
+         its chat template (the data layer's `recipe: ultrafeedback`, over-long pairs dropped:
+         prompts 36-486 tokens, mean 128; responses 2-451, mean 131, EOS included); batch 8, so
+         8 steps see each pair once. HyPO and RLOO: k = 2 samples of 53 tokens per prompt.
+         TRL is given the rendered prompt text and each response's text up to its EOS, which it
+         tokenizes back to exactly these ids (checked). `weights="random"`, `device`, `precision`
+         give the same shapes and batches with seeded random weights in bf16 on a GPU
+         (docs/bench/gpu_check.sh).
 """
 
 from __future__ import annotations
@@ -48,15 +58,25 @@ class Workload:
     rloo_k: int = 2  # RLOO completions per prompt
     rloo_new_tokens: int = 32  # RLOO completion length (sampled to exactly this many, no EOS stop)
     seed: int = 0  # model init and synthetic data
+    model: str = ""  # "": a GPT-NeoX of the shape above, built here; else a hybridpo.zoo name (its checkpoint; the shape fields then document it)
+    weights: str = "pretrained"  # with `model`: "pretrained" (the checkpoint's weights) or "random" (its config, seeded init)
+    fit_length: int = 512  # ultrafeedback: keep the pairs whose prompt + longer response have at most this many tokens
+    last_n_layers: int = 4  # the "last-n" variants train only the last n blocks (hybridpo's reference shares the frozen trunk)
+    device: str = "cpu"  # where both sides run: "cpu", or "cuda" for the GPU check
+    precision: str = "fp32"  # "fp32", or "bf16": autocast over fp32 weights on both sides (GPU check)
 
 
 WORKLOADS: dict[str, Workload] = {
     "tiny": Workload("tiny", 4, 256, 4, 1024, 512, "synthetic", n_pairs=512, batch_pairs=8, steps=20),
     "tldr": Workload("tldr", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
     "hypo": Workload("hypo", 6, 512, 8, 2048, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
-    # not one of issue 7's workloads: hypo at the Pythia-160m shape, where the LM head no longer
+    # not in `--workload all`, no bar: hypo at the Pythia-160m shape, where the LM head no longer
     # outweighs the transformer body per scored token (see README, Performance)
     "hypo-160m": Workload("hypo-160m", 12, 768, 12, 3072, 50304, "tldr", n_pairs=256, batch_pairs=8, steps=6),
+    # SmolLM2-135M-Instruct: a pretrained Llama-family model whose body, not its head, dominates the work
+    **{name: Workload(name, 30, 576, 9, 1536, 49152, "ultrafeedback", n_pairs=64, batch_pairs=8, steps=8,
+                      model="smollm2-135m-instruct", rloo_new_tokens=53)
+       for name in ("smollm2-dpo", "smollm2-hypo", "smollm2-rloo")},
 }
 
 
@@ -87,9 +107,23 @@ def shared_dir() -> Path:
 
 
 def build_model(w: Workload):
-    """A GPT-NeoX with the workload's shape, seeded init, fp32, no dropout, untied head."""
+    """The workload's model in fp32: the zoo checkpoint (or its shape with seeded random weights), or
+    a GPT-NeoX with the workload's shape, seeded init, no dropout, untied head."""
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    if w.model:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from hybridpo.zoo import resolve
+
+        path = resolve(w.model)
+        if w.weights == "pretrained":
+            return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        if w.weights != "random":
+            raise ValueError(f"workload {w.name!r}: weights={w.weights!r}; choose from ['pretrained', 'random']")
+        torch.manual_seed(w.seed)
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
 
     config = GPTNeoXConfig(
         vocab_size=w.vocab,
@@ -132,6 +166,11 @@ def pythia_tokenizer():
 
 
 def load_tokenizer(w: Workload):
+    if w.model:
+        from hybridpo.data import load_tokenizer as load
+        from hybridpo.zoo import resolve
+
+        return load(resolve(w.model))
     return tiny_tokenizer(w.vocab) if w.data == "synthetic" else pythia_tokenizer()
 
 
@@ -141,7 +180,9 @@ def build_pairs(w: Workload, tokenizer=None) -> list[Pair]:
         return _synthetic_pairs(w)
     if w.data == "tldr":
         return _tldr_pairs(w, tokenizer or pythia_tokenizer())
-    raise ValueError(f"workload {w.name!r}: data={w.data!r}; choose from ['synthetic', 'tldr']")
+    if w.data == "ultrafeedback":
+        return _ultrafeedback_pairs(w, tokenizer or load_tokenizer(w))
+    raise ValueError(f"workload {w.name!r}: data={w.data!r}; choose from ['synthetic', 'tldr', 'ultrafeedback']")
 
 
 def _synthetic_pairs(w: Workload) -> list[Pair]:
@@ -184,6 +225,25 @@ def _tldr_pairs(w: Workload, tokenizer, path: Path | None = None) -> list[Pair]:
         ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in (prompt, *responses)]
         pairs.append(Pair(ids[0], ids[1] + [EOS_ID], ids[2] + [EOS_ID], prompt, responses[0], responses[1]))
     return pairs
+
+
+def _ultrafeedback_pairs(w: Workload, tokenizer) -> list[Pair]:
+    """The first `n_pairs` UltraFeedback training pairs that fit `fit_length` tokens, as the data
+    layer renders them (`recipe: ultrafeedback`, over-long pairs dropped, no held-out split)."""
+    from hybridpo.data import prepare_preferences, ultrafeedback
+
+    cfg = ultrafeedback(eval_source=None, max_prompt_length=w.fit_length - 1, max_length=w.fit_length,
+                        on_overlong="drop")
+    examples = prepare_preferences(cfg, tokenizer).train[: w.n_pairs]
+    if len(examples) < w.n_pairs:
+        raise ValueError(f"{cfg.source}: {len(examples)} pairs fit {w.fit_length} tokens, workload {w.name!r} needs {w.n_pairs}")
+    eos = tokenizer.eos_token
+
+    def text(response: str) -> str:  # up to its first EOS (the chat turn's "<|im_end|>\n"): TRL appends EOS itself
+        return response.split(eos)[0]
+
+    return [Pair(ex.prompt_ids, ex.chosen_ids, ex.rejected_ids, ex.prompt, text(ex.chosen), text(ex.rejected))
+            for ex in examples]
 
 
 def low_id_reward(completion_ids: list[list[int]], vocab: int) -> list[float]:

@@ -17,18 +17,27 @@ from pathlib import Path
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     from hybridpo.bench.speed import PLAN
 
-    parser.add_argument("--workload", default="tiny", choices=[*PLAN, "all"],
-                        help="which workload to run; all = issue 7's tiny, tldr and hypo (default: tiny)")
+    parser.add_argument("--workload", default="tiny", choices=[*PLAN, "all", "smollm2"],
+                        help="which workload to run; all = tiny, tldr and hypo; smollm2 = smollm2-dpo, "
+                             "smollm2-hypo and smollm2-rloo (default: tiny)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every run (default 2)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="fresh-process runs per variant; the table shows medians (default 3)")
     parser.add_argument("--variants", default="",
                         help="comma-separated variant names to keep (default: all planned for the workload)")
     parser.add_argument("--steps", type=int, default=0, help="override the workload's step count (0: as defined)")
+    parser.add_argument("--device", default="cpu", help="where both sides run: cpu (default) or cuda")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="fp32 (default), or bf16 autocast over fp32 weights on both sides")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="a checkpoint workload's shape with seeded random weights (the GPU check)")
+    parser.add_argument("--model", default="",
+                        help="a model folder (or zoo name) in place of the workload's checkpoint; with --random-weights "
+                             "only its config and tokenizer are read (the GPU check carries just those)")
     parser.add_argument("--out", default="", help="directory for speed.md and speed.json (default: print only)")
 
 
-def _machine() -> str:
+def _machine(device: str = "cpu") -> str:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -37,30 +46,43 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+    gpu = ""
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = f"; GPU {torch.cuda.get_device_name(0)}"
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}{gpu}"
 
 
 def _speed_run(args: argparse.Namespace) -> int:
     from hybridpo.bench.report import markdown
-    from hybridpo.bench.speed import ISSUE_WORKLOADS, VARIANTS, run_speed
+    from hybridpo.bench.speed import ALL_WORKLOADS, SMOLLM2_WORKLOADS, VARIANTS, run_speed
 
     if args.threads < 1 or args.repeats < 1 or args.steps < 0:
         raise SystemExit("bench speed: --threads and --repeats must be >= 1, --steps >= 0")
-    workloads = ISSUE_WORKLOADS if args.workload == "all" else [args.workload]
+    workloads = {"all": ALL_WORKLOADS, "smollm2": SMOLLM2_WORKLOADS}.get(args.workload, [args.workload])
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] or None
     for v in variants or []:
         if v not in VARIANTS:
             raise SystemExit(f"bench speed: unknown variant {v!r}; choose from {sorted(VARIANTS)}")
-    overrides = {"steps": args.steps} if args.steps else None
-    peak, rows = run_speed(workloads, args.threads, args.repeats, variants, overrides,
+    overrides = {"steps": args.steps} if args.steps else {}
+    if args.device != "cpu" or args.precision != "fp32":
+        overrides.update(device=args.device, precision=args.precision)
+    if args.random_weights:
+        overrides["weights"] = "random"
+    if args.model:
+        overrides["model"] = args.model
+    peak, rows = run_speed(workloads, args.threads, args.repeats, variants, overrides or None,
                            progress=lambda line: print(line, flush=True))
-    text = markdown(peak, args.threads, args.repeats, rows, _machine())
+    where = f"{args.device}, {args.precision}" + (", random weights" if args.random_weights else "")
+    text = markdown(peak, args.threads, args.repeats, rows, _machine(args.device), where)
     print(text)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "speed.md").write_text(text)
-        payload = {"peak_flops": peak, "threads": args.threads, "repeats": args.repeats, "machine": _machine(),
+        payload = {"peak_flops": peak, "threads": args.threads, "repeats": args.repeats, "machine": _machine(args.device),
+                   "device": args.device, "precision": args.precision, "random_weights": args.random_weights,
                    "rows": [asdict(r) for r in rows]}
         (out / "speed.json").write_text(json.dumps(payload, indent=1))
         print(f"wrote {out / 'speed.md'} and {out / 'speed.json'}")

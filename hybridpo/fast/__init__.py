@@ -5,37 +5,120 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 
 | trick | module | setting | auto rule (measured) |
 |---|---|---|---|
-| lean GPT-NeoX decode step (weights folded and MKL-packed once per call; each prompt's cache read once for its k samples) | `neox_decode` | `speed.decoder` (`sample(decoder=)`) | "neox" for a plain GPT-NeoX model on CPU (transformers' decode step took 45 ms at the TL;DR shape with 16 samples, 2 threads; packing the weights alone then took a 53-token decode from 2.20 to 1.88 s; `hybridpo bench speed --workload decode` re-measures both); "transformers" elsewhere (never measured on a GPU, so never chosen there) |
+| one prompt pass per step for the sampler and the loss | `prompt_rule` | `speed.share_prompt` (`Policy(share_prompt=)`) | "auto": share iff cost(prompt pass) + cost(responses after it) < cost(packed rows) + cost(prompt pass) / 3, costs = positions + a x attention scores per block from the lengths known before sampling (offline responses + k x max_new_tokens); with attention "spans" both layouts compute the same, so sharing pays; with "masked" rows, UltraFeedback's after-pass rows were 49% padding and sharing took 1.9x (docs/families/README.md) |
+| lean decode step (weights folded and MKL-packed once per call; each prompt's cache read once for its k samples; GPT-NeoX and the Llama family) | `neox_decode`, `llama_decode` | `speed.decoder` (`sample(decoder=)`) | the family's lean step ("neox", "llama") on CPU for fp32 weights outside autocast: transformers' GPT-NeoX step took 45 ms at the TL;DR shape with 16 samples, 2 threads; packing the weights alone then took a 53-token decode from 2.20 to 1.88 s. Re-measured per decode step, 1 thread, CPU time (`docs/bench/decode_rule.py`), lean / transformers: GPT-NeoX 2 x 64 (the gold task's smallest, 64 samples x 8) 0.75, 4 x 128 0.88, Pythia-70m shape (16 x 53) 0.72; Llama 2 x 64 0.76, SmolLM2-135M (16 x 53) 0.90 (random weights; the real model 7.6 -> 5.9 s for the 53 tokens, near this machine's memory bandwidth for 0.54 GB of weights per step). The lean step is faster at every size, so the rule is not size-aware: the earlier reading of 0.067 vs 0.036 s per step on the 2 x 64 gold model was taken with 2 threads on a loaded 2-core machine, where each parallel region waits for a descheduled thread (the same script there gave 0.15 s per step at 2 threads against 0.002 s at 1). "transformers" elsewhere (never measured on a GPU, so never chosen there; under bf16 autocast the folded fp32 weights met bf16 activations and broke, so half precision, weights or autocast, decodes with transformers) |
 | decode KV cache allocated once | `kv_cache` | `speed.kv_cache` (`sample(kv_cache=)`) | "preallocated" whenever the prefilled cache is plain layers (the dynamic cache's per-token copy was 43% of a TL;DR decode's CPU time); "dynamic" for other caches (sliding windows) |
+| attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span; the DPO step's policy forward + backward and reference forward 29.5 -> 19.8 s CPU, one thread; peak RSS 9.42 -> 8.75 GB); "masked" elsewhere (never measured on a GPU) |
+| the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (SmolLM2-135M, two DPO steps' forwards + backward, spans: peak RSS 8.75 -> 7.22 GB, time the same, 19.8 vs 19.6 s CPU, one thread); "plain" elsewhere (never measured on a GPU) |
+| SwiGLU MLP keeping the gate and up outputs only for the backward (silu(g) * u recomputed there) | `fused_mlp` | `response_logps(mlp=)`, `prompt_pass(mlp=)` | "fused" for Llama / Qwen2 / Mistral MLPs of plain nn.Linear projections and silu, on CPU (SmolLM2-135M, two DPO steps' forwards + backward with spans and the fused head: peak RSS 7.32 -> 6.22 GB, CPU time the same within noise, 24-26 vs 26-30 s per step, one thread); "plain" elsewhere (never measured on a GPU) |
 | keep freed CPU memory for reuse (glibc mallopt) | `cpu_memory` | `speed.keep_freed_memory`, applied by the command line, never by a library call | on for a run on CPU: 15% less time, 1.5-2x the resident memory; off on a GPU |
 """
 
 from __future__ import annotations
 
-DECODERS = ("auto", "neox", "transformers")
+DECODERS = ("auto", "lean", "neox", "llama", "transformers")
 KV_CACHES = ("auto", "preallocated", "dynamic")
+ATTENTIONS = ("auto", "spans", "masked")
+HEADS = ("auto", "fused", "plain")
+MLPS = ("auto", "fused", "plain")
+
+
+def mlp_for(model, setting: str = "auto") -> str:
+    """"fused" (hybridpo.fast.fused_mlp: a SwiGLU MLP keeping 2 of its 4 tensors for the backward) or "plain"."""
+    from hybridpo.fast import fused_mlp
+
+    if setting not in MLPS:
+        raise ValueError(f"mlp={setting!r}; choose from {list(MLPS)}")
+    if setting == "plain":
+        return setting
+    reason = fused_mlp.unsupported_reason(model)
+    if setting == "fused" and reason is not None:
+        raise ValueError(f"mlp='fused' is not available: {reason}")
+    return "fused" if reason is None else "plain"
+
+
+def mlp_scope(model, setting: str = "auto"):
+    """The context a forward with grad runs in under `setting` (hybridpo.fast.fused_mlp.fused_mlps or nothing)."""
+    import contextlib
+
+    from hybridpo.fast import fused_mlp
+
+    return fused_mlp.fused_mlps(model) if mlp_for(model, setting) == "fused" else contextlib.nullcontext()
+
+
+def share_prompt_rule(model, prompts, responses=None, samples=None, attention: str = "auto") -> bool:
+    """Whether one prompt pass should serve the sampler and the loss (hybridpo.fast.prompt_rule),
+    with the responses' forward in the layout `attention` resolves to (attention_for)."""
+    from hybridpo.fast import prompt_rule
+
+    return prompt_rule.decide(model, prompts, responses, samples, attention_for(model, attention))
+
+
+def head_for(model, setting: str = "auto") -> str:
+    """"fused" (hybridpo.fast.fused_head) or "plain" (the model's head, then log_softmax_at) for `model`."""
+    from hybridpo.fast import fused_head
+
+    if setting not in HEADS:
+        raise ValueError(f"head={setting!r}; choose from {list(HEADS)}")
+    if setting == "plain":
+        return setting
+    reason = fused_head.unsupported_reason(model)
+    if setting == "fused" and reason is not None:
+        raise ValueError(f"head='fused' is not available: {reason}")
+    return "fused" if reason is None else "plain"
+
+
+def attention_for(model, setting: str = "auto") -> str:
+    """"spans" (hybridpo.fast.varlen_attention) or "masked" (the packed rows' 4D mask) for `model` under `setting`."""
+    from hybridpo.fast import varlen_attention
+
+    if setting not in ATTENTIONS:
+        raise ValueError(f"attention={setting!r}; choose from {list(ATTENTIONS)}")
+    if setting == "masked":
+        return setting
+    reason = varlen_attention.unsupported_reason(model)
+    if setting == "spans" and reason is not None:
+        raise ValueError(f"attention='spans' is not available: {reason}")
+    return "spans" if reason is None else "masked"
 
 
 def decoder_for(model, setting: str = "auto") -> str:
-    """"neox" or "transformers" for `model` (the transformers model, unwrapped) under `setting`."""
-    from hybridpo.fast import neox_decode
+    """The sampler's decode step for `model` (the transformers model, unwrapped) under `setting`:
+    "neox" (hybridpo.fast.neox_decode), "llama" (hybridpo.fast.llama_decode) or "transformers".
+    "lean" asks for the family's lean step, "neox" / "llama" for that one (an error where it does
+    not apply)."""
+    from hybridpo.fast import llama_decode, neox_decode
 
     if setting not in DECODERS:
         raise ValueError(f"decoder={setting!r}; choose from {list(DECODERS)}")
     if setting == "transformers":
         return setting
-    reason = neox_decode.unsupported_reason(model)
-    if setting == "neox":
-        if reason is not None:
-            raise ValueError(f"decoder='neox' is not available: {reason}")
-        return "neox"
+    reasons = {"neox": neox_decode.unsupported_reason(model), "llama": llama_decode.unsupported_reason(model)}
+    if setting in reasons:
+        if reasons[setting] is not None:
+            raise ValueError(f"decoder={setting!r} is not available: {reasons[setting]}")
+        return setting
+    usable = [name for name, reason in reasons.items() if reason is None]
+    if setting == "lean":
+        if not usable:
+            raise ValueError(f"decoder='lean' is not available: {'; '.join(reasons.values())}")
+        return usable[0]
     import torch
 
     weight = next(model.parameters())
     # measured in fp32 on CPU only; under autocast (bf16 / fp16) the folded fp32 weights would meet
-    # half-precision activations, so transformers' forward decodes there
+    # half-precision activations, so transformers' forward decodes there. Not size-aware: the lean
+    # step was faster at every size measured (table above, docs/bench/decode_rule.py)
     plain_fp32 = weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    return "neox" if reason is None and weight.device.type == "cpu" and plain_fp32 else "transformers"
+    return usable[0] if usable and weight.device.type == "cpu" and plain_fp32 else "transformers"
+
+
+def lean_decode(name: str, model, *args, **kwargs):
+    """hybridpo.fast.neox_decode.decode with the decode step `name` ("neox" or "llama") names."""
+    from hybridpo.fast import llama_decode, neox_decode
+
+    classes = {"neox": neox_decode.NeoXDecoder, "llama": llama_decode.LlamaDecoder}
+    return neox_decode.decode(model, *args, decoder_class=classes[name], **kwargs)
 
 
 def kv_cache_for(setting: str, plain_layers: bool) -> str:

@@ -1,14 +1,14 @@
 """A lean decode step for GPT-NeoX (Pythia) models: the sampler's inner loop without transformers'
 per-layer Python, and with each prompt's keys / values read once for all k of its samples.
 
-Why (measured on 2 CPU threads, issue 7): a decode step feeds one token per sample, so every
-matmul has a handful of rows and the step is bound by per-product and per-op overhead, not by
-FLOPs. transformers' step for a Pythia-70m-shaped model with 16 samples of ~330-token TL;DR
-prompts took 45 ms. Three wastes, three changes:
+Why (measured on 2 CPU threads, at the tldr benchmark workload's shape, hybridpo.bench.workloads):
+a decode step feeds one token per sample, so every matmul has a handful of rows and the step is
+bound by per-product and per-op overhead, not by FLOPs. transformers' step for a Pythia-70m-shaped
+model with 16 samples of ~330-token TL;DR prompts took 45 ms. Three wastes, three changes:
 
 - An unpacked MKL product re-lays its weight out into GEMM panels at every call: the 16-row
   products of that step ran at ~10 GB/s of weights against the 44 GB/s the machine reads.
-  Here each weight is packed once per `sample` call for the grid's row count (`_Linear`).
+  Here each weight is packed once per `sample` call for the grid's row count (`PackedLinear`).
 - The k samples of a prompt attend to the same prompt keys / values. transformers repeats the
   prompt's cache k times and reads every copy at every step; here the prompt part of attention is
   one (k x D) @ (D x W) product per prompt and head, so the prompt cache is read once per step.
@@ -56,7 +56,7 @@ class NeoXDecoder:
     """The weights of a GPT-NeoX model laid out for decoding, and one decode step.
 
     Built once per `sample` call (the weights do not change while sampling), without grad:
-    - every linear a `_Linear`: on CPU in fp32 with MKL, its weight packed once into MKL's GEMM
+    - every linear a `PackedLinear`: on CPU in fp32 with MKL, its weight packed once into MKL's GEMM
       layout for the grid's row count, so a step does not repack it (in the decode loop at the
       TL;DR shape: the LM head's product 10 -> 7 ms);
       elsewhere a contiguous (in, out) copy (`torch.addmm(b, x, W)`), the fast layout for
@@ -82,7 +82,7 @@ class NeoXDecoder:
         self.rotary = trunk.rotary_emb  # called for cos / sin, so every rope type transformers knows works
         self.final_norm = _norm(trunk.final_layer_norm)
         head = model.get_output_embeddings()
-        self.head = _Linear(head.weight.detach(), _bias(head), rows, copy=False)
+        self.head = PackedLinear(head.weight.detach(), _bias(head), rows, copy=False)
         self.parallel = bool(cfg.use_parallel_residual)
         self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]
         self.key_order = rotary_order(D, R)  # (D,) the reordered key dims, for the prompt's cached keys
@@ -102,9 +102,9 @@ class NeoXDecoder:
                 w_qkv, b_qkv = torch.cat([w_qkv, w_in]), torch.cat([b_qkv, b_in])
             self.layers.append((
                 _norm(layer.input_layernorm, affine=False), _norm(layer.post_attention_layernorm, affine=False),
-                _Linear(w_qkv, b_qkv, rows), _Linear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
-                None if self.parallel else _Linear(w_in, b_in, rows), _activation(layer.mlp.act),
-                _Linear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
+                PackedLinear(w_qkv, b_qkv, rows), PackedLinear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
+                None if self.parallel else PackedLinear(w_in, b_in, rows), _activation(layer.mlp.act),
+                PackedLinear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
             ))
 
     def repack(self, rows: int) -> None:
@@ -212,8 +212,9 @@ def _sum_bias(*linears: torch.nn.Linear) -> Tensor | None:
     return sum(biases[1:], biases[0].clone()) if biases else None
 
 
-class _Linear:
+class PackedLinear:
     """residual + x Wᵀ + b for the decode grid's few-row x, W (out, in), in the fastest form here.
+    Shared by the lean decode steps (NeoXDecoder here, hybridpo.fast.llama_decode.LlamaDecoder).
 
     On CPU in fp32 with MKL: W packed once into MKL's GEMM layout for a fixed row count
     (`torch.ops.mkl._mkl_reorder_linear_weight`, what torch.compile's CPU backend uses); an
@@ -252,7 +253,7 @@ def _can_pack(weight: Tensor) -> bool:
 
 @torch.no_grad()
 def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_new_tokens: int, eos_id: int,
-           pad_id: int, draw) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+           pad_id: int, draw, decoder_class=None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The decode loop on the (prompt, sample) grid; returns what rollout's transformers loop returns.
 
     prompt_kv: per layer (keys, values) (P, H, W, D) of the prefilled prompts (not repeated);
@@ -263,13 +264,16 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     draws in, so both paths consume one random stream identically.
     Returns tokens, tok_logps, sampler tok_logps, mask (P*k, steps) and EOS flags (P*k,).
 
+    `decoder_class` lays the weights out and runs a step: NeoXDecoder (the default), or another
+    family's with the same interface (hybridpo.fast.llama_decode.LlamaDecoder).
+
     Cache layout, per layer (P, H, W + k * max_new_tokens, 2D): the prompt's keys | values, then
     token t of sample j at column W + k*t + j. A query reads the columns up to its own, and the
     bias hides the prompt's padding and the other samples' columns.
     """
     P, W = prompt_attn.shape
     N, device = P * k, logits.device
-    dec = NeoXDecoder(model, rows=N)
+    dec = (decoder_class or NeoXDecoder)(model, rows=N)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)

@@ -13,6 +13,16 @@ math is hybridpo.forward.layout's):
 - after a prompt pass (`prompt_pass=`, hybridpo.forward.prompts): the prompts' keys / values were
   computed once this step (with grad); only the responses are forwarded, attending to them.
 
+`attention` picks how the packed and after-a-prompt-pass forwards attend (hybridpo.fast.attention_for):
+"spans" lays every group in ONE unpadded row and runs attention span by span
+(hybridpo.fast.varlen_attention: no padding computed, no (T, T) mask, the scores each token needs);
+"masked" is the rows and 4D mask above; "auto" takes "spans" where the rule says. `head` picks how
+the scored positions become log-probs (hybridpo.fast.head_for): "fused" runs the LM head and the
+target's log-softmax together a block of positions at a time (hybridpo.fast.fused_head: no (U, V)
+log-softmax or its gradient held), "plain" the model's head then `log_softmax_at`. `mlp` ("fused":
+hybridpo.fast.fused_mlp, a SwiGLU MLP keeping two of its four tensors for the backward) applies to
+the packed and after-a-prompt-pass forwards; the padded reference always runs the model as it is.
+
 Gradients flow whenever the caller has grad enabled.
 """
 
@@ -24,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from hybridpo.fast import attention_for, head_for, mlp_scope
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -59,6 +70,9 @@ def response_logps(
     temperature: float = 1.0,
     layout: str = "packed",
     prompt_pass: PromptPass | None = None,
+    attention: str = "auto",
+    head: str = "auto",
+    mlp: str = "auto",
 ) -> ResponseLogps:
     """log π_τ(y|x) for every response y of every prompt x, π_τ = softmax(logits / τ), in fp32.
 
@@ -71,16 +85,18 @@ def response_logps(
     lay.check_inputs(prompts, responses)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    if prompt_pass is not None:
-        if prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
-            raise ValueError("prompt_pass was run on other prompts than the ones given")
-        tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature)
-    elif layout == "packed":
-        tok = _packed(model, prompts, responses, pad_id, temperature)
-    elif layout == "padded":
-        tok = _padded(model, prompts, responses, pad_id, temperature)
-    else:
+    if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
+        raise ValueError("prompt_pass was run on other prompts than the ones given")
+    if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; choose from {list(LAYOUTS)}")
+    if prompt_pass is not None:
+        with mlp_scope(model, mlp):
+            tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature, attention, head)
+    elif layout == "packed":
+        with mlp_scope(model, mlp):
+            tok = _packed(model, prompts, responses, pad_id, temperature, attention, head)
+    else:
+        tok = _padded(model, prompts, responses, pad_id, temperature)
     return _assemble(list(tok.split(lay.response_lengths(responses))), responses)
 
 
@@ -113,10 +129,25 @@ def _padded(model, prompts, responses, pad_id, temperature) -> Tensor:
     return torch.cat([next_logps[row, start : start + n] for row, (start, n) in enumerate(spans)])
 
 
-def _packed(model, prompts, responses, pad_id, temperature) -> Tensor:
+def _scored(model, inputs: dict, needs_head: Tensor, rows: Tensor, targets: Tensor, temperature: float,
+            head: str) -> Tensor:
+    """(M,) log π_τ of `targets` predicted at the U True positions of `needs_head` (`rows` index them):
+    through the fused head (hybridpo.fast.fused_head) or the model's own head + `log_softmax_at`."""
+    if head_for(model, head) == "fused":
+        from hybridpo.fast import fused_head
+
+        hidden, _ = fused_head.hidden_at(model, inputs, needs_head)  # (U, d)
+        return fused_head.target_logps(hidden, fused_head.head_of(model), rows, targets, temperature)
+    logits, _ = hf.logits_at(model, inputs, needs_head)  # (U, V)
+    return log_softmax_at(logits, rows, targets, temperature)
+
+
+def _packed(model, prompts, responses, pad_id, temperature, attention="auto", head="auto") -> Tensor:
     reason = hf.packing_unsupported_reason(model)
     if reason is not None:
         raise hf.PackingUnsupported(f"layout='packed' is not available: {reason}; pass layout='padded'")
+    if attention_for(model, attention) == "spans":
+        return _packed_spans(model, prompts, responses, temperature, head)
     device = hf.device_of(model)
     packed = lay.pack(prompts, responses, pad_id)
     window = hf.sliding_window(hf.unwrap_model(model).config)
@@ -124,25 +155,69 @@ def _packed(model, prompts, responses, pad_id, temperature) -> Tensor:
                                      packed.position_ids.to(device), window)
     inputs = dict(input_ids=packed.input_ids.to(device), attention_mask=mask,
                   position_ids=packed.position_ids.to(device), use_cache=False)
-    logits, _ = hf.logits_at(model, inputs, packed.needs_head.to(device))  # (U, V)
-    return log_softmax_at(logits, packed.target_head.to(device), packed.target_ids.to(device), temperature)
+    return _scored(model, inputs, packed.needs_head.to(device), packed.target_head.to(device),
+                   packed.target_ids.to(device), temperature, head)
 
 
-def _after_prompt(model, pp: PromptPass, responses, pad_id, temperature) -> Tensor:
+def _packed_spans(model, prompts, responses, temperature, head) -> Tensor:
+    """The packed layout as one unpadded row, attention span by span (hybridpo.fast.varlen_attention)."""
+    from hybridpo.fast import varlen_attention as va
+
+    device = hf.device_of(model)
+    row = va.packed_row(prompts, responses)
+    N = row.plan.queries
+    inputs = dict(input_ids=row.input_ids.to(device), attention_mask=va.marker_mask(N, N, hf.head_dtype(model), device),
+                  position_ids=row.position_ids.to(device), use_cache=False)
+    with va.spans(model, row.plan):
+        return _scored(model, inputs, row.needs_head.to(device), row.target_head.to(device),
+                       row.target_ids.to(device), temperature, head)
+
+
+def _after_prompt(model, pp: PromptPass, responses, pad_id, temperature, attention="auto", head="auto") -> Tensor:
     """Token log-probs of the responses, forwarding only them, after the cached prompt keys / values."""
+    if pp.flat_kv is not None and attention_for(model, attention) == "spans":
+        return _after_prompt_spans(model, pp, responses, temperature, head)
     device = hf.device_of(model)
     rows = lay.after_prompt_rows(pp.prompts, responses, pad_id)
     mask = lay.after_prompt_attention_mask(rows.segment.to(device), pp.attn, hf.head_dtype(model))
     inputs = dict(input_ids=rows.input_ids.to(device), attention_mask=mask,
                   position_ids=rows.position_ids.to(device), use_cache=True)
     inputs[hf.cache_keyword(model)] = hf.dynamic_cache(pp.kv)  # a fresh cache per call: the forward appends to it
-    needs_head = rows.needs_head.to(device)
-    if needs_head.any():
-        resp_logits, _ = hf.logits_at(model, inputs, needs_head)  # (U, V)
-    else:  # every response is one token long: the prompt's logits predict them all
-        resp_logits = pp.last_logits.new_zeros((0, pp.last_logits.shape[-1]))
-    logits = torch.cat([pp.last_logits, resp_logits])  # (P + U, V)
-    return log_softmax_at(logits, rows.target_rows.to(device), rows.target_ids.to(device), temperature)
+    return _after_prompt_scored(model, pp, inputs, rows.needs_head.to(device), rows.target_rows.to(device),
+                                rows.target_ids.to(device), temperature, head)
+
+
+def _after_prompt_scored(model, pp: PromptPass, inputs, needs_head, target_rows, target_ids, temperature, head):
+    """Log-probs of response tokens whose row (`target_rows`) is < P: prompt i's last logits from the
+    pass; else P + the index of the predicting position among needs_head's U."""
+    P = pp.last_logits.shape[0]
+    from_prompt = target_rows < P
+    first = log_softmax_at(pp.last_logits, target_rows[from_prompt], target_ids[from_prompt], temperature)
+    parts = [(from_prompt, first)]
+    if needs_head.any():  # else every response is one token long: the prompt's logits predict them all
+        later = ~from_prompt
+        parts.append((later, _scored(model, inputs, needs_head, target_rows[later] - P, target_ids[later], temperature, head)))
+    dtype = torch.promote_types(parts[0][1].dtype, parts[-1][1].dtype)  # fp32 (float64 for a float64 model)
+    tok = torch.empty(target_ids.shape, dtype=dtype, device=target_ids.device)
+    for where, part in parts:
+        tok[where] = part
+    return tok
+
+
+def _after_prompt_spans(model, pp: PromptPass, responses, temperature, head) -> Tensor:
+    """The responses of every prompt in one unpadded row after the flat prompt pass, attention span by
+    span: each response sees its own prompt's cached keys and its own earlier tokens."""
+    from hybridpo.fast import varlen_attention as va
+
+    device = hf.device_of(model)
+    cached = pp.flat_kv[0][0].shape[2]
+    row = va.after_prompt_row([len(p) for p in pp.prompts], pp.flat_start, cached, responses)
+    inputs = dict(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device), use_cache=True,
+                  attention_mask=va.marker_mask(row.plan.queries, row.plan.keys, hf.head_dtype(model), device))
+    inputs[hf.cache_keyword(model)] = hf.dynamic_cache(pp.flat_kv)  # a fresh cache per call: the forward appends to it
+    with va.spans(model, row.plan):
+        return _after_prompt_scored(model, pp, inputs, row.needs_head.to(device), row.target_rows.to(device),
+                                    row.target_ids.to(device), temperature, head)
 
 
 def _assemble(tok_logps: list[Tensor], responses) -> ResponseLogps:

@@ -7,9 +7,13 @@ through a 4D mask, and `hybridpo.rollout.sample(..., prompt_pass=pp)` seeds its 
 the same pass, detached (the weights do not change in between). The sampler's own prefill, when
 there is no pass to share, is `prefill` too.
 
-Layout: the forward is PACKED where prompts can share rows (first-fit, hybridpo.forward.layout;
-no position is computed for padding) and the keys / values are gathered, differentiably, into the
-left-padded (P, heads, W, head_dim) layout every reader takes: prompt i in columns W - |x_i| .. W - 1,
+Layout: where attention can run span by span (hybridpo.fast.attention_for: "spans"), the prompts
+lie back to back in ONE unpadded row, each attending causally to itself
+(hybridpo.fast.varlen_attention); that flat pass is kept too (`flat_kv`), and the responses are then
+forwarded as one unpadded row attending to it. Otherwise the forward is PACKED where prompts can
+share rows (first-fit, hybridpo.forward.layout; no position is computed for padding). Either way
+the keys / values are gathered, differentiably, into the left-padded (P, heads, W, head_dim)
+layout the sampler (and the masked after-prompt layout) reads: prompt i in columns W - |x_i| .. W - 1,
 `attn` (P, W) 1 on real tokens. Where packing would not save positions, one left-padded forward.
 `prompt_pass_unsupported_reason` says when sharing would change the numbers (active dropout: the
 sampler runs in eval mode; gradient checkpointing; a DDP wrapper; a model that cannot pack).
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hybridpo.fast import attention_for, mlp_scope
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -34,6 +39,8 @@ class PromptPass:
     kv: list[tuple[Tensor, Tensor]]  # per layer (keys, values), each (P, kv_heads, W, head_dim); with grad when enabled
     last_logits: Tensor  # (P, V) logits at each prompt's last token (predicting the first response token)
     attn: Tensor  # (P, W) long, 1 on real prompt tokens (left padding is 0)
+    flat_kv: list[tuple[Tensor, Tensor]] | None = None  # per layer (keys, values) (1, kv_heads, sum |x_i|, head_dim) of the one-row pass, with grad; None when not run so
+    flat_start: list[int] | None = None  # (P,) first column of each prompt in that row
 
 
 def prompt_pass_unsupported_reason(model) -> str | None:
@@ -66,7 +73,8 @@ def _checkpointing(inner) -> bool:
     return bool(getattr(inner, "is_gradient_checkpointing", False))
 
 
-def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
+def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str = "auto",
+                mlp: str = "auto") -> PromptPass:
     """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
 
     The head runs at one position per prompt. Raises `PackingUnsupported` when
@@ -78,23 +86,35 @@ def prompt_pass(model, prompts: list[list[int]], *, pad_id: int) -> PromptPass:
     reason = prompt_pass_unsupported_reason(model)
     if reason is not None:
         raise hf.PackingUnsupported(f"prompt_pass is not available: {reason}")
-    kv, last_logits, attn = prefill(model, prompts, pad_id)
+    if attention_for(model, attention) == "spans":
+        with mlp_scope(model, mlp):
+            kv, last_logits, attn, flat_kv, starts = _spans_prefill(model, prompts)
+        return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn, flat_kv=flat_kv, flat_start=starts)
+    with mlp_scope(model, mlp):
+        kv, last_logits, attn = prefill(model, prompts, pad_id, attention="masked")
     if not isinstance(kv, list):
         raise hf.PackingUnsupported(f"a prompt pass needs a DynamicCache of plain layers, got {type(kv).__name__}")
     return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn)
 
 
-PREFILLS = ("auto", "packed", "left_padded")
+PREFILLS = ("auto", "spans", "packed", "left_padded")
 
 
-def prefill(model, prompts: list[list[int]], pad_id: int, how: str = "auto"):
+def prefill(model, prompts: list[list[int]], pad_id: int, how: str = "auto", attention: str = "masked"):
     """The prompts once: (per layer (keys, values) (P, kv_heads, W, head_dim) left-padded, or
     transformers' own cache where it is not made of plain layers; last logits (P, V); mask (P, W)
-    long, 1 on real tokens). `how`="auto": packed where the model can pack and packing puts
-    several prompts in a row (it then computes fewer positions), else one left-padded forward
-    (the same numbers, no gather). Grad flows as the caller has it."""
+    long, 1 on real tokens). `how`="auto": one unpadded row with attention span by span where
+    hybridpo.fast.attention_for(model, attention) says "spans" (`attention` "masked" by default:
+    the sampler's own prefill is a no-grad forward of the prompts alone, whose packed rows are
+    short); else packed rows where the model
+    can pack and packing puts several prompts in a row (it then computes fewer positions); else one
+    left-padded forward (the same numbers, no gather). "spans", "packed" (rows) and "left_padded"
+    force one. Grad flows as the caller has it."""
     if how not in PREFILLS:
         raise ValueError(f"how={how!r}; choose from {list(PREFILLS)}")
+    if how == "spans" or (how == "auto" and attention_for(model, attention) == "spans"):
+        attention_for(model, "spans")  # says why not, for how="spans" on a model that cannot
+        return _spans_prefill(model, prompts)[:3]
     lengths = [len(p) for p in prompts]
     can_pack = hf.packing_unsupported_reason(model) is None and hf.sliding_window(hf.unwrap_model(model).config) is None
     if how == "packed" or (how == "auto" and can_pack and len(lay.rows_of(lengths)) < len(prompts)):
@@ -107,6 +127,36 @@ def prefill(model, prompts: list[list[int]], pad_id: int, how: str = "auto"):
     cache = hf.cache_of(out)
     kv = hf.plain_layers(cache)
     return (cache if kv is None else kv), logits, attn
+
+
+def _spans_prefill(model, prompts: list[list[int]]):
+    """The prompts back to back in one unpadded row, each attending causally to itself
+    (hybridpo.fast.varlen_attention), the LM head at each prompt's last token. Returns the
+    left-padded keys / values (gathered, differentiably, as `_packed_prefill`), last logits (P, V),
+    mask (P, W), and the row's own per-layer keys / values (1, kv_heads, sum |x_i|, head_dim) with
+    each prompt's first column."""
+    from hybridpo.fast import varlen_attention as va
+
+    device, P = hf.device_of(model), len(prompts)
+    lengths = [len(p) for p in prompts]
+    row = va.packed_row(prompts, [[] for _ in prompts])
+    N = row.plan.queries
+    inputs = dict(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device), use_cache=True,
+                  attention_mask=va.marker_mask(N, N, hf.head_dtype(model), device))
+    with va.spans(model, row.plan):
+        logits, out = hf.logits_at(model, inputs, row.needs_head.to(device))  # (P, V): one head position per prompt, in order
+    layers = hf.plain_layers(hf.cache_of(out))
+    if layers is None:
+        raise hf.PackingUnsupported("a prompt pass needs a DynamicCache of plain layers")
+    attn, src = lay.left_padded_index(lengths, torch.tensor(row.prompt_start))  # (P, W) each
+    W = attn.shape[1]
+    src = src.view(-1).to(device)
+
+    def left_padded(x: Tensor) -> Tensor:  # (1, H, N, D) -> (P, H, W, D)
+        return x[0][:, src].view(x.shape[1], P, W, x.shape[-1]).transpose(0, 1)
+
+    kv = [(left_padded(keys), left_padded(values)) for keys, values in layers]
+    return kv, logits[row.prompt_last_head.to(device)], attn.to(device), list(layers), row.prompt_start
 
 
 def _packed_prefill(model, prompts: list[list[int]], pad_id: int):

@@ -79,9 +79,10 @@ class HyPO(Method):
     def loss(self, batch: list[PreferenceExample], ctx: MethodContext):
         cfg, B, k = self.cfg, len(batch), self.cfg.k
         prompts = [ex.prompt_ids for ex in batch]
-        pp = ctx.policy.prompt_pass(prompts)  # the policy runs each prompt once, for sampling and the loss
-        rollout = draw(ctx, prompts, cfg, pp)  # Alg. 1 line 4: y_1..y_k ~ π(·|x), no grad
         pairs = [[ex.chosen_ids, ex.rejected_ids] for ex in batch]
+        # the policy runs each prompt once, for sampling and the loss, where that pays for these lengths
+        pp = ctx.policy.prompt_pass(prompts, responses=pairs, samples=(k, cfg.max_new_tokens))
+        rollout = draw(ctx, prompts, cfg, pp)  # Alg. 1 line 4: y_1..y_k ~ π(·|x), no grad
         if cfg.temperature == 1.0:  # one packed forward per model: prompt | y+ | y- | y_1 .. y_k
             both = [p + s for p, s in zip(pairs, rollout.responses)]
             pol = ctx.policy.logps(prompts, both, prompt_pass=pp)

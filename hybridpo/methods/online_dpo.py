@@ -45,7 +45,8 @@ class OnlineDPO(Method):
     def loss(self, batch: list[PromptExample], ctx: MethodContext):
         cfg, B = self.cfg, len(batch)
         prompts = [ex.prompt_ids for ex in batch]
-        pp = ctx.policy.prompt_pass(prompts)  # the policy runs each prompt once, for sampling and the loss
+        # the policy runs each prompt once, for sampling and the loss (which scores 2 of the k samples)
+        pp = ctx.policy.prompt_pass(prompts, samples=(2, cfg.max_new_tokens))
         rollout = draw(ctx, prompts, cfg, pp)  # (B, k) samples of the current policy, no grad
         rewards = scores(ctx, prompts, rollout)  # (B, k)
         best, worst = rewards.argmax(dim=1), rewards.argmin(dim=1)  # (B,) ties: argmax == argmin index

@@ -100,7 +100,8 @@ class RLHF(Method):
             if self._micro == 0:
                 self._reuse, self._cycle_step = [], ctx.step
         prompts = [ex.prompt_ids for ex in batch]
-        pp = ctx.policy.prompt_pass(prompts)  # the policy runs each prompt once, for sampling and the loss
+        # the policy runs each prompt once, for sampling and the loss, where that pays for k samples
+        pp = ctx.policy.prompt_pass(prompts, samples=(self.cfg.k, self.cfg.max_new_tokens))
         rollout = draw(ctx, prompts, self.cfg, pp)
         raw = scores(ctx, prompts, rollout)  # (P, k)
         entry = {

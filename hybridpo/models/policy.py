@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from hybridpo.fast import share_prompt_rule
 from hybridpo.forward import PromptPass, ResponseLogps, prompt_pass, prompt_pass_unsupported_reason, response_logps
 from hybridpo.models.clock import StepClock
 from hybridpo.forward import hf
@@ -79,7 +80,7 @@ class Policy:
     eos_id: int  # end of a sample
     tokenizer: Any = None  # decodes samples for stop strings
     layout: str = "packed"  # hybridpo.forward.logprobs layout of `logps`
-    share_prompt: str = "auto"  # prompt_pass: "auto" (where it gives the same numbers), "on" (an error where not), "off"
+    share_prompt: str = "auto"  # prompt_pass: "auto" (where it gives the same numbers and hybridpo.fast.share_prompt_rule says it pays), "on" (an error where not), "off"
     generator: torch.Generator = field(default_factory=torch.Generator)  # the sampling RNG (checkpointed by the loop)
     sampler: Sampler = field(default_factory=BuiltinSampler)  # what draws the samples
     clock: StepClock = field(default_factory=StepClock)  # where the time of each call is counted
@@ -100,17 +101,23 @@ class Policy:
             return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
                                   layout=self.layout, prompt_pass=prompt_pass)
 
-    def prompt_pass(self, prompts: list[list[int]]) -> PromptPass | None:
+    def prompt_pass(self, prompts: list[list[int]], responses: list[list[list[int]]] | None = None,
+                    samples: tuple[int, int] | None = None) -> PromptPass | None:
         """One forward of the prompts (grad as the caller has it) for this step's sampling AND its
         log-probs, or None where that would change the numbers (dropout in training mode, gradient
         checkpointing, a DDP wrapper, a model that cannot pack) or `share_prompt` is "off"; the
-        numbers are the same either way."""
+        numbers are the same either way. With "auto", also None where hybridpo.fast.share_prompt_rule
+        finds the packed layout cheaper for the `responses` known now (the offline ones the step
+        will score) plus `samples` = (k, max_new_tokens), the sampling budget: then the sampler
+        prefills the prompts itself, without grad."""
         if self.share_prompt == "off" or self.layout != "packed":
             return None
         reason = prompt_pass_unsupported_reason(self.model)
         if reason is not None:
             if self.share_prompt == "on":
                 raise ValueError(f"share_prompt='on' but the prompt pass is not available: {reason}")
+            return None
+        if self.share_prompt == "auto" and not share_prompt_rule(self.model, prompts, responses, samples):
             return None
         with self.clock.time("policy forward"):
             return prompt_pass(self.model, prompts, pad_id=self.pad_id)

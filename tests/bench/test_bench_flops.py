@@ -69,3 +69,33 @@ def test_decode_flops_by_hand():
 
 def test_matmul_peak_is_a_positive_rate():
     assert matmul_peak(1, sizes=((64, 64, 64),), seconds=0.05) > 0
+
+
+def test_token_flops_match_a_llama_models_matmul_weights():
+    # grouped-query attention (4 query heads, 2 key / value heads) and a gated MLP (3 matrices)
+    from hybridpo import zoo
+
+    model = zoo.random_model("llama", "tiny", 128)
+    block_weights = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    shape = ModelShape.from_config(model.config)
+    assert shape.kv_hidden == 32 and shape.gated  # 2 heads x head_dim 16
+    assert shape.token_flops == 2 * block_weights
+    # d 64, d_kv 32, f 256: 2 x 64² + 2 x 64 x 32 + 3 x 64 x 256 = 61,440 weights per block
+    assert shape.block_weights == 61_440
+
+
+def test_smollm2_block_weights_by_hand():
+    # d 576, 9 query / 3 key-value heads of 64, f 1536: 2 x 576² + 2 x 576 x 192 + 3 x 576 x 1536
+    shape = ModelShape(layers=30, hidden=576, intermediate=1536, vocab=49152, kv_hidden=192, gated=True)
+    assert shape.block_weights == 3_538_944
+    assert shape.head_flops == 2 * 576 * 49152
+
+
+def test_last_n_layers_count_the_frozen_trunk_once():
+    # 2 blocks, the last one trained: policy forward (every block + head) + backward of block 2 and the
+    # head's activation gradient + the reference's block 2 and head: F + 3 x body / 2 + 2 x head
+    two = ModelShape(layers=2, hidden=2, intermediate=4, vocab=3)
+    body = 5 * two.token_flops + 4 * 2 * 2 * 13  # 5 tokens, 13 keys (test above)
+    head = 2 * two.head_flops
+    assert dpo_step_flops(two, [(2, [1, 2])], trained_layers=1) == (body + head) + 3 * body // 2 + 2 * head
+    assert dpo_step_flops(two, [(2, [1, 2])], trained_layers=2) == 4 * (body + head) - head  # no head weight gradient

@@ -1,4 +1,4 @@
-"""The benchmark workloads: the data issue 7 defines, and text that tokenizes to the same ids."""
+"""The benchmark workloads: the data each workload defines (hybridpo.bench.workloads), and text that tokenizes to the same ids."""
 
 import statistics
 
@@ -17,7 +17,7 @@ from hybridpo.bench.workloads import (
 )
 
 
-def test_tiny_pairs_have_the_issues_lengths_and_round_trip_through_text():
+def test_tiny_pairs_have_the_defined_lengths_and_round_trip_through_text():
     w = get_workload("tiny")
     pairs = build_pairs(w)
     assert len(pairs) == 512
@@ -34,13 +34,13 @@ def test_tiny_pairs_have_the_issues_lengths_and_round_trip_through_text():
         assert joined == p.prompt_ids + p.chosen_ids
 
 
-def test_tldr_pairs_match_the_issue():
+def test_tldr_pairs_have_the_defined_lengths():
     w = get_workload("tldr")
     tok = pythia_tokenizer()
     pairs = build_pairs(w, tok)
     assert len(pairs) == 256
     lens = [len(p.prompt_ids) for p in pairs]
-    # issue 7: prompts 142-511 tokens, mean 334
+    # the first 256 shared TL;DR pairs: prompts 142-511 tokens, mean 334
     assert (min(lens), max(lens)) == (142, 511)
     assert round(statistics.mean(lens)) == 334
     assert all(p.prompt.endswith(TLDR_SUFFIX) for p in pairs)
@@ -64,3 +64,38 @@ def test_bad_tldr_row_names_file_row_and_field(tmp_path):
 def test_unknown_workload_fails_loudly():
     with pytest.raises(ValueError, match="choose from"):
         get_workload("huge")
+
+
+def test_smollm2_pairs_fit_512_and_trl_tokenizes_their_text_back(smollm2_dir):
+    """The first 64 UltraFeedback pairs whose prompt + longer response fit 512 tokens under
+    SmolLM2's chat template (prompts 36-486, mean 128; responses 2-451, EOS included); TRL joins
+    prompt + response text + EOS and tokenizes it: it must give exactly these ids."""
+    from hybridpo.bench.workloads import load_tokenizer
+
+    w = get_workload("smollm2-dpo")
+    tok = load_tokenizer(w)
+    pairs = build_pairs(w, tok)
+    assert len(pairs) == 64 and len(batches(w, pairs)) == 8
+    assert all(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) <= 512 for p in pairs)
+    lens = [len(p.prompt_ids) for p in pairs]
+    assert (min(lens), max(lens), round(statistics.mean(lens))) == (36, 486, 128)
+    for p in pairs:
+        assert p.chosen_ids[-1] == tok.eos_token_id == 2  # <|im_end|>
+        for ids, text in ((p.chosen_ids, p.chosen), (p.rejected_ids, p.rejected)):
+            assert tok(p.prompt + text + tok.eos_token, add_special_tokens=False)["input_ids"] == p.prompt_ids + ids
+
+
+def test_the_gpu_check_needs_only_the_checkpoints_config_and_tokenizer(smollm2_dir, tmp_path):
+    """docs/bench/gpu_check.sh carries config + tokenizer, no weights: --model FOLDER --random-weights."""
+    import shutil
+    from dataclasses import replace
+
+    from hybridpo.bench.workloads import build_model, load_tokenizer
+
+    for f in smollm2_dir.iterdir():
+        if f.suffix in (".json", ".jinja") and f.name != "hybridpo_source.json":
+            shutil.copy(f, tmp_path / f.name)
+    w = replace(get_workload("smollm2-dpo"), model=str(tmp_path), weights="random")
+    model = build_model(w)
+    assert (model.config.num_hidden_layers, model.config.hidden_size, model.config.vocab_size) == (30, 576, 49152)
+    assert len(build_pairs(w, load_tokenizer(w))) == 64

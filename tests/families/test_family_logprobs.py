@@ -91,7 +91,7 @@ def test_after_prompt_pass_equals_padded(family, case, monkeypatch):
     packed, left = prompt_cache._packed_prefill, layout.left_padded  # the two prefill branches
     monkeypatch.setattr(prompt_cache, "_packed_prefill", lambda *a: calls.append("packed_prompt_kv") or packed(*a))
     monkeypatch.setattr(layout, "left_padded", lambda *a: calls.append("forward_prompts") or left(*a))
-    pp = prompt_pass(model, prompts, pad_id=PAD)
+    pp = prompt_pass(model, prompts, pad_id=PAD, attention="masked")  # the rows' branches (spans: tests/fast)
     assert calls == [PREFILL[case]]
     shared = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7)
     g_shared = grads(model, shared)

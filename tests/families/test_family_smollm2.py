@@ -80,9 +80,11 @@ def test_smollm2_fast_paths_equal_padded_values_and_gradients(chat, prefill, mon
     try:
         padded = response_logps(model, prompts, responses, pad_id=eos, layout="padded")
         g_padded = weighted_grads(model, padded)
-        paths = {"prompt_pass": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos))}
+        paths = {"prompt_pass": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos, attention="masked")),
+                 "prompt_pass_spans": dict(prompt_pass=prompt_pass(model, prompts, pad_id=eos, attention="spans"))}
         if prefill == "packed_prefill":
-            paths["packed"] = dict(layout="packed")
+            paths["packed"] = dict(layout="packed", attention="masked")
+            paths["packed_spans"] = dict(layout="packed", attention="spans")
         for name, kwargs in paths.items():
             fast = response_logps(model, prompts, responses, pad_id=eos, **kwargs)
             assert_close(fast.tok_logps, padded.tok_logps, atol=FP32_ATOL, rtol=0, msg=lambda m: f"{name}: {m}")
@@ -114,7 +116,9 @@ def test_smollm2_greedy_equals_generate_and_sampled_logps_equal_scored(chat):
             scored = response_logps(model, prompts, drawn.responses, pad_id=eos, temperature=0.8, layout="packed")
             L = scored.tok_logps.shape[-1]
             assert_close(scored.tok_logps, drawn.tok_logps.flatten(0, 1)[:, :L], atol=FP32_ATOL, rtol=0)
-            assert_close(scored.logps.view(len(prompts), 2), drawn.logps, atol=FP32_ATOL, rtol=0)
+            # a sum of up to NEW tokens, each within FP32_ATOL: the lean Llama decode step (auto here)
+            # folds the norm scales into its weights and rounds apart from the scorer (5.7e-5 measured)
+            assert_close(scored.logps.view(len(prompts), 2), drawn.logps, atol=NEW * FP32_ATOL, rtol=0)
 
 
 def test_smollm2_fast_paths_are_exact_in_float64(chat, monkeypatch):

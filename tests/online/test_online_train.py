@@ -1,4 +1,4 @@
-"""hypo, online_dpo and rlhf through `hybridpo train` on a tiny model (issue 5's done-when items).
+"""hypo, online_dpo and rlhf through `hybridpo train` on a tiny model.
 
 - With λ = 0 one HyPO step gives the same weights as one DPO step (same seed, same batch).
 - Each online method runs end to end and logs the online metrics.

@@ -1,4 +1,4 @@
-"""Issue 5 done-when: the averaged HyPO KL estimator's gradient matches the exact ∇ KL(π‖π_ref).
+"""The averaged HyPO KL estimator's gradient matches the exact ∇ KL(π‖π_ref).
 
 The model is small enough to enumerate: vocabulary {EOS=0, 1, 2}, at most 3 new tokens, so each
 prompt has exactly 15 possible responses: the 1 + 2 + 4 = 7 that end in EOS and the 2³ = 8 cut

@@ -79,7 +79,7 @@ def test_prompt_is_prefilled_once_then_one_token_per_step(decoder):
 
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 def test_sampler_logps_equal_scorer_logps_and_kl_of_pi_to_itself_is_zero(layout):
-    """Issue 5 done-when: at τ = 0.7, response_logps on the samples reproduces Rollout.logps, and
+    """At τ = 0.7, response_logps on the samples reproduces Rollout.logps, and
     the sequence KL estimate with π_ref = π (same weights) is exactly zero."""
     model, tau = tiny_model(), 0.7
     ref = copy.deepcopy(model)

@@ -63,7 +63,7 @@ def test_resolved_config_round_trips(tmp_path):
         ("optim", "override 'optim' must look like key=value"),
         ("optim.lr.x=1", "optim.lr must be float, got {'x': 1}"),
         ("method_args.beta=-1", "method_args.beta=-1.0; must be > 0"),  # a method's own check, as a config error
-        ("speed.decoder=fast", "speed.decoder='fast'; choose from ['auto', 'neox', 'transformers']"),
+        ("speed.decoder=fast", "speed.decoder='fast'; choose from ['auto', 'lean', 'neox', 'llama', 'transformers']"),
     ],
 )
 def test_errors_name_file_and_key(tmp_path, override, message):

@@ -1,0 +1,151 @@
+"""The LM head and the target token's log-prob in one function, a block of positions at a time.
+
+Only log softmax(h Wᵀ / τ)[target] is read at each scored position, yet the plain path
+(hybridpo.forward.logprobs.log_softmax_at after the model's head) holds the (U, V) logits, the
+logsumexp's backward keeps them and builds softmax, its gradient and the gather's full-size
+gradient (U x V each): on SmolLM2-135M's 49,152-row head at a DPO batch (U = 2,350 positions)
+that is ~1.7 GB of a step's peak for 0.5 GB of logits (docs/families/README.md). Here, for every
+block of `rows` positions:
+
+    forward    logits = h Wᵀ (+ b), / τ; logsumexp per row; the target logits gathered
+    backward   p = softmax (from the kept logits block, or recomputed), dL/dlogits = (onehot·g - p·Σg) / τ,
+               then dL/dh = (dL/dlogits) W and dL/dW += (dL/dlogits)ᵀ h for that block alone
+
+so at most one (U, V) fp32 buffer lives (the kept logits, freed block by block in the backward;
+`recompute=True` keeps none and runs the head's product once more in the backward: +1/3 of the
+head's work), and a forward without grad (the reference) holds one block. Same numbers as the
+plain path to float rounding (tests/fast/test_fused_head.py, values and gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BLOCK_BYTES = 64 << 20  # one block of fp32 logits: 64 MB (341 rows of a 49,152-token vocabulary)
+
+
+def unsupported_reason(model) -> str | None:
+    """None when `model`'s logits are exactly its decoder's hidden states times a plain Linear head."""
+    from hybridpo.forward import hf
+
+    inner = hf.unwrap_model(model)
+    if inner is not hf.base_model(model):
+        return f"{type(model).__name__}'s forward would be bypassed"
+    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear:
+        return f"the output head is {type(head).__name__}, not a plain nn.Linear"
+    if has_hooks(head):
+        return "the output head has forward hooks (the fused path would skip them)"
+    for name in hf.HEAD_EXTRAS:
+        if getattr(inner.config, name, None) not in (None, 1.0):
+            return f"config.{name} transforms logits beyond the output embedding"
+    if getattr(inner, getattr(inner, "base_model_prefix", ""), None) is None:
+        return f"{type(inner).__name__} has no `{inner.base_model_prefix}` decoder attribute"
+    if hf.device_of(model).type != "cpu":
+        return "measured on CPU only"
+    return None
+
+
+def has_hooks(module: torch.nn.Module) -> bool:
+    """Forward (pre-)hooks on `module` or on every module: a path that uses its weight directly would skip them."""
+    from torch.nn.modules import module as nn_module
+
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn_module._global_forward_hooks
+                or nn_module._global_forward_pre_hooks)
+
+
+def hidden_at(model, inputs: dict, needs_head: Tensor):
+    """The decoder's final hidden states at the True positions of `needs_head` (R, T): ((U, d) in
+    row-major order, the decoder's output, which holds the KV cache when `inputs` asks for one)."""
+    from hybridpo.forward import hf
+
+    inner = hf.base_model(model)
+    out = getattr(inner, inner.base_model_prefix)(**inputs)
+    return out.last_hidden_state[needs_head], out
+
+
+def head_of(model) -> torch.nn.Linear:
+    from hybridpo.forward import hf
+
+    return hf.unwrap_model(model).get_output_embeddings()
+
+
+def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,
+                 recompute: bool = False) -> Tensor:
+    """log softmax(head(hidden) / τ)[rows, targets]: (U, d) hidden, (M,) rows and targets -> (M,) fp32
+    (float64 for a float64 model)."""
+    weight, bias = head.weight, head.bias
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
+        return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute))
+    return _forward(hidden, weight, bias, rows, targets, float(temperature), keep=False)[0]
+
+
+def _blocks(U: int, V: int):
+    step = max(1, BLOCK_BYTES // (4 * V))
+    return [(a, min(a + step, U)) for a in range(0, U, step)]
+
+
+def _dtype(hidden: Tensor) -> torch.dtype:
+    """The log-probs' dtype: fp32, or the model's when wider (a float64 model stays exact)."""
+    return torch.promote_types(hidden.dtype, torch.float32)
+
+
+def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
+    logits = (hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())).to(_dtype(hidden))
+    return logits if temperature == 1.0 else logits.div_(temperature)
+
+
+def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool):
+    """(target log-probs (M,), logsumexp per row (U,), the kept logits blocks or None)."""
+    U, V = hidden.shape[0], weight.shape[0]
+    lse = torch.empty(U, dtype=_dtype(hidden), device=hidden.device)
+    target_logit = torch.empty(targets.shape[0], dtype=_dtype(hidden), device=hidden.device)
+    kept = []
+    for a, b in _blocks(U, V):
+        logits = _logits(hidden[a:b], weight, bias, temperature)  # (n, V)
+        lse[a:b] = logits.logsumexp(-1)
+        m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)  # the targets read from this block
+        target_logit[m] = logits[rows[m] - a, targets[m]]
+        kept.append(logits if keep else None)
+    return target_logit - lse[rows], lse, kept
+
+
+class _TargetLogps(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, rows, targets, temperature, recompute):
+        out, lse, kept = _forward(hidden, weight, bias, rows, targets, temperature, keep=not recompute)
+        ctx.save_for_backward(hidden, weight, bias, rows, targets, lse)
+        ctx.kept, ctx.temperature = kept, temperature
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, bias, rows, targets, lse = ctx.saved_tensors
+        want_h, want_w, want_b = ctx.needs_input_grad[:3]
+        U, V = hidden.shape[0], weight.shape[0]
+        dtype = _dtype(hidden)
+        grad = grad.to(dtype)
+        row_grad = torch.zeros(U, dtype=dtype, device=grad.device).index_add_(0, rows, grad)  # Σ g per row
+        d_hidden = torch.empty_like(hidden) if want_h else None
+        d_weight = torch.zeros_like(weight, dtype=torch.promote_types(weight.dtype, hidden.dtype)) if want_w else None
+        d_bias = torch.zeros(V, dtype=dtype, device=grad.device) if want_b else None
+        for i, (a, b) in enumerate(_blocks(U, V)):
+            logits = ctx.kept[i]
+            ctx.kept[i] = None  # freed as the backward goes (a second backward, retain_graph=True, recomputes)
+            if logits is None:
+                logits = _logits(hidden[a:b], weight, bias, ctx.temperature)
+            d_logits = logits.sub_(lse[a:b, None]).exp_().mul_(-row_grad[a:b, None])  # -p Σg, in place
+            m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)
+            d_logits.index_put_((rows[m] - a, targets[m]), grad[m], accumulate=True)  # + onehot g
+            if ctx.temperature != 1.0:
+                d_logits.div_(ctx.temperature)
+            d_logits = d_logits.to(hidden.dtype)
+            if want_h:
+                d_hidden[a:b] = d_logits @ weight
+            if want_w:
+                d_weight.addmm_(d_logits.t(), hidden[a:b])
+            if want_b:
+                d_bias += d_logits.sum(0)
+        return (d_hidden, None if d_weight is None else d_weight.to(weight.dtype),
+                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None)
