@@ -108,7 +108,9 @@ def test_lam_is_the_same_on_every_rank_and_equals_one_process(pairs):
     lam1 = torch.load(ckpt / "method-1.pt")["lam"]
     single = torch.load(one / "checkpoints" / f"step-{STEPS:08d}" / "method.pt")["lam"]
     assert lam0 == lam1  # the same float on both ranks: both stepped on the cross-process mean KL
-    assert lam0 > 0.1 and close(lam0, single, 1e-6)  # it moved from 0, as it did in one process
+    # it moved from 0, as it did in one process: λ sums lr_λ·(KL_t − budget) over the steps, and each
+    # KL_t is a mean over a differently split batch (rounding ~1e-6 of it), so 1e-5 as for the logs
+    assert lam0 > 0.1 and close(lam0, single)
     logged = [r["lam"] for r in rows(two)]
     assert len(set(logged)) > 2  # λ moved at (almost) every step, once per optimizer step
 
