@@ -9,7 +9,7 @@ LOCK   := requirements/lock.txt
 # converted models (hybridpo.zoo) are cached here, so the demo and the tests convert SmolLM2 once
 export HYBRIDPO_HOME ?= $(CURDIR)/.cache/hybridpo
 
-.PHONY: demo gold test test-slow lab model lock clean
+.PHONY: demo gold test test-slow lab model bench lock clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ model: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/hybridpo lab all --out runs/lab
+
+# the speed benchmark against TRL 1.16 on SmolLM2-135M-Instruct (needs the bench extra; ~25 min)
+bench: $(STAMP)
+	$(PY) -m pip install -q -c $(LOCK) -e '.[bench]'
+	bash docs/bench/smollm2/command.sh
 
 test: $(STAMP)
 	$(PY) -m pytest -q
