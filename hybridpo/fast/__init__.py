@@ -27,14 +27,21 @@ def mlp_for(model, setting: str = "auto") -> str:
     """"fused" (hybridpo.fast.fused_mlp: a SwiGLU MLP keeping 2 of its 4 tensors for the backward) or "plain"."""
     from hybridpo.fast import fused_mlp
 
-    if setting not in MLPS:
-        raise ValueError(f"mlp={setting!r}; choose from {list(MLPS)}")
-    if setting == "plain":
+    return _fast_or_plain("mlp", setting, MLPS, "fused", "plain", lambda: fused_mlp.unsupported_reason(model))
+
+
+def _fast_or_plain(name: str, setting: str, choices: tuple, fast: str, plain: str, reason) -> str:
+    """The rule every two-way trick shares: `plain` when asked; `fast` where `reason()` (why the
+    trick cannot serve this model, or None) allows it; asking for `fast` where it cannot serve is an
+    error that says why."""
+    if setting not in choices:
+        raise ValueError(f"{name}={setting!r}; choose from {list(choices)}")
+    if setting == plain:
         return setting
-    reason = fused_mlp.unsupported_reason(model)
-    if setting == "fused" and reason is not None:
-        raise ValueError(f"mlp='fused' is not available: {reason}")
-    return "fused" if reason is None else "plain"
+    why = reason()
+    if setting == fast and why is not None:
+        raise ValueError(f"{name}={fast!r} is not available: {why}")
+    return fast if why is None else plain
 
 
 def mlp_scope(model, setting: str = "auto"):
@@ -58,28 +65,15 @@ def head_for(model, setting: str = "auto") -> str:
     """"fused" (hybridpo.fast.fused_head) or "plain" (the model's head, then log_softmax_at) for `model`."""
     from hybridpo.fast import fused_head
 
-    if setting not in HEADS:
-        raise ValueError(f"head={setting!r}; choose from {list(HEADS)}")
-    if setting == "plain":
-        return setting
-    reason = fused_head.unsupported_reason(model)
-    if setting == "fused" and reason is not None:
-        raise ValueError(f"head='fused' is not available: {reason}")
-    return "fused" if reason is None else "plain"
+    return _fast_or_plain("head", setting, HEADS, "fused", "plain", lambda: fused_head.unsupported_reason(model))
 
 
 def attention_for(model, setting: str = "auto") -> str:
     """"spans" (hybridpo.fast.varlen_attention) or "masked" (the packed rows' 4D mask) for `model` under `setting`."""
     from hybridpo.fast import varlen_attention
 
-    if setting not in ATTENTIONS:
-        raise ValueError(f"attention={setting!r}; choose from {list(ATTENTIONS)}")
-    if setting == "masked":
-        return setting
-    reason = varlen_attention.unsupported_reason(model)
-    if setting == "spans" and reason is not None:
-        raise ValueError(f"attention='spans' is not available: {reason}")
-    return "spans" if reason is None else "masked"
+    return _fast_or_plain("attention", setting, ATTENTIONS, "spans", "masked",
+                          lambda: varlen_attention.unsupported_reason(model))
 
 
 def decoder_for(model, setting: str = "auto") -> str:
