@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The SmolLM2 speed table (docs/bench/smollm2/): one workload per call, 3 steps (1 warm-up + 2
+# timed), 1 fresh process per variant; each call writes its own speed.md / speed.json.
+set -e
+B=".venv/bin/hybridpo bench speed --steps 3 --repeats 1"
+$B --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo
+$B --workload smollm2-hypo --out docs/bench/smollm2/hypo
+$B --workload smollm2-rloo --out docs/bench/smollm2/rloo
