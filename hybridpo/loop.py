@@ -53,6 +53,7 @@ from hybridpo.models import (
     BuiltinSampler, Policy, RewardModel, StepClock, TextReward, build_reference, load_policy, load_reward_model,
     load_scorer, trainable_parameters,
 )
+from hybridpo.processes import all_reduce_grads, reduce_across, sum_across
 from hybridpo.run_io import MetricsLog, StopFlag, truncate_metrics
 from hybridpo.sampling import EVAL, TRAIN, GenerateSampler, example_seeds
 
@@ -245,7 +246,7 @@ class Run:
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
             with clock.time("clip + optimizer"):
-                _all_reduce_grads(self.params, acc)
+                all_reduce_grads(self.params, acc)
                 clip = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else float("inf")
                 grad_norm = float(acc.clip_grad_norm_(self.params, clip))
                 if not math.isfinite(grad_norm):
@@ -257,10 +258,10 @@ class Run:
             _push_weights(self.ctx.policy, self.model, self.step + 1)
             self.step += 1
             self.position += self.global_batch
-            row = _mean_across({k: v / cfg.optim.grad_accum for k, v in sums.items()}, acc)
+            row = reduce_across({k: v / cfg.optim.grad_accum for k, v in sums.items()}, acc, "mean")
             self.method.after_step(row)
         elapsed = clock.phases["step"]
-        row.update(grad_norm=grad_norm, lr=lr, tokens_per_s=_sum_across(tokens, acc) / elapsed, step_time_s=elapsed,
+        row.update(grad_norm=grad_norm, lr=lr, tokens_per_s=sum_across(tokens, acc) / elapsed, step_time_s=elapsed,
                    epoch=self.position / len(self.data.train))
         if clock.phases.get("sampling", 0.0) > 0:
             row["sample_time_share"] = clock.phases["sampling"] / elapsed
@@ -301,7 +302,7 @@ class Run:
             from accelerate.utils import broadcast_object_list
 
             sums = {k: sums.get(k, 0.0) for k in broadcast_object_list([sorted(sums)])[0]}
-        sums, count = _sum_across_dict(sums, acc), _sum_across(count, acc)  # weighted by batch size, over all processes
+        sums, count = reduce_across(sums, acc, "sum"), sum_across(count, acc)  # weighted by batch size, over all processes
         return {f"eval/{k}": v / max(count, 1) for k, v in sums.items()}
 
     def _held_out_kl(self, examples: list) -> dict:
@@ -445,39 +446,6 @@ def _progress(cfg, main, total, initial):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, disable=not (main and cfg.run.progress), desc=cfg.method, unit="step")
-
-
-def _all_reduce_grads(params, accelerator) -> None:
-    if accelerator.num_processes == 1:
-        return
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        p.grad.copy_(accelerator.reduce(p.grad, reduction="mean"))
-
-
-def _mean_across(row: dict, accelerator) -> dict:
-    return _reduce_across(row, accelerator, "mean")
-
-
-def _sum_across(value: float, accelerator) -> float:
-    if accelerator.num_processes == 1:
-        return value
-    value = torch.tensor(float(value), dtype=torch.float64, device=accelerator.device)
-    return float(accelerator.reduce(value, reduction="sum"))
-
-
-def _sum_across_dict(row: dict, accelerator) -> dict:
-    return _reduce_across(row, accelerator, "sum")
-
-
-def _reduce_across(row: dict, accelerator, reduction: str) -> dict:
-    """Each value of `row` reduced over the processes (float64: sums of many steps stay exact)."""
-    if accelerator.num_processes == 1 or not row:
-        return row
-    keys = sorted(row)
-    values = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=accelerator.device)
-    return dict(zip(keys, accelerator.reduce(values, reduction=reduction).tolist()))
 
 
 def _count_tokens(batch) -> int:
