@@ -60,3 +60,27 @@ def greedy_margin(model, prompts: list[list[int]], responses: list[list[list[int
         top2 = logits[row, start : start + n].topk(2, dim=-1).values  # (n, 2)
         gaps.append((top2[:, 0] - top2[:, 1]).min())
     return float(torch.stack(gaps).min())
+
+
+def frequent_token(model, prompts, pad_id: int) -> int:
+    """A token the model emits often, used as EOS so that samples end at different steps."""
+    r = rollout.sample(model, prompts, 4, max_new_tokens=12, eos_id=-1, pad_id=pad_id,
+                       generator=torch.Generator().manual_seed(123), decoder="transformers")
+    return int(r.tokens.flatten().mode().values)
+
+
+def against_transformers(decoder: str, model, prompts, k, monkeypatch, pad_id: int, **kwargs):
+    """transformers' decode draws; then transformers' and `decoder` run again drawing those very
+    tokens, so their log-probs compare on the same samples whatever the CPU. Returns both rollouts."""
+    def run(name):
+        return rollout.sample(model, prompts, k, pad_id=pad_id, generator=torch.Generator().manual_seed(3),
+                              decoder=name, **kwargs)
+
+    recorded = run("transformers")
+    out = {}
+    for name in ("transformers", decoder):
+        with monkeypatch.context() as m:
+            replaying(m, recorded)
+            out[name] = run(name)
+    assert out["transformers"].responses == recorded.responses  # the replay drew the recording
+    return out["transformers"], out[decoder]

@@ -9,33 +9,18 @@ import torch
 from torch.testing import assert_close
 
 from hybridpo.fast import decoder_for
-from hybridpo.rollout import sample
-from replay import replaying
-
+import replay
 from test_varlen_attention import PAD, model_of
 
 PROMPTS = [[5, 9, 13, 2, 7, 30, 41], [11, 3], [8, 8, 20, 17, 60], [4], [9, 9, 9], [30, 2, 2, 7]]
 
 
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
 def frequent_token(model, prompts) -> int:
-    r = sample(model, prompts, 4, max_new_tokens=12, eos_id=-1, pad_id=PAD, generator=gen(123), decoder="transformers")
-    return int(r.tokens.flatten().mode().values)
+    return replay.frequent_token(model, prompts, PAD)
 
 
 def both(model, prompts, k, monkeypatch, **kwargs):
-    """transformers' decode draws; then both decoders run again drawing those very tokens."""
-    recorded = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder="transformers", **kwargs)
-    out = {}
-    for decoder in ("transformers", "llama"):
-        with monkeypatch.context() as m:
-            replaying(m, recorded)
-            out[decoder] = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder=decoder, **kwargs)
-    assert out["transformers"].responses == recorded.responses  # the replay drew the recording
-    return out["transformers"], out["llama"]
+    return replay.against_transformers("llama", model, prompts, k, monkeypatch, PAD, **kwargs)
 
 
 @pytest.mark.parametrize("temperature,top_k", [(1.0, 0), (0.7, 5), (0.0, 0)])

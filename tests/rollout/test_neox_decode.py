@@ -18,6 +18,7 @@ from hybridpo.fast import neox_decode
 from hybridpo.forward import response_logps
 from hybridpo.forward import prompt_pass
 from hybridpo.rollout import sample
+import replay
 from replay import MARGIN, greedy_margin, replaying
 from tiny_models import tiny_model
 
@@ -30,22 +31,11 @@ def gen(seed):
 
 
 def frequent_token(model, prompts) -> int:
-    """A token the model emits often, used as EOS so that samples end at different steps."""
-    r = sample(model, prompts, 4, max_new_tokens=12, eos_id=-1, pad_id=PAD, generator=gen(123), decoder="transformers")
-    return int(r.tokens.flatten().mode().values)
+    return replay.frequent_token(model, prompts, PAD)
 
 
 def both(model, prompts, k, monkeypatch, **kwargs):
-    """transformers' decode draws; then both decoders run again drawing those very tokens
-    (tests/replay.py), so their log-probs compare on the same samples whatever the CPU."""
-    recorded = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder="transformers", **kwargs)
-    out = {}
-    for decoder in ("transformers", "neox"):
-        with monkeypatch.context() as m:
-            replaying(m, recorded)
-            out[decoder] = sample(model, prompts, k, pad_id=PAD, generator=gen(3), decoder=decoder, **kwargs)
-    assert out["transformers"].responses == recorded.responses  # the replay drew the recording
-    return out["transformers"], out["neox"]
+    return replay.against_transformers("neox", model, prompts, k, monkeypatch, PAD, **kwargs)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
