@@ -92,6 +92,8 @@ def write_claims(cfg, results: dict[str, dict], runs: list[Path], path: Path) ->
           "online_dpo_implicit", "dpo", "≤", score, judge)
     claim("the separate reward model's online DPO above the implicit reward's", "lecture §22.5.2",
           "online_dpo", "online_dpo_implicit", ">", score, judge)
+    claim("online DPO ranked by r* itself (an oracle verifier) above offline DPO", "lecture §22.5 (a verifier that generalises)",
+          "online_dpo_gold", "dpo", ">", score, judge)
     claim("HyPO's largest log density ratio on its own samples below DPO's", "paper §4 (coverage)", "hypo", "dpo", "<",
           "coverage/logratio_max", "max over samples of log π(y|x)/π_ref(y|x)")
     claim("DPO's samples outside the data's coverage more than HyPO's", "paper §4 (coverage)", "dpo", "hypo", ">",
