@@ -112,14 +112,24 @@ def validation_kl(run_dir: Path, steps_per_epoch: int) -> list[dict]:
 
 
 class Laps:
-    """Wall time of each stage, rewritten to OUT/timing.json after every stage."""
+    """Wall time of each stage, rewritten to OUT/timing.json after every stage. The times add up
+    over invocations: an experiment that resumes keeps what its earlier invocations measured (a
+    stage found done adds its ~0 s; one interrupted and continued counts both parts)."""
 
     def __init__(self, out: Path):
-        self.path, self.times, self.start = out / "timing.json", {}, time.perf_counter()
+        self.path, self.start = out / "timing.json", time.perf_counter()
         self.clock = self.start
+        try:
+            earlier = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        earlier = earlier if isinstance(earlier, dict) else {}
+        self.earlier_total = float(earlier.pop("total", 0.0) or 0.0)
+        self.times = {k: float(v) for k, v in earlier.items() if isinstance(v, (int, float))}
 
     def __call__(self, name: str) -> None:
         now = time.perf_counter()
-        self.times[name] = round(now - self.clock, 1)
+        self.times[name] = round(self.times.get(name, 0.0) + now - self.clock, 1)
         self.clock = now
-        self.path.write_text(json.dumps({**self.times, "total": round(now - self.start, 1)}, indent=2) + "\n")
+        total = round(self.earlier_total + now - self.start, 1)
+        self.path.write_text(json.dumps({**self.times, "total": total}, indent=2) + "\n")

@@ -41,3 +41,4 @@ def test_one_seed_reads_the_sign_alone_and_a_missing_run_is_not_run():
     assert math.isnan(compare([0.3], [0.1, 0.2, 0.3], ">")["se"])
     assert compare([0.1], [0.1, 0.2, 0.3], "≥")["verdict"] == "not reproduced"  # no SE: below is below
     assert compare([], [0.1], ">") == {"verdict": "not run"}
+
