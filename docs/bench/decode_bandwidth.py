@@ -1,0 +1,104 @@
+"""How close HyPO's sampler runs to this machine's memory bandwidth on SmolLM2-135M-Instruct: the
+measurement behind the HyPO/DPO bar of docs/bench/smollm2/hypo (a decode step of 16 rows reads
+every weight once and does 2 FLOPs per weight and row, so it is bound by bandwidth, not FLOP/s).
+
+    PYTHONPATH=. python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth.md
+
+Prints, as markdown: the machine's read bandwidth (sum over a 1 GB tensor, best of 5), the
+lean Llama decode of the bench's shape (8 prompts of 128 tokens x k = 2 samples x 53 tokens, no
+EOS stop; best of 3), the bytes of weights each step reads, the bandwidth the step achieves, the
+floor (weights / bandwidth), the one-time weight packing per `sample` call, and the rate at which
+the fastest 16-row product here (MKL's packed GEMM, as the decode uses) streams a weight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from hybridpo.bench.workloads import build_model, get_workload
+from hybridpo.fast import neox_decode
+from hybridpo.fast.llama_decode import LlamaDecoder
+
+
+def best(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompt-length", type=int, default=128)
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--new-tokens", type=int, default=53)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    big = torch.ones(1 << 28)  # 1 GB of fp32
+    big.sum()
+    read_s = best(lambda: big.sum(), 5)
+    bandwidth = big.numel() * 4 / read_s
+    del big
+    head = torch.randn(49152, 576)  # the head's product alone, 16 rows, packed as the decode packs it
+    x = torch.randn(16, 576)
+    packed = neox_decode.PackedLinear(head, None, rows=16, copy=False)
+    packed(x)
+    product_s = best(lambda: packed(x), 10)
+    product_bandwidth = head.numel() * 4 / product_s
+    del head, packed
+
+    model = build_model(get_workload("smollm2-hypo")).eval()
+    P, k, W, T = args.prompts, args.k, args.prompt_length, args.new_tokens
+    prompt = torch.randint(100, model.config.vocab_size, (P, W))
+    attn = torch.ones(P, W, dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    logits = out.logits[:, -1]
+    eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
+
+    def draw(lg, rows, t):  # a fixed token that is never EOS: every row runs all T steps
+        tok = torch.full((lg.shape[0],), 500 + t, dtype=torch.long)
+        zero = torch.zeros(lg.shape[0])
+        return tok, zero, zero
+
+    decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,
+                                               decoder_class=LlamaDecoder), 3)
+    pack_s = best(lambda: LlamaDecoder(model, rows=P * k), 3)
+    weights = sum(p.numel() for p in model.model.layers.parameters()) + model.get_output_embeddings().weight.numel()
+    step_bytes = weights * 4
+    step_s = (decode_s - pack_s) / (T - 1)  # the first token comes from the prefill's logits
+    print(f"Machine: {cpu_name()}, torch threads {args.threads}, fp32.\n")
+    print("| quantity | value |\n|---|---:|")
+    print(f"| read bandwidth (sum over 1 GB, best of 5) | {bandwidth / 1e9:.1f} GB/s |")
+    print(f"| a 16-row product with the 113 MB head, MKL-packed (best of 10) | {product_bandwidth / 1e9:.1f} GB/s |")
+    print(f"| weights read per decode step (30 blocks + tied head) | {step_bytes / 1e6:.0f} MB |")
+    print(f"| decode, {P} prompts x k = {k} x {T} tokens (best of 3) | {decode_s:.2f} s |")
+    print(f"| of which packing the weights once (`LlamaDecoder`) | {pack_s:.2f} s |")
+    print(f"| one decode step | {step_s * 1e3:.1f} ms |")
+    print(f"| bandwidth a step achieves (weights / step time) | {step_bytes / step_s / 1e9:.1f} GB/s |")
+    print(f"| floor: weights / read bandwidth per step, x {T - 1} steps | {step_bytes / bandwidth * (T - 1):.2f} s |")
+
+
+if __name__ == "__main__":
+    main()
