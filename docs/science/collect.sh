@@ -4,7 +4,7 @@
 # the stage timings and every model's eval.json; and the data split.
 set -eu
 cd "$(dirname "$0")/../.."
-for s in human gold; do
+for s in human gold gold_budget; do
   r=runs/tldr/$s
   [ -d "$r" ] || continue
   for f in table coverage claims generations; do [ -f "$r/$f.md" ] && cp "$r/$f.md" "docs/science/${s}_$f.md"; done
