@@ -14,32 +14,18 @@ import torch
 from torch.testing import assert_close
 
 from family_models import FAMILIES, PAD, SHARED, VOCAB, family_model
+from ragged import CASES, grads
+from ragged import batch as ragged_batch
 from hybridpo.forward import layout
 from hybridpo.forward import prompts as prompt_cache
 from hybridpo.forward import packing_unsupported_reason, response_logps
 from hybridpo.forward import prompt_pass, prompt_pass_unsupported_reason
 
-CASES = {
-    # lengths: prompts, then per prompt its responses
-    "mixed": ((5, 1, 9, 4), ((3, 7), (1,), (4, 1, 6), (1, 10))),  # 4 + 5 ... share rows: packed prefill
-    "pairs": ((9, 6, 5), ((6, 3), (1, 4), (2, 8))),  # 6 + 5 > 9: one prompt per row, left-padded prefill
-}
 PREFILL = {"mixed": "packed_prompt_kv", "pairs": "forward_prompts"}
 
 
 def batch(case, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = lambda n: torch.randint(2, VOCAB, (n,), generator=g).tolist()  # noqa: E731
-    prompt_lens, response_lens = CASES[case]
-    return [ids(n) for n in prompt_lens], [[ids(n) for n in ns] for ns in response_lens]
-
-
-def grads(model, result):
-    """Gradients of a weighted sum of the sequence log-probs (weights differ, so each response counts)."""
-    w = torch.linspace(-1.0, 2.0, len(result.logps))
-    model.zero_grad()
-    (w * result.logps).sum().backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return ragged_batch(case, VOCAB, seed)
 
 
 def assert_same(fast, padded, model_grads):

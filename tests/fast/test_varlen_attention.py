@@ -15,14 +15,15 @@ from hybridpo import zoo
 from hybridpo.fast import attention_for
 from hybridpo.fast import varlen_attention as va
 from hybridpo.forward import prefill, prompt_pass, response_logps
+from ragged import CASES, grads
+from ragged import batch as ragged_batch
 
 VOCAB, PAD = 97, 1
 ARCHS = ("gpt-neox", "llama", "qwen2", "mistral")
-CASES = {
-    # prompt lengths, then per prompt its response lengths (1-token responses: predicted by the prompt alone)
-    "mixed": ((5, 1, 9, 4), ((3, 7), (1,), (4, 1, 6), (1, 10))),
-    "pairs": ((9, 6, 5), ((6, 3), (1, 4), (2, 8))),
-}
+
+
+def batch(case, seed=1):
+    return ragged_batch(case, VOCAB, seed)
 
 
 def model_of(arch: str):
@@ -39,20 +40,6 @@ def model_of(arch: str):
             elif p.dim() == 1:
                 p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
     return model.train()
-
-
-def batch(case, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = lambda n: torch.randint(2, VOCAB, (n,), generator=g).tolist()  # noqa: E731
-    prompt_lens, response_lens = CASES[case]
-    return [ids(n) for n in prompt_lens], [[ids(n) for n in ns] for ns in response_lens]
-
-
-def grads(model, result):
-    w = torch.linspace(-1.0, 2.0, len(result.logps))  # every response's gradient counts, differently
-    model.zero_grad()
-    (w * result.logps).sum().backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
 def assert_same(fast, padded, g_fast, g_padded):

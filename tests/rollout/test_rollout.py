@@ -154,20 +154,6 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
         assert torch.equal(r.sampler_logps, torch.zeros_like(r.sampler_logps))  # point mass
 
 
-def test_top_k_samples_only_top_tokens_and_reports_both_logps():
-    model, tau = tiny_model(), 0.8
-    r = sample(model, PROMPTS, 3, max_new_tokens=8, eos_id=EOS, pad_id=PAD, temperature=tau,
-               top_k=2, generator=gen(4))
-    for i, p in enumerate(PROMPTS):
-        for j, y in enumerate(r.responses[i]):
-            logits = model(input_ids=torch.tensor([p + y])).logits[0, len(p) - 1 : -1] / tau  # (n, V)
-            top2 = logits.topk(2, dim=-1)
-            assert all(t in row for t, row in zip(y, top2.indices.tolist()))
-            picked = logits.gather(-1, torch.tensor(y)[:, None]).squeeze(-1)
-            assert_close(r.logps[i, j], (picked - logits.logsumexp(-1)).sum(), atol=1e-5, rtol=0)
-            assert_close(r.sampler_logps[i, j], (picked - top2.values.logsumexp(-1)).sum(), atol=1e-5, rtol=0)
-
-
 @pytest.mark.skipif(not TOKENIZER.exists(), reason=f"shared tokenizer missing at {TOKENIZER}")
 def test_stop_string_cuts_after_the_token_that_completes_it():
     tok = PreTrainedTokenizerFast(tokenizer_file=str(TOKENIZER), eos_token="<|endoftext|>",
