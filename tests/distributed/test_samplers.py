@@ -91,6 +91,8 @@ def test_eos_stops_and_everything_after_is_masked(sampler):
             assert r.tokens[i, j, :n].tolist() == y
             assert (r.tokens[i, j, n:] == PAD).all() and (r.tok_logps[i, j, n:] == 0).all()
             assert r.mask[i, j].tolist() == [t < n for t in range(r.tokens.shape[-1])]
+    assert_close(r.logps, r.tok_logps.sum(-1))
+    assert_close(r.sampler_logps, r.logps, atol=1e-6, rtol=0)  # no truncation: the sampler is π_τ itself
     rescored = response_logps(model, prompts, r.responses, pad_id=PAD)
     assert_close(rescored.by_prompt(), r.logps, atol=1e-5, rtol=0)
 

@@ -112,27 +112,6 @@ def test_lora_policy_samples_and_scores_consistently_and_mode_is_restored():
     assert_close(scored.by_prompt(), r.logps, atol=1e-5, rtol=0)
 
 
-def test_eos_stops_and_everything_after_is_masked():
-    """Vocab {EOS, PAD, 2, 3}: EOS is frequent, so both finished and cut-off samples occur."""
-    model, max_new = tiny_model(vocab=4, init=0.5), 6
-    prompts = [[2, 3, 2], [3], [2, 2, 3, 3, 2]]
-    r = sample(model, prompts, 16, max_new_tokens=max_new, eos_id=EOS, pad_id=PAD, generator=gen(2))
-    assert r.finished.any() and not r.finished.all()
-    for i, rs in enumerate(r.responses):
-        for j, y in enumerate(rs):
-            n = len(y)
-            assert r.lengths[i, j] == n and 1 <= n <= max_new
-            assert EOS not in y[:-1]  # nothing after the first EOS
-            assert r.finished[i, j] == r.eos[i, j] == (y[-1] == EOS)
-            if not r.finished[i, j]:
-                assert n == max_new  # only max_new_tokens cuts a sample short
-            assert r.tokens[i, j, :n].tolist() == y
-            assert (r.tokens[i, j, n:] == PAD).all() and (r.tok_logps[i, j, n:] == 0).all()
-            assert r.mask[i, j].tolist() == [t < n for t in range(r.tokens.shape[-1])]
-    assert_close(r.logps, r.tok_logps.sum(-1))
-    assert torch.equal(r.sampler_logps, r.logps)  # no truncation: the sampler is π_τ itself
-
-
 def test_truncation_by_hand():
     """Probs (0.5, 0.3, 0.15, 0.05): top-p keeps the smallest prefix holding p of the mass."""
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
