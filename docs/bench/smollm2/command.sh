@@ -6,3 +6,5 @@ B=".venv/bin/hybridpo bench speed --steps 3 --repeats 1"
 $B --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo
 $B --workload smollm2-hypo --out docs/bench/smollm2/hypo
 $B --workload smollm2-rloo --out docs/bench/smollm2/rloo
+# the precomputed-reference variants on both sides (TRL's precompute_ref_log_probs), every weight trained
+$B --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo precompute-ref,trl dpo ref-model,trl dpo precompute-ref" --out docs/bench/smollm2/dpo_precompute
