@@ -14,11 +14,11 @@ the fastest 16-row product here (MKL's packed GEMM, as the decode uses) streams 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 
+from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import build_model, get_workload
 from hybridpo.fast import neox_decode
 from hybridpo.fast.llama_decode import LlamaDecoder
@@ -31,16 +31,6 @@ def best(fn, reps: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main():
@@ -88,7 +78,7 @@ def main():
     weights = sum(p.numel() for p in model.model.layers.parameters()) + model.get_output_embeddings().weight.numel()
     step_bytes = weights * 4
     step_s = (decode_s - pack_s) / (T - 1)  # the first token comes from the prefill's logits
-    print(f"Machine: {cpu_name()}, torch threads {args.threads}, fp32.\n")
+    print(f"Machine: {machine()}; torch threads {args.threads}; fp32.\n")
     print("| quantity | value |\n|---|---:|")
     print(f"| read bandwidth (sum over 1 GB, best of 5) | {bandwidth / 1e9:.1f} GB/s |")
     print(f"| a 16-row product with the 113 MB head, MKL-packed (best of 10) | {product_bandwidth / 1e9:.1f} GB/s |")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass, field
 
 
@@ -41,3 +43,23 @@ def current_rss() -> int:
     except OSError:
         pass
     return 0
+
+
+def machine(device: str = "cpu") -> str:
+    """The machine a benchmark ran on, for its table: CPU model (Intel and AMD rates differ),
+    logical CPUs, OS, and the GPU when `device` is CUDA."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = ""
+    if device.startswith("cuda"):
+        import torch
+
+        gpu = f"; GPU {torch.cuda.get_device_name(0)}"
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}{gpu}"

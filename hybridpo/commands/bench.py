@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,24 +35,8 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="", help="directory for speed.md and speed.json (default: print only)")
 
 
-def _machine(device: str = "cpu") -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = ""
-    if device.startswith("cuda"):
-        import torch
-
-        gpu = f"; GPU {torch.cuda.get_device_name(0)}"
-    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}{gpu}"
-
-
 def _speed_run(args: argparse.Namespace) -> int:
+    from hybridpo.bench.record import machine
     from hybridpo.bench.report import markdown
     from hybridpo.bench.speed import ALL_WORKLOADS, SMOLLM2_WORKLOADS, VARIANTS, run_speed
 
@@ -75,13 +57,13 @@ def _speed_run(args: argparse.Namespace) -> int:
     peak, rows = run_speed(workloads, args.threads, args.repeats, variants, overrides or None,
                            progress=lambda line: print(line, flush=True))
     where = f"{args.device}, {args.precision}" + (", random weights" if args.random_weights else "")
-    text = markdown(peak, args.threads, args.repeats, rows, _machine(args.device), where)
+    text = markdown(peak, args.threads, args.repeats, rows, machine(args.device), where)
     print(text)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "speed.md").write_text(text)
-        payload = {"peak_flops": peak, "threads": args.threads, "repeats": args.repeats, "machine": _machine(args.device),
+        payload = {"peak_flops": peak, "threads": args.threads, "repeats": args.repeats, "machine": machine(args.device),
                    "device": args.device, "precision": args.precision, "random_weights": args.random_weights,
                    "rows": [asdict(r) for r in rows]}
         (out / "speed.json").write_text(json.dumps(payload, indent=1))
