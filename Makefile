@@ -34,7 +34,7 @@ model: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/hybridpo lab all --out runs/lab
 
-# the speed benchmark against TRL 1.16 on SmolLM2-135M-Instruct (needs the bench extra; ~25 min)
+# the speed benchmark against TRL 1.16 on SmolLM2-135M-Instruct (needs the bench extra; ~2 h on 2 cores)
 bench: $(STAMP)
 	$(PY) -m pip install -q -c $(LOCK) -e '.[bench]'
 	bash docs/bench/smollm2/command.sh

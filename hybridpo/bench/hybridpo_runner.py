@@ -42,31 +42,37 @@ class LowIdReward:
             return torch.tensor(low_id_reward([r for rs in responses for r in rs], self.vocab))
 
 
-def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False, last_n: bool = False) -> RunRecord:
+def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False, last_n: bool = False,
+            elementwise: str = "auto") -> RunRecord:
     """The registry's `dpo`, reference log-probs fresh each step or precomputed once; with `last_n`
-    only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk."""
+    only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk; `elementwise`
+    is the speed setting (hybridpo.fast.elementwise_for)."""
     name = ("hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
-            + (f" last-{w.last_n_layers}" if last_n else ""))
+            + (f" last-{w.last_n_layers}" if last_n else "") + (f" {elementwise}-elementwise" if elementwise != "auto" else ""))
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
     record.note = (f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
-                   + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else ""))
-    return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute}, {"logprob_layout": layout},
-                last_n=last_n)
+                   + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else "")
+                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else ""))
+    return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute},
+                {"logprob_layout": layout, "elementwise": elementwise}, last_n=last_n)
 
 
 SHARE_NOTES = {"auto": "", "off": ", the sampler runs its own prompt pass",
                "on": ", one prompt pass shared by the sampler and the loss"}
 
 
-def run_hypo(w: Workload, share_prompt: str = "auto") -> RunRecord:
+def run_hypo(w: Workload, share_prompt: str = "auto", elementwise: str = "auto") -> RunRecord:
     """HyPO: the offline DPO pair plus k on-policy samples per prompt. `share_prompt` is the speed
     setting: "auto" (hybridpo.fast.share_prompt_rule decides), "off" (the sampler prefills the
-    prompts itself), "on" (the loss reuses the pass the sampler was seeded from)."""
-    name = "hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt]
+    prompts itself), "on" (the loss reuses the pass the sampler was seeded from); `elementwise`
+    too (hybridpo.fast.elementwise_for)."""
+    name = ("hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt]
+            + (f" {elementwise}-elementwise" if elementwise != "auto" else ""))
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
     args = {"beta": w.beta, "k": w.hypo_k, "max_new_tokens": w.hypo_new_tokens}
-    record.note = f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt]
-    return _run(record, w, "hypo", args, {"share_prompt": share_prompt})
+    record.note = (f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt]
+                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else ""))
+    return _run(record, w, "hypo", args, {"share_prompt": share_prompt, "elementwise": elementwise})
 
 
 def run_rlhf(w: Workload) -> RunRecord:

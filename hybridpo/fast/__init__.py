@@ -11,6 +11,7 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 | attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span; the DPO step's policy forward + backward and reference forward 29.5 -> 19.8 s CPU, one thread; peak RSS 9.42 -> 8.75 GB); "masked" elsewhere (never measured on a GPU) |
 | the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (SmolLM2-135M, two DPO steps' forwards + backward, spans: peak RSS 8.75 -> 7.22 GB, time the same, 19.8 vs 19.6 s CPU, one thread); "plain" elsewhere (never measured on a GPU) |
 | SwiGLU MLP keeping the gate and up outputs only for the backward (silu(g) * u recomputed there) | `fused_mlp` | `response_logps(mlp=)`, `prompt_pass(mlp=)` | "fused" for Llama / Qwen2 / Mistral MLPs of plain nn.Linear projections and silu, on CPU (SmolLM2-135M, two DPO steps' forwards + backward with spans and the fused head: peak RSS 7.32 -> 6.22 GB, CPU time the same within noise, 24-26 vs 26-30 s per step, one thread); "plain" elsewhere (never measured on a GPU) |
+| a block's elementwise chains (RMSNorm, rotary, SwiGLU's backward) as compiled loops (torch.compile, inductor's C++ backend, dynamic shapes) | `compiled_elementwise` | `speed.elementwise` (`response_logps(elementwise=)`, `prompt_pass(elementwise=)`) | "compiled" for Llama / Qwen2 / Mistral models on CPU with a C++ compiler and an MLP width f >= 1,024 (SmolLM2-135M, f = 1,536, 2 threads: one batch, the two settings alternated 4 times, policy forward + reference forward + backward 14.82 -> 13.97 s; over an epoch of the smollm2 workloads, DPO step 15.29 -> 13.82 s, HyPO 24.43 -> 22.29 s, DPO peak RSS 9.03 -> 8.22 GB, docs/bench/history.md; compiling costs ~15 s once per process, ~3 s from inductor's disk cache, so it pays within the first steps of a wide model and never on the test suite's tiny ones, f <= 256); "eager" elsewhere (never measured on a GPU) |
 | keep freed CPU memory for reuse (glibc mallopt) | `cpu_memory` | `speed.keep_freed_memory`, applied by the command line, never by a library call | on for a run on CPU: 15% less time, 1.5-2x the resident memory; off on a GPU |
 """
 
@@ -21,6 +22,7 @@ KV_CACHES = ("auto", "preallocated", "dynamic")
 ATTENTIONS = ("auto", "spans", "masked")
 HEADS = ("auto", "fused", "plain")
 MLPS = ("auto", "fused", "plain")
+ELEMENTWISE = ("auto", "compiled", "eager")
 
 
 def mlp_for(model, setting: str = "auto") -> str:
@@ -44,13 +46,33 @@ def _fast_or_plain(name: str, setting: str, choices: tuple, fast: str, plain: st
     return fast if why is None else plain
 
 
-def mlp_scope(model, setting: str = "auto"):
-    """The context a forward with grad runs in under `setting` (hybridpo.fast.fused_mlp.fused_mlps or nothing)."""
+def elementwise_for(model, setting: str = "auto") -> str:
+    """"compiled" (hybridpo.fast.compiled_elementwise) or "eager" for `model` under `setting`;
+    "auto" compiles only for an MLP width of at least 1,024 (the rule in the table above)."""
+    from hybridpo.fast import compiled_elementwise as ce
+
+    def reason():
+        why = ce.unsupported_reason(model)
+        if why is None and setting == "auto" and not ce.wide_enough(model):
+            return "MLP width under 1,024: compiling costs more than it saves"
+        return why
+
+    return _fast_or_plain("elementwise", setting, ELEMENTWISE, "compiled", "eager", reason)
+
+
+def block_scope(model, mlp: str = "auto", elementwise: str = "auto"):
+    """The context a log-prob forward runs in: hybridpo.fast.fused_mlp.fused_mlps under `mlp`, and
+    hybridpo.fast.compiled_elementwise.compiled_blocks under `elementwise`."""
     import contextlib
 
-    from hybridpo.fast import fused_mlp
+    from hybridpo.fast import compiled_elementwise, fused_mlp
 
-    return fused_mlp.fused_mlps(model) if mlp_for(model, setting) == "fused" else contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    if mlp_for(model, mlp) == "fused":
+        stack.enter_context(fused_mlp.fused_mlps(model))
+    if elementwise_for(model, elementwise) == "compiled":
+        stack.enter_context(compiled_elementwise.compiled_blocks(model))
+    return stack
 
 
 def share_prompt_rule(model, prompts, responses=None, samples=None, attention: str = "auto") -> bool:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from hybridpo.fast import attention_for, head_for, mlp_scope
+from hybridpo.fast import attention_for, block_scope, head_for
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -73,6 +73,7 @@ def response_logps(
     attention: str = "auto",
     head: str = "auto",
     mlp: str = "auto",
+    elementwise: str = "auto",
 ) -> ResponseLogps:
     """log π_τ(y|x) for every response y of every prompt x, π_τ = softmax(logits / τ), in fp32.
 
@@ -80,7 +81,9 @@ def response_logps(
     distribution that drew them (hybridpo.rollout.sample uses the same convention). Raises
     `PackingUnsupported` for layout="packed" on a model that cannot take a custom 4D mask.
     With `prompt_pass` (hybridpo.forward.prompts.prompt_pass of the same model on the same
-    prompts) only the responses are forwarded; `layout` is then not used.
+    prompts) only the responses are forwarded; `layout` is then not used. `attention`, `head`,
+    `mlp` and `elementwise` choose speed tricks of hybridpo.fast (the same numbers; "auto" follows
+    the measured rules there).
     """
     lay.check_inputs(prompts, responses)
     if not temperature > 0:
@@ -90,10 +93,10 @@ def response_logps(
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; choose from {list(LAYOUTS)}")
     if prompt_pass is not None:
-        with mlp_scope(model, mlp):
+        with block_scope(model, mlp, elementwise):
             tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature, attention, head)
     elif layout == "packed":
-        with mlp_scope(model, mlp):
+        with block_scope(model, mlp, elementwise):
             tok = _packed(model, prompts, responses, pad_id, temperature, attention, head)
     else:
         tok = _padded(model, prompts, responses, pad_id, temperature)

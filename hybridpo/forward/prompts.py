@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hybridpo.fast import attention_for, mlp_scope
+from hybridpo.fast import attention_for, block_scope
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -74,7 +74,7 @@ def _checkpointing(inner) -> bool:
 
 
 def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str = "auto",
-                mlp: str = "auto") -> PromptPass:
+                mlp: str = "auto", elementwise: str = "auto") -> PromptPass:
     """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
 
     The head runs at one position per prompt. Raises `PackingUnsupported` when
@@ -87,10 +87,10 @@ def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str 
     if reason is not None:
         raise hf.PackingUnsupported(f"prompt_pass is not available: {reason}")
     if attention_for(model, attention) == "spans":
-        with mlp_scope(model, mlp):
+        with block_scope(model, mlp, elementwise):
             kv, last_logits, attn, flat_kv, starts = _spans_prefill(model, prompts)
         return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn, flat_kv=flat_kv, flat_start=starts)
-    with mlp_scope(model, mlp):
+    with block_scope(model, mlp, elementwise):
         kv, last_logits, attn = prefill(model, prompts, pad_id, attention="masked")
     if not isinstance(kv, list):
         raise hf.PackingUnsupported(f"a prompt pass needs a DynamicCache of plain layers, got {type(kv).__name__}")

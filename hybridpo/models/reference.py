@@ -40,6 +40,7 @@ class Reference:
     disable_adapter_of: nn.Module | None = None  # the peft model whose adapter scope() disables
     pad_id: int = 0  # padding id of the batches (never read as a token: masks come from lengths)
     layout: str = "packed"  # hybridpo.forward.logprobs layout, the policy's
+    elementwise: str = "auto"  # response_logps(elementwise=), the policy's (hybridpo.fast.elementwise_for)
     clock: StepClock = field(default_factory=StepClock)  # where "reference forward" time is counted
 
     def scope(self):
@@ -53,12 +54,12 @@ class Reference:
         """log π_ref,τ(y|x) of every response (hybridpo.forward.response_logps conventions), no grad."""
         with self.clock.time("reference forward"), self.scope():
             return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
-                                  layout=self.layout)
+                                  layout=self.layout, elementwise=self.elementwise)
 
 
 def build_reference(policy: nn.Module, cfg: ModelConfig, **role) -> Reference:
     """π_ref for `policy` as configured (call before training changes the policy); `role` sets
-    the Reference's pad_id / layout / clock."""
+    the Reference's pad_id / layout / elementwise / clock."""
     kind = cfg.reference
     if kind == "auto":
         kind = {"lora": "disabled_adapter", "last_n_layers": "frozen_trunk", "full": "copy"}[cfg.finetune]

@@ -1,0 +1,71 @@
+"""speed.elementwise on one SmolLM2 DPO batch, the two settings alternated in one process.
+
+The DPO step's model work (policy forward with grad, reference forward without, backward) on the
+first batch of the smollm2-dpo workload, `compiled` and `eager` one after the other `--repeats`
+times, so a drift of the machine's load hits both alike; medians per phase. The optimizer is left
+out (the settings do not touch it).
+
+    .venv/bin/python docs/bench/elementwise_paired.py --repeats 4 > docs/bench/smollm2/elementwise_paired.md
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from hybridpo.bench.record import machine
+from hybridpo.bench.workloads import batches, build_model, build_pairs, get_workload, load_tokenizer
+from hybridpo.fast.cpu_memory import keep_freed_memory
+from hybridpo.forward import response_logps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    keep_freed_memory()  # as `hybridpo train` on CPU
+    w = get_workload("smollm2-dpo")
+    tokenizer = load_tokenizer(w)
+    pairs = build_pairs(w, tokenizer)
+    model = build_model(w).train()
+    batch = batches(w, pairs)[args.batch]
+    prompts = [p.prompt_ids for p in batch]
+    responses = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    pad = tokenizer.pad_token_id
+
+    def step(setting: str) -> tuple[float, float, float, float]:
+        t0 = time.perf_counter()
+        out = response_logps(model, prompts, responses, pad_id=pad, elementwise=setting)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            response_logps(model, prompts, responses, pad_id=pad, elementwise=setting)
+        t2 = time.perf_counter()
+        out.logps.sum().backward()
+        t3 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        return t1 - t0, t2 - t1, t3 - t2, t3 - t0
+
+    settings = ("eager", "compiled")
+    for s in settings:  # warm-up: the compile, and the heap grown to the step's size
+        step(s)
+    times = {s: [] for s in settings}
+    for _ in range(args.repeats):
+        for s in settings:
+            times[s].append(step(s))
+    tokens = sum(len(p) + sum(map(len, rs)) for p, rs in zip(prompts, responses))
+    print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-dpo ({len(batch)} pairs, {tokens} tokens), "
+          f"median of {args.repeats} alternated repeats.\n")
+    print("| speed.elementwise | policy forward s | reference forward s | backward s | total s | every total s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for s in settings:
+        cols = [statistics.median(c) for c in zip(*times[s])]
+        print(f"| {s} | " + " | ".join(f"{c:.2f}" for c in cols) + " | " + ", ".join(f"{t[3]:.2f}" for t in times[s]) + " |")
+    e, c = (statistics.median(t[3] for t in times[s]) for s in settings)
+    print(f"\ncompiled / eager: {c / e:.3f} ({100 * (1 - c / e):.1f}% less time)")
+
+
+if __name__ == "__main__":
+    main()
