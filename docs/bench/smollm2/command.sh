@@ -11,3 +11,5 @@ $B --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo precompute-ref,t
 # DPO over a whole epoch of the 64 pairs (1 warm-up + 7 timed steps): the steadier figure behind the bars
 .venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo_epoch
 bash docs/bench/smollm2/elementwise.sh  # speed.elementwise compiled vs eager over an epoch (docs/bench/smollm2/elementwise/)
+# the same epoch after speed.elementwise (compiled chains under auto), both sides again in one run
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo_epoch_compiled
