@@ -6,6 +6,10 @@ times, so a drift of the machine's load hits both alike; medians per phase. The 
 out (the settings do not touch it).
 
     .venv/bin/python docs/bench/elementwise_paired.py --repeats 4 > docs/bench/smollm2/elementwise_paired.md
+    .venv/bin/python docs/bench/elementwise_paired.py --repeats 4 --last-n 4 > docs/bench/smollm2/elementwise_paired_last4.md
+
+With --last-n the reference forward is the whole model's without grad (the training runs' frozen-trunk
+reference shares the trunk instead).
 """
 
 import argparse
@@ -18,12 +22,14 @@ from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import batches, build_model, build_pairs, get_workload, load_tokenizer
 from hybridpo.fast.cpu_memory import keep_freed_memory
 from hybridpo.forward import response_logps
+from hybridpo.models.load import train_last_n_layers
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    parser.add_argument("--last-n", type=int, default=0, help="train only the last n blocks (0: every weight)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     keep_freed_memory()  # as `hybridpo train` on CPU
@@ -31,6 +37,8 @@ def main() -> None:
     tokenizer = load_tokenizer(w)
     pairs = build_pairs(w, tokenizer)
     model = build_model(w).train()
+    if args.last_n:
+        train_last_n_layers(model, args.last_n)
     batch = batches(w, pairs)[args.batch]
     prompts = [p.prompt_ids for p in batch]
     responses = [[p.chosen_ids, p.rejected_ids] for p in batch]
@@ -56,8 +64,9 @@ def main() -> None:
         for s in settings:
             times[s].append(step(s))
     tokens = sum(len(p) + sum(map(len, rs)) for p, rs in zip(prompts, responses))
+    trained = f"the last {args.last_n} blocks trained" if args.last_n else "every weight trained"
     print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-dpo ({len(batch)} pairs, {tokens} tokens), "
-          f"median of {args.repeats} alternated repeats.\n")
+          f"{trained}, median of {args.repeats} alternated repeats.\n")
     print("| speed.elementwise | policy forward s | reference forward s | backward s | total s | every total s |")
     print("|---|---:|---:|---:|---:|---:|")
     for s in settings:
