@@ -14,7 +14,7 @@ inside an autograd function whose backward is a compiled chain too:
                 dx = r (γg − y · mean(γg · y)),  dγ = Σ_rows g · y
     rotary      q' = q cos + rotate_half(q) sin (and k)  keeps nothing but cos, sin
                 dq = g cos + rotate_halfᵀ(g sin),  rotate_halfᵀ(z) = (z₂, −z₁)
-    SwiGLU      h = silu(g) · u                          (hybridpo.fast.fused_mlp keeps g and u)
+    SwiGLU      h = silu(g) · u, eager (two passes; compiled it was no faster)   (fused_mlp keeps g, u)
                 dg = dh · u · σ(g)(1 + g(1 − σ(g))),  du = dh · silu(g), and h again for dW
 
 The values are the eager formulas' to float rounding (the compiled loop sums mean(x²) in its own
@@ -25,7 +25,7 @@ How it reaches the model: `compiled_blocks(model)` swaps, for one forward, the f
 RMSNorm module (instance attribute, removed after) and the modelling module's
 `apply_rotary_pos_emb` (the function the attention layers call by name; transformers itself offers
 it for kernel replacement, `use_kernelized_func`), and switches hybridpo.fast.fused_mlp to the
-compiled SwiGLU chain. Only where the C++ compiler inductor needs is present (`unsupported_reason`).
+compiled SwiGLU backward. Only where the C++ compiler inductor needs is present (`unsupported_reason`).
 Compiling costs ~15 s in a fresh process with an empty cache and ~3 s with inductor's on-disk cache
 (/tmp/torchinductor_<user>), once per process. Measured: the DPO step 15.29 -> 13.82 s, HyPO's
 24.43 -> 22.29 s over an epoch (docs/bench/history.md).
