@@ -48,13 +48,14 @@ def _fast_or_plain(name: str, setting: str, choices: tuple, fast: str, plain: st
 
 def elementwise_for(model, setting: str = "auto") -> str:
     """"compiled" (hybridpo.fast.compiled_elementwise) or "eager" for `model` under `setting`;
-    "auto" compiles only for an MLP width of at least 1,024 (the rule in the table above)."""
+    "auto" compiles only for an MLP width of at least compiled_elementwise.MIN_WIDTH (the rule in
+    the table above)."""
     from hybridpo.fast import compiled_elementwise as ce
 
     def reason():
         why = ce.unsupported_reason(model)
         if why is None and setting == "auto" and not ce.wide_enough(model):
-            return "MLP width under 1,024: compiling costs more than it saves"
+            return f"MLP width under {ce.MIN_WIDTH:,}: compiling costs more than it saves"
         return why
 
     return _fast_or_plain("elementwise", setting, ELEMENTWISE, "compiled", "eager", reason)
@@ -68,9 +69,10 @@ def block_scope(model, mlp: str = "auto", elementwise: str = "auto"):
     from hybridpo.fast import compiled_elementwise, fused_mlp
 
     stack = contextlib.ExitStack()
+    compiled = elementwise_for(model, elementwise) == "compiled"
     if mlp_for(model, mlp) == "fused":
-        stack.enter_context(fused_mlp.fused_mlps(model))
-    if elementwise_for(model, elementwise) == "compiled":
+        stack.enter_context(fused_mlp.fused_mlps(model, compiled=compiled))
+    if compiled:
         stack.enter_context(compiled_elementwise.compiled_blocks(model))
     return stack
 

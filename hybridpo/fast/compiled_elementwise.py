@@ -24,8 +24,8 @@ own forward at 1e-5 (fp32).
 How it reaches the model: `compiled_blocks(model)` swaps, for one forward, the forward of every
 RMSNorm module (instance attribute, removed after) and the modelling module's
 `apply_rotary_pos_emb` (the function the attention layers call by name; transformers itself offers
-it for kernel replacement, `use_kernelized_func`), and switches hybridpo.fast.fused_mlp to the
-compiled SwiGLU backward. Only where the C++ compiler inductor needs is present (`unsupported_reason`).
+it for kernel replacement, `use_kernelized_func`); hybridpo.fast.fused_mlp's `fused_mlps(model,
+compiled=True)` runs the compiled SwiGLU backward. Only where the C++ compiler inductor needs is present (`unsupported_reason`).
 Compiling costs ~15 s in a fresh process with an empty cache and ~3 s with inductor's on-disk cache
 (/tmp/torchinductor_<user>), once per process. Measured: the DPO step 15.29 -> 13.82 s, HyPO's
 24.43 -> 22.29 s over an epoch (docs/bench/history.md).
@@ -34,7 +34,6 @@ Compiling costs ~15 s in a fresh process with an empty cache and ~3 s with induc
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import importlib
 import shutil
@@ -47,12 +46,7 @@ MODEL_TYPES = ("llama", "qwen2", "mistral")
 NORM_CLASSES = ("LlamaRMSNorm", "Qwen2RMSNorm", "MistralRMSNorm")
 MODELLING = {t: f"transformers.models.{t}.modeling_{t}" for t in MODEL_TYPES}
 
-_ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("hybridpo_compiled_elementwise", default=False)
-
-
-def active() -> bool:
-    """Whether a forward inside `compiled_blocks` is running (hybridpo.fast.fused_mlp reads it)."""
-    return _ACTIVE.get()
+MIN_WIDTH = 1024  # the `auto` rule's MLP width f (hybridpo/fast/__init__.py: SmolLM2's 1,536 pays, the tests' <= 256 would not)
 
 
 def unsupported_reason(model) -> str | None:
@@ -82,12 +76,12 @@ def compiler_missing() -> str | None:
     return None
 
 
-def wide_enough(model, min_width: int = 1024) -> bool:
-    """The `auto` rule's size test: the MLP width f at least `min_width` (see hybridpo/fast/__init__.py)."""
+def wide_enough(model) -> bool:
+    """The `auto` rule's size test: the MLP width f at least MIN_WIDTH."""
     from hybridpo.forward import hf
 
     config = getattr(hf.unwrap_model(model), "config", None)
-    return (getattr(config, "intermediate_size", 0) or 0) >= min_width
+    return (getattr(config, "intermediate_size", 0) or 0) >= MIN_WIDTH
 
 
 # --- the chains, written as the eager formulas, compiled on first use --------------------------
@@ -196,7 +190,7 @@ def apply_rotary_pos_emb(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, unsquee
     """transformers' apply_rotary_pos_emb (same signature, same values) as one compiled chain."""
     cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
     if cos.requires_grad or sin.requires_grad or q.dtype != cos.dtype or cos.shape[-1] != q.shape[-1]:
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        return _rotary_forward(q, k, cos, sin)  # eager
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
         return _Rotary.apply(q, k, cos, sin)
     return rotary_forward()(q, k, cos, sin)
@@ -204,14 +198,13 @@ def apply_rotary_pos_emb(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, unsquee
 
 @contextlib.contextmanager
 def compiled_blocks(model):
-    """Within: `model`'s RMSNorms, rotary and SwiGLU products run as compiled chains."""
+    """Within: `model`'s RMSNorms and rotary run as compiled chains (SwiGLU's backward: `fused_mlps(compiled=True)`)."""
     from hybridpo.forward import hf
 
     inner = hf.unwrap_model(model)
     modelling = importlib.import_module(MODELLING[inner.config.model_type])
     swapped = []
     original = modelling.apply_rotary_pos_emb
-    token = _ACTIVE.set(True)
     try:
         for module in model.modules():
             if type(module).__name__ in NORM_CLASSES and "forward" not in module.__dict__ and not _hooked(module):
@@ -223,7 +216,6 @@ def compiled_blocks(model):
         modelling.apply_rotary_pos_emb = original
         for module in swapped:
             del module.forward
-        _ACTIVE.reset(token)
 
 
 def _hooked(module) -> bool:

@@ -19,7 +19,7 @@ reference, the sampler) runs the module as it is.
 from __future__ import annotations
 
 import contextlib
-import types
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -54,13 +54,14 @@ def _mlps(model):
 
 
 @contextlib.contextmanager
-def fused_mlps(model):
-    """Within: every SwiGLU MLP of `model` keeps only its gate and up outputs for the backward."""
+def fused_mlps(model, compiled: bool = False):
+    """Within: every SwiGLU MLP of `model` keeps only its gate and up outputs for the backward;
+    with `compiled`, its backward's elementwise chain is hybridpo.fast.compiled_elementwise's."""
     swapped = []
     try:
         for module in _mlps(model):
             if "forward" not in module.__dict__:
-                module.forward = types.MethodType(_forward, module)
+                module.forward = functools.partial(_forward, module, compiled=compiled)
                 swapped.append(module)
         yield
     finally:
@@ -68,11 +69,11 @@ def fused_mlps(model):
             del module.forward
 
 
-def _forward(self, x: Tensor) -> Tensor:
+def _forward(self, x: Tensor, compiled: bool = False) -> Tensor:
     gate, up = self.gate_proj(x), self.up_proj(x)
     down = self.down_proj
     if torch.is_grad_enabled() and any(t.requires_grad for t in (gate, up, down.weight)):
-        compiled = compiled_elementwise.active() and gate.dtype in (torch.float32, torch.float64)
+        compiled = compiled and gate.dtype in (torch.float32, torch.float64)  # measured in fp32 (float64: the tests)
         return _SwiGLUDown.apply(gate, up, down.weight, down.bias, compiled)
     return down(F.silu(gate) * up)
 

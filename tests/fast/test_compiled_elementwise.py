@@ -87,7 +87,7 @@ def test_the_compiled_swiglu_backward_gives_the_modules_gradients():
     g_want = torch.autograd.grad((w * want).sum(), [x, *mlp.parameters()])
     calls = []
     chain = ce.swiglu_backward()
-    with pytest.MonkeyPatch.context() as patch, fused_mlp.fused_mlps(mlp), ce.compiled_blocks(_wrap(mlp)):
+    with pytest.MonkeyPatch.context() as patch, fused_mlp.fused_mlps(mlp, compiled=True):
         patch.setattr(ce, "swiglu_backward", lambda: lambda *a: calls.append(1) or chain(*a))
         got = mlp(x)
         g_got = torch.autograd.grad((w * got).sum(), [x, *mlp.parameters()])
@@ -143,7 +143,7 @@ def test_auto_compiles_only_wide_llama_family_models():
 
 
 class _wrap(torch.nn.Module):
-    """A module with a Llama config around a bare norm or MLP, for compiled_blocks' model lookup."""
+    """A module with a Llama config around a bare norm, for compiled_blocks' model lookup."""
 
     def __init__(self, inner):
         super().__init__()
