@@ -59,7 +59,8 @@ from hybridpo.sampling import EVAL, TRAIN, GenerateSampler, example_seeds
 
 _SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 SAMPLERS = {  # speed.sampler -> what draws the online samples (hybridpo.models.policy.Sampler)
-    "builtin": lambda speed: BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache),
+    "builtin": lambda speed: BuiltinSampler(decoder=speed.decoder, kv_cache=speed.kv_cache,
+                                            decode_gemm=speed.decode_gemm),
     "generate": lambda speed: GenerateSampler(),
 }
 _FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

@@ -76,6 +76,7 @@ def sample(
     prompt_pass: PromptPass | None = None,
     decoder: str = "auto",
     kv_cache: str = "auto",
+    decode_gemm: str = "auto",
     uniforms: Tensor | None = None,
 ) -> Rollout:
     """Draw k completions for each prompt from `model` (a transformers causal LM, peft or not).
@@ -93,6 +94,8 @@ def sample(
     lean step only for fp32 weights on CPU outside autocast). `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
     "dynamic" (transformers' own), "auto" by hybridpo.fast.kv_cache_for's rule. Every choice draws
     the same tokens from the same generator (up to float rounding of the logits).
+    `decode_gemm`: the lean step's products, "panels" (hybridpo.fast.panel_linear), "library"
+    (MKL), "auto" by hybridpo.fast.decode_gemm_for's rule; the same numbers to float rounding.
 
     `uniforms` (P*k, max_new_tokens) in [0, 1), e.g. hybridpo.sampling.row_uniforms of per-example
     seeds: token t of row n (sample j of prompt i is row i*k + j) is drawn at uniforms[n, t]
@@ -121,6 +124,7 @@ def sample(
 
             tokens, tok_logps, samp_logps, alive, done = lean_decode(
                 lean, hf.unwrap_model(model), kv, prompt_attn, logits, k, max_new_tokens, eos_id, pad_id, draw,
+                gemm=decode_gemm,
             )
         else:
             preallocate = kv_cache_for(kv_cache, plain_layers=isinstance(kv, list)) == "preallocated"

@@ -7,6 +7,7 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 |---|---|---|---|
 | one prompt pass per step for the sampler and the loss | `prompt_rule` | `speed.share_prompt` (`Policy(share_prompt=)`) | "auto": share iff cost(prompt pass) + cost(responses after it) < cost(packed rows) + cost(prompt pass) / 3, costs = positions + a x attention scores per block from the lengths known before sampling (offline responses + k x max_new_tokens); with attention "spans" both layouts compute the same, so sharing pays; with "masked" rows, UltraFeedback's after-pass rows were 49% padding and sharing took 1.9x (docs/families/README.md) |
 | lean decode step (weights folded and MKL-packed once per call; each prompt's cache read once for its k samples; GPT-NeoX and the Llama family) | `neox_decode`, `llama_decode` | `speed.decoder` (`sample(decoder=)`) | the family's lean step ("neox", "llama") on CPU for fp32 weights outside autocast: transformers' GPT-NeoX step took 45 ms at the TL;DR shape with 16 samples, 2 threads; packing the weights alone then took a 53-token decode from 2.20 to 1.88 s. Re-measured per decode step, 1 thread, CPU time (`docs/bench/decode_rule.py`), lean / transformers: GPT-NeoX 2 x 64 (the gold task's smallest, 64 samples x 8) 0.75, 4 x 128 0.88, Pythia-70m shape (16 x 53) 0.72; Llama 2 x 64 0.76, SmolLM2-135M (16 x 53) 0.90 (random weights; the real model 7.6 -> 5.9 s for the 53 tokens, near this machine's memory bandwidth for 0.54 GB of weights per step). The lean step is faster at every size, so the rule is not size-aware: the earlier reading of 0.067 vs 0.036 s per step on the 2 x 64 gold model was taken with 2 threads on a loaded 2-core machine, where each parallel region waits for a descheduled thread (the same script there gave 0.15 s per step at 2 threads against 0.002 s at 1). "transformers" elsewhere (never measured on a GPU, so never chosen there; under bf16 autocast the folded fp32 weights met bf16 activations and broke, so half precision, weights or autocast, decodes with transformers) |
+| the lean decode step's few-row products streaming each weight once (a kernel of our own: W as 16-column panels, a panel's outputs in AVX-512 registers, 16 KB prefetched ahead; compiled once per CPU with the C++ compiler) | `panel_linear` | `speed.decode_gemm` (`sample(decode_gemm=)`) | "panels" on Intel CPUs with AVX-512F for fp32 models of >= 100M parameters where the kernel builds (SmolLM2-135M, 2 threads, Intel Xeon: the step's 121 products 40.8 -> 31.2 ms, 13.2 -> 17.2 GB/s of weights; a 53-token decode of 8 prompts x 2 samples 3.12 -> 2.60 s; in a HyPO step, the two settings alternated in one process, sampling 2.94 -> 2.51 s, the step's model work 19.70 -> 19.19 s, docs/bench/smollm2/decode_gemm_paired.md); "library" (MKL's packed product) elsewhere: AMD CPUs, and models whose weights may stay in cache, were not measured |
 | decode KV cache allocated once | `kv_cache` | `speed.kv_cache` (`sample(kv_cache=)`) | "preallocated" whenever the prefilled cache is plain layers (the dynamic cache's per-token copy was 43% of a TL;DR decode's CPU time); "dynamic" for other caches (sliding windows) |
 | attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span; the DPO step's policy forward + backward and reference forward 29.5 -> 19.8 s CPU, one thread; peak RSS 9.42 -> 8.75 GB); "masked" elsewhere (never measured on a GPU) |
 | the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (SmolLM2-135M, two DPO steps' forwards + backward, spans: peak RSS 8.75 -> 7.22 GB, time the same, 19.8 vs 19.6 s CPU, one thread); "plain" elsewhere (never measured on a GPU) |
@@ -23,6 +24,7 @@ ATTENTIONS = ("auto", "spans", "masked")
 HEADS = ("auto", "fused", "plain")
 MLPS = ("auto", "fused", "plain")
 ELEMENTWISE = ("auto", "compiled", "eager")
+DECODE_GEMMS = ("auto", "panels", "library")
 
 
 def mlp_for(model, setting: str = "auto") -> str:
@@ -131,12 +133,28 @@ def decoder_for(model, setting: str = "auto") -> str:
     return usable[0] if usable and weight.device.type == "cpu" and plain_fp32 else "transformers"
 
 
-def lean_decode(name: str, model, *args, **kwargs):
-    """hybridpo.fast.neox_decode.decode with the decode step `name` ("neox" or "llama") names."""
+def lean_decode(name: str, model, *args, gemm: str = "auto", **kwargs):
+    """hybridpo.fast.neox_decode.decode with the decode step `name` ("neox" or "llama") names, its
+    products as decode_gemm_for(model, gemm) says."""
     from hybridpo.fast import llama_decode, neox_decode
 
     classes = {"neox": neox_decode.NeoXDecoder, "llama": llama_decode.LlamaDecoder}
-    return neox_decode.decode(model, *args, decoder_class=classes[name], **kwargs)
+    linear = None
+    if decode_gemm_for(model, gemm) == "panels":
+        from hybridpo.fast.panel_linear import PanelLinear as linear
+    return neox_decode.decode(model, *args, decoder_class=classes[name], linear=linear, **kwargs)
+
+
+def decode_gemm_for(model, setting: str = "auto") -> str:
+    """The lean decode step's few-row products under `setting`: "panels" (hybridpo.fast.panel_linear,
+    a kernel of our own) or "library" (MKL's packed product, neox_decode.PackedLinear); "auto" takes
+    the panels only where panel_linear.pays_here (the rule in the table above)."""
+    from hybridpo.fast import panel_linear
+
+    def reason():  # "auto" asks the cheap rule first: the kernel is built only where it would serve
+        return (setting == "auto" and panel_linear.pays_here(model)) or panel_linear.unsupported_reason()
+
+    return _fast_or_plain("decode_gemm", setting, DECODE_GEMMS, "panels", "library", reason)
 
 
 def kv_cache_for(setting: str, plain_layers: bool) -> str:

@@ -65,9 +65,10 @@ def _bias(linear: torch.nn.Linear, rows: int) -> Tensor:
 
 class LlamaDecoder:
     """The weights of a Llama-family model laid out for decoding, and one decode step; the
-    interface `neox_decode.decode` drives (see NeoXDecoder)."""
+    interface `neox_decode.decode` drives (see NeoXDecoder). `linear(weight, bias, rows)` makes
+    each product (neox_decode.PackedLinear, or hybridpo.fast.panel_linear.PanelLinear)."""
 
-    def __init__(self, model, rows: int):
+    def __init__(self, model, rows: int, linear=PackedLinear):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"LlamaDecoder: {reason}")
@@ -81,7 +82,7 @@ class LlamaDecoder:
         eps = getattr(final, "variance_epsilon", None) or getattr(final, "eps", 1e-6)
         gamma = final.weight.detach()
         self.final_norm = lambda x: F.rms_norm(x, (x.shape[-1],), gamma, eps)
-        self.head = PackedLinear(model.get_output_embeddings().weight.detach(), None, rows, copy=False)
+        self.head = linear(model.get_output_embeddings().weight.detach(), None, rows, copy=False)
         self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]
         self.key_order = order = rotary_order(D, R)  # (D,) reordered head dims
         q_rows = (torch.arange(H)[:, None] * D + order).reshape(-1)
@@ -96,12 +97,12 @@ class LlamaDecoder:
             wk, bk = (a.k_proj.weight.detach() * g1)[k_rows], _bias(a.k_proj, KV * D)[k_rows]
             wv, bv = a.v_proj.weight.detach() * g1, _bias(a.v_proj, KV * D)
             has_bias = any(p.bias is not None for p in (a.q_proj, a.k_proj, a.v_proj))
-            qkv = PackedLinear(torch.cat([wq, wk, wv]).contiguous(), torch.cat([bq, bk, bv]) if has_bias else None, rows)
-            up = PackedLinear(torch.cat([m.gate_proj.weight.detach() * g2, m.up_proj.weight.detach() * g2]).contiguous(),
+            qkv = linear(torch.cat([wq, wk, wv]).contiguous(), torch.cat([bq, bk, bv]) if has_bias else None, rows)
+            up = linear(torch.cat([m.gate_proj.weight.detach() * g2, m.up_proj.weight.detach() * g2]).contiguous(),
                          torch.cat([_bias(m.gate_proj, m.gate_proj.out_features), _bias(m.up_proj, m.up_proj.out_features)])
                          if m.gate_proj.bias is not None or m.up_proj.bias is not None else None, rows)
-            o = PackedLinear(a.o_proj.weight.detach(), None if a.o_proj.bias is None else a.o_proj.bias.detach(), rows)
-            down = PackedLinear(m.down_proj.weight.detach(), None if m.down_proj.bias is None else m.down_proj.bias.detach(), rows)
+            o = linear(a.o_proj.weight.detach(), None if a.o_proj.bias is None else a.o_proj.bias.detach(), rows)
+            down = linear(m.down_proj.weight.detach(), None if m.down_proj.bias is None else m.down_proj.bias.detach(), rows)
             self.layers.append((_rms(layer.input_layernorm), _rms(layer.post_attention_layernorm), qkv, o, up, down,
                                 m.gate_proj.out_features))
 

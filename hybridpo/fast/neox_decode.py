@@ -71,10 +71,11 @@ class NeoXDecoder:
       queries and keys are reordered alike (the prompt's cached keys are reordered on entry).
     """
 
-    def __init__(self, model, rows: int):
+    def __init__(self, model, rows: int, linear=None):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"NeoXDecoder: {reason}")
+        linear = linear or PackedLinear
         trunk, cfg = model.gpt_neox, model.config
         self.heads = H = cfg.num_attention_heads
         self.head_dim = D = cfg.hidden_size // cfg.num_attention_heads
@@ -82,7 +83,7 @@ class NeoXDecoder:
         self.rotary = trunk.rotary_emb  # called for cos / sin, so every rope type transformers knows works
         self.final_norm = _norm(trunk.final_layer_norm)
         head = model.get_output_embeddings()
-        self.head = PackedLinear(head.weight.detach(), _bias(head), rows, copy=False)
+        self.head = linear(head.weight.detach(), _bias(head), rows, copy=False)
         self.parallel = bool(cfg.use_parallel_residual)
         self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]
         self.key_order = rotary_order(D, R)  # (D,) the reordered key dims, for the prompt's cached keys
@@ -102,9 +103,9 @@ class NeoXDecoder:
                 w_qkv, b_qkv = torch.cat([w_qkv, w_in]), torch.cat([b_qkv, b_in])
             self.layers.append((
                 _norm(layer.input_layernorm, affine=False), _norm(layer.post_attention_layernorm, affine=False),
-                PackedLinear(w_qkv, b_qkv, rows), PackedLinear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
-                None if self.parallel else PackedLinear(w_in, b_in, rows), _activation(layer.mlp.act),
-                PackedLinear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
+                linear(w_qkv, b_qkv, rows), linear(dense.weight.detach(), None if self.parallel else _bias(dense), rows),
+                None if self.parallel else linear(w_in, b_in, rows), _activation(layer.mlp.act),
+                linear(fc_out.weight.detach(), _sum_bias(dense, fc_out) if self.parallel else _bias(fc_out), rows),
             ))
 
     def repack(self, rows: int) -> None:
@@ -253,7 +254,7 @@ def _can_pack(weight: Tensor) -> bool:
 
 @torch.no_grad()
 def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_new_tokens: int, eos_id: int,
-           pad_id: int, draw, decoder_class=None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+           pad_id: int, draw, decoder_class=None, linear=None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The decode loop on the (prompt, sample) grid; returns what rollout's transformers loop returns.
 
     prompt_kv: per layer (keys, values) (P, H, W, D) of the prefilled prompts (not repeated);
@@ -265,7 +266,8 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     Returns tokens, tok_logps, sampler tok_logps, mask (P*k, steps) and EOS flags (P*k,).
 
     `decoder_class` lays the weights out and runs a step: NeoXDecoder (the default), or another
-    family's with the same interface (hybridpo.fast.llama_decode.LlamaDecoder).
+    family's with the same interface (hybridpo.fast.llama_decode.LlamaDecoder); `linear` makes its
+    products (default PackedLinear; hybridpo.fast.panel_linear.PanelLinear).
 
     Cache layout, per layer (P, H, W + k * max_new_tokens, 2D): the prompt's keys | values, then
     token t of sample j at column W + k*t + j. A query reads the columns up to its own, and the
@@ -273,7 +275,7 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     """
     P, W = prompt_attn.shape
     N, device = P * k, logits.device
-    dec = (decoder_class or NeoXDecoder)(model, rows=N)
+    dec = (decoder_class or NeoXDecoder)(model, rows=N, linear=linear or PackedLinear)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)

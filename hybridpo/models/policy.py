@@ -62,9 +62,10 @@ class BuiltinSampler:
 
     decoder: str = "auto"  # sample(decoder=): "auto", "neox" or "transformers"
     kv_cache: str = "auto"  # sample(kv_cache=): "auto", "preallocated" or "dynamic"
+    decode_gemm: str = "auto"  # sample(decode_gemm=): "auto", "panels" or "library"
 
     def __call__(self, model, prompts, k, *, generator=None, prompt_pass=None, seeds=None, **kwargs) -> Rollout:
-        options = dict(decoder=self.decoder, kv_cache=self.kv_cache, **kwargs)
+        options = dict(decoder=self.decoder, kv_cache=self.kv_cache, decode_gemm=self.decode_gemm, **kwargs)
         if seeds is None:
             return sample(model, prompts, k, generator=generator, prompt_pass=prompt_pass, **options)
         if len(seeds) != len(prompts):

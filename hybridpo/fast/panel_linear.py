@@ -1,0 +1,177 @@
+"""The decode step's few-row products with a kernel of our own that streams each weight once
+(csrc/panel_linear.cpp): residual + x Wᵀ + b for x of at most 16 rows.
+
+Why (SmolLM2-135M-Instruct, 2 threads, an Intel Xeon with AVX-512; docs/bench/history.md): a
+decode step with 16 samples reads all 538 MB of fp32 weights for 16 rows, so it is bound by how
+fast the weights stream, not by FLOPs. MKL's packed product (neox_decode.PackedLinear) streamed
+the step's 121 products at 13-15 GB/s, the 113 MB head alone at 15-22 GB/s: its small products (1.3-7
+MB each) pay its per-call start. The kernel lays W (N, K) out as N / 16 panels of (K, 16), one
+contiguous stream each, keeps a panel's M x 16 outputs in M AVX-512 registers and adds
+x[:, k] W[panel, k] for every k, prefetching 16 KB ahead, on torch's threads.
+
+Measured: the step's 121 products alone 40.8 -> 31.2 ms (13.2 -> 17.2 GB/s) and a 53-token
+decode of 8 prompts x 2 samples 3.12 -> 2.60 s (docs/bench/smollm2/decode_bandwidth.md); in a HyPO step of
+the smollm2-hypo workload, both settings alternated in one process, sampling 2.94 -> 2.51 s and
+the step's model work 19.70 -> 19.19 s (docs/bench/smollm2/decode_gemm_paired.md). Two other
+forms were slower: W in its own (N, K) layout with row dot products (35.3 ms, as MKL: the
+horizontal sums cost), and panels in memory mapped per call outside glibc's heap (the page
+faults added 0.07 s).
+
+Same numbers as the library product to float rounding (each output is a sum over K in another
+order): tests/fast/test_panel_linear.py checks it against a float64 product for every row count.
+
+The kernel is compiled once per source, torch version and CPU with the C++ compiler on PATH
+(what torch.compile's CPU backend needs too), with OpenMP so that at::parallel_for runs on
+torch's threads (without it the kernel ran on one thread: 3.70 s for that decode), into
+~/.cache/hybridpo/kernels (HYBRIDPO_KERNEL_DIR overrides), and loaded as torch.ops.hybridpo_panel.
+Where it cannot build (no compiler, no AVX-512F) it is unavailable, and `unsupported_reason` says why.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from hybridpo.fast.neox_decode import PackedLinear
+
+ROWS = 16  # the most rows the kernel takes (M AVX-512 accumulators per panel)
+WIDTH = 16  # outputs per panel
+MIN_PARAMETERS = 100_000_000  # "auto" only for models this large (measured on SmolLM2-135M alone)
+SOURCE = Path(__file__).with_name("csrc") / "panel_linear.cpp"
+
+
+def unsupported_reason() -> str | None:
+    """None when the kernel is built and loaded here; otherwise why not."""
+    return _load()
+
+
+def pays_here(model) -> str | None:
+    """None where "auto" takes the kernel (the measured case: an Intel CPU, a model of at least
+    MIN_PARAMETERS in fp32); otherwise why not."""
+    if _vendor() != "GenuineIntel":
+        return f"measured on Intel CPUs only, this one is {_vendor() or 'unknown'}"
+    weight = next(model.parameters())
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters < MIN_PARAMETERS:
+        return f"{parameters:,} parameters (< {MIN_PARAMETERS:,}): weights that stay in cache were not measured"
+    return None
+
+
+class PanelLinear(PackedLinear):
+    """neox_decode.PackedLinear whose products of at most ROWS rows run the panel kernel; a grid of
+    more rows, or a weight whose output count is not a multiple of 16 or that is not fp32 on the
+    CPU, takes PackedLinear's path."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int, copy: bool = True):
+        why = _load()
+        if why is not None:
+            raise RuntimeError(f"PanelLinear: {why}")
+        self.panels = None
+        super().__init__(weight, bias, rows, copy)
+
+    def pack(self, rows: int) -> None:
+        w = self.weight
+        if rows <= ROWS and w.shape[0] % WIDTH == 0 and w.device.type == "cpu" and w.dtype == torch.float32:
+            if self.panels is None:
+                self.panels = to_panels(self.weight)
+                self.bias = None if self.bias is None else self.bias.contiguous()
+            self.rows, self.packed = rows, None
+        else:
+            self.panels = None
+            super().pack(rows)
+
+    def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self.panels is not None and x.shape[0] <= ROWS and x.is_contiguous() and (
+                residual is None or residual.is_contiguous()):
+            return torch.ops.hybridpo_panel.linear(x, self.panels, self.bias, residual)
+        return super().__call__(x, residual)
+
+
+def to_panels(weight: Tensor) -> Tensor:
+    """W (N, K) laid out as (N / 16, K, 16) by the kernel's parallel pack (0.06 s for SmolLM2's
+    538 MB of decode weights, against 0.10 s for MKL's packing)."""
+    N, K = weight.shape
+    return torch.ops.hybridpo_panel.pack(weight.contiguous(), weight.new_empty((N // WIDTH, K, WIDTH)))
+
+
+def _vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+@functools.cache
+def _load() -> str | None:
+    """Build (once per source, torch and CPU) and load the kernel; None on success, else why not."""
+    if hasattr(torch.ops, "hybridpo_panel") and hasattr(torch.ops.hybridpo_panel, "linear"):
+        return None
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        return f"no AVX-512 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        return "no C++ compiler on PATH (c++, or $CXX)"
+    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(flags).encode(),
+                                     _cpu_flags().encode(), compiler.encode()])).hexdigest()[:16]
+    root = Path(os.environ.get("HYBRIDPO_KERNEL_DIR", Path.home() / ".cache" / "hybridpo" / "kernels"))
+    library = root / f"panel_linear-{key}.so"
+    if not library.exists():
+        why = _build(compiler, flags, library)
+        if why is not None:
+            return why
+    try:
+        torch.ops.load_library(str(library))
+    except (OSError, RuntimeError) as err:
+        return f"the built kernel did not load: {err}"
+    return None
+
+
+def _build(compiler: str, flags: list[str], library: Path) -> str | None:
+    from torch.utils import cpp_extension
+
+    try:
+        library.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(suffix=".so", dir=library.parent)
+        os.close(fd)
+    except OSError as err:
+        return f"no folder to build the kernel in ({library.parent}): {err}"
+    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
+    libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
+    command = [compiler, *flags, *includes, str(SOURCE), "-o", partial, *libs]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            return f"the kernel did not compile ({compiler}): {last}"
+        os.replace(partial, library)  # atomic: another process either sees the whole library or none
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"the kernel did not compile ({compiler}): {err}"
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return None
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return sys.platform
