@@ -8,7 +8,9 @@ Prints, as markdown: the machine's read bandwidth (sum over a 1 GB tensor, best 
 lean Llama decode of the bench's shape (8 prompts of 128 tokens x k = 2 samples x 53 tokens, no
 EOS stop; best of 3), the bytes of weights each step reads, the bandwidth the step achieves, the
 floor (weights / bandwidth), the one-time weight packing per `sample` call, and the rate at which
-the fastest 16-row product here (MKL's packed GEMM, as the decode uses) streams a weight.
+a 16-row product streams the head: with MKL's packed GEMM (`speed.decode_gemm` "library") and
+with our panel kernel (hybridpo.fast.panel_linear, "panels"); the decode, and the step's products
+alone, are timed with each.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import build_model, get_workload
-from hybridpo.fast import neox_decode
+from hybridpo.fast import neox_decode, panel_linear
 from hybridpo.fast.llama_decode import LlamaDecoder
 
 
@@ -51,11 +53,16 @@ def main():
     del big
     head = torch.randn(49152, 576)  # the head's product alone, 16 rows, packed as the decode packs it
     x = torch.randn(16, 576)
-    packed = neox_decode.PackedLinear(head, None, rows=16, copy=False)
-    packed(x)
-    product_s = best(lambda: packed(x), 10)
-    product_bandwidth = head.numel() * 4 / product_s
-    del head, packed
+    kinds = {"library": neox_decode.PackedLinear}
+    if panel_linear.unsupported_reason() is None:
+        kinds["panels"] = panel_linear.PanelLinear
+    product_bandwidth = {}
+    for kind, linear in kinds.items():
+        packed = linear(head, None, rows=16, copy=False)
+        packed(x)
+        product_bandwidth[kind] = head.numel() * 4 / best(lambda: packed(x), 10)
+        del packed
+    del head
 
     model = build_model(get_workload("smollm2-hypo")).eval()
     P, k, W, T = args.prompts, args.k, args.prompt_length, args.new_tokens
@@ -72,23 +79,30 @@ def main():
         zero = torch.zeros(lg.shape[0])
         return tok, zero, zero
 
-    decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,
-                                               decoder_class=LlamaDecoder), 3)
-    pack_s = best(lambda: LlamaDecoder(model, rows=P * k), 3)
     weights = sum(p.numel() for p in model.model.layers.parameters()) + model.get_output_embeddings().weight.numel()
     step_bytes = weights * 4
-    step_s = (decode_s - pack_s) / (T - 1)  # the first token comes from the prefill's logits
     print(f"Machine: {machine()}; torch threads {args.threads}; fp32.\n")
     print("| quantity | value |\n|---|---:|")
     print(f"| read bandwidth (sum over 1 GB, best of 5) | {bandwidth / 1e9:.1f} GB/s |")
-    print(f"| a 16-row product with the 113 MB head, MKL-packed (best of 10) | {product_bandwidth / 1e9:.1f} GB/s |")
     print(f"| weights read per decode step (30 blocks + tied head) | {step_bytes / 1e6:.0f} MB |")
-    print(f"| decode, {P} prompts x k = {k} x {T} tokens (best of 3) | {decode_s:.2f} s |")
-    print(f"| of which packing the weights once (`LlamaDecoder`) | {pack_s:.2f} s |")
-    print(f"| one decode step | {step_s * 1e3:.1f} ms |")
-    print(f"| bandwidth a step achieves (weights / step time) | {step_bytes / step_s / 1e9:.1f} GB/s |")
     print(f"| floor: weights / read bandwidth per step, x {T - 1} steps | {step_bytes / bandwidth * (T - 1):.2f} s |")
-
+    for kind, linear in kinds.items():
+        decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,
+                                                   decoder_class=LlamaDecoder, linear=linear), 3)
+        pack_s = best(lambda: LlamaDecoder(model, rows=P * k, linear=linear), 3)
+        step_s = (decode_s - pack_s) / (T - 1)  # the first token comes from the prefill's logits
+        dec = LlamaDecoder(model, rows=P * k, linear=linear)
+        products = list(dec._linears())  # the step's products in one order: head, then q|k|v, o, gate|up, down per block
+        inputs = {n: torch.randn(P * k, n) for n in {lin.weight.shape[1] for lin in products}}
+        products_s = best(lambda: [lin(inputs[lin.weight.shape[1]]) for lin in products], 5)
+        del dec
+        print(f"| {kind}: a 16-row product with the 113 MB head (best of 10) | {product_bandwidth[kind] / 1e9:.1f} GB/s |")
+        print(f"| {kind}: decode, {P} prompts x k = {k} x {T} tokens (best of 3) | {decode_s:.2f} s |")
+        print(f"| {kind}: of which laying the weights out once (`LlamaDecoder`) | {pack_s:.2f} s |")
+        print(f"| {kind}: one decode step | {step_s * 1e3:.1f} ms |")
+        print(f"| {kind}: the step's {len(products)} products alone, weights from memory (best of 5) | "
+              f"{products_s * 1e3:.1f} ms = {step_bytes / products_s / 1e9:.1f} GB/s |")
+        print(f"| {kind}: bandwidth a step achieves (weights / step time) | {step_bytes / step_s / 1e9:.1f} GB/s |")
 
 if __name__ == "__main__":
     main()

@@ -18,9 +18,8 @@ import time
 
 import torch
 
+import paired
 from hybridpo.bench.record import machine
-from hybridpo.bench.workloads import batches, build_model, build_pairs, get_workload, load_tokenizer
-from hybridpo.fast.cpu_memory import keep_freed_memory
 from hybridpo.forward import response_logps
 from hybridpo.models.load import train_last_n_layers
 
@@ -31,20 +30,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
     parser.add_argument("--last-n", type=int, default=0, help="train only the last n blocks (0: every weight)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    keep_freed_memory()  # as `hybridpo train` on CPU
-    w = get_workload("smollm2-dpo")
-    tokenizer = load_tokenizer(w)
-    pairs = build_pairs(w, tokenizer)
-    model = build_model(w).train()
+    w, tokenizer, model, batch = paired.setup("smollm2-dpo", args.batch)
     if args.last_n:
         train_last_n_layers(model, args.last_n)
-    batch = batches(w, pairs)[args.batch]
     prompts = [p.prompt_ids for p in batch]
     responses = [[p.chosen_ids, p.rejected_ids] for p in batch]
     pad = tokenizer.pad_token_id
 
-    def step(setting: str) -> tuple[float, float, float, float]:
+    def step(setting: str, repeat: int) -> tuple[float, float, float, float]:
         t0 = time.perf_counter()
         out = response_logps(model, prompts, responses, pad_id=pad, elementwise=setting)
         t1 = time.perf_counter()
@@ -57,21 +50,12 @@ def main() -> None:
         return t1 - t0, t2 - t1, t3 - t2, t3 - t0
 
     settings = ("eager", "compiled")
-    for s in settings:  # warm-up: the compile, and the heap grown to the step's size
-        step(s)
-    times = {s: [] for s in settings}
-    for _ in range(args.repeats):
-        for s in settings:
-            times[s].append(step(s))
+    times = paired.alternate(settings, step, args.repeats)
     tokens = sum(len(p) + sum(map(len, rs)) for p, rs in zip(prompts, responses))
     trained = f"the last {args.last_n} blocks trained" if args.last_n else "every weight trained"
     print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-dpo ({len(batch)} pairs, {tokens} tokens), "
           f"{trained}, median of {args.repeats} alternated repeats.\n")
-    print("| speed.elementwise | policy forward s | reference forward s | backward s | total s | every total s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for s in settings:
-        cols = [statistics.median(c) for c in zip(*times[s])]
-        print(f"| {s} | " + " | ".join(f"{c:.2f}" for c in cols) + " | " + ", ".join(f"{t[3]:.2f}" for t in times[s]) + " |")
+    paired.table("speed.elementwise", ["policy forward", "reference forward", "backward", "total"], times)
     e, c = (statistics.median(t[3] for t in times[s]) for s in settings)
     print(f"\ncompiled / eager: {c / e:.3f} ({100 * (1 - c / e):.1f}% less time)")
 

@@ -61,18 +61,21 @@ SHARE_NOTES = {"auto": "", "off": ", the sampler runs its own prompt pass",
                "on": ", one prompt pass shared by the sampler and the loss"}
 
 
-def run_hypo(w: Workload, share_prompt: str = "auto", elementwise: str = "auto") -> RunRecord:
+def run_hypo(w: Workload, share_prompt: str = "auto", elementwise: str = "auto", decode_gemm: str = "auto") -> RunRecord:
     """HyPO: the offline DPO pair plus k on-policy samples per prompt. `share_prompt` is the speed
     setting: "auto" (hybridpo.fast.share_prompt_rule decides), "off" (the sampler prefills the
     prompts itself), "on" (the loss reuses the pass the sampler was seeded from); `elementwise`
-    too (hybridpo.fast.elementwise_for)."""
+    and `decode_gemm` too (hybridpo.fast.elementwise_for, decode_gemm_for)."""
     name = ("hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt]
-            + (f" {elementwise}-elementwise" if elementwise != "auto" else ""))
+            + (f" {elementwise}-elementwise" if elementwise != "auto" else "")
+            + (f" {decode_gemm}-gemm" if decode_gemm != "auto" else ""))
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
     args = {"beta": w.beta, "k": w.hypo_k, "max_new_tokens": w.hypo_new_tokens}
     record.note = (f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt]
-                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else ""))
-    return _run(record, w, "hypo", args, {"share_prompt": share_prompt, "elementwise": elementwise})
+                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else "")
+                   + (f", speed.decode_gemm {decode_gemm!r}" if decode_gemm != "auto" else ""))
+    return _run(record, w, "hypo", args, {"share_prompt": share_prompt, "elementwise": elementwise,
+                                          "decode_gemm": decode_gemm})
 
 
 def run_rlhf(w: Workload) -> RunRecord:

@@ -30,6 +30,7 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo hypo separate-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "off"}),
     "hybridpo hypo shared-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "on"}),
     "hybridpo hypo eager-elementwise": ("hybridpo_runner", "run_hypo", {"elementwise": "eager"}),
+    "hybridpo hypo library-gemm": ("hybridpo_runner", "run_hypo", {"decode_gemm": "library"}),
     "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
     "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
     "trl dpo precompute-ref": ("trl_runner", "run_dpo", {"precompute": True}),

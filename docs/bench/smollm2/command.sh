@@ -13,3 +13,10 @@ $B --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo precompute-ref,t
 bash docs/bench/smollm2/elementwise.sh  # speed.elementwise compiled vs eager over an epoch (docs/bench/smollm2/elementwise/)
 # the same epoch after speed.elementwise (compiled chains under auto), both sides again in one run
 .venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo_epoch_compiled
+# speed.decode_gemm (the decode's products by our panel kernel, hybridpo.fast.panel_linear, against MKL's):
+# one epoch run with both, the two alternated in one process on one HyPO step, the decode alone,
+# and the HyPO/DPO bar over an epoch at 3 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo,hybridpo hypo library-gemm" --out docs/bench/smollm2/panel_gemm
+.venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired.md
+PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth.md
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/panel_gemm_repeats

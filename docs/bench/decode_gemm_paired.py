@@ -1,0 +1,67 @@
+"""speed.decode_gemm on one SmolLM2 HyPO batch, the two settings alternated in one process.
+
+The HyPO step's model work on the first batch of the smollm2-hypo workload: the policy's prompt
+pass (with grad), k = 2 samples of 53 tokens per prompt from it (the lean Llama decoder, its
+products by `panels`, hybridpo.fast.panel_linear, or `library`, MKL), the policy's log-probs of
+the pairs and samples after the pass, the reference's without grad (the same weights), and the
+backward. `panels` and `library` run one after the other `--repeats` times, so a drift of the
+machine's load hits both alike, and the training work after each decode shows any effect the
+decode's memory has on it; medians per phase. The optimizer is left out (the settings do not touch it).
+
+    .venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired.md
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import paired
+from hybridpo import rollout
+from hybridpo.bench.record import machine
+from hybridpo.forward import response_logps
+from hybridpo.forward.prompts import prompt_pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    args = parser.parse_args()
+    w, tokenizer, model, batch = paired.setup("smollm2-hypo", args.batch)
+    prompts = [p.prompt_ids for p in batch]
+    offline = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    def step(setting: str, seed: int) -> tuple[float, ...]:
+        t0 = time.perf_counter()
+        pp = prompt_pass(model, prompts, pad_id=pad)
+        t1 = time.perf_counter()
+        samples = rollout.sample(model, prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens, eos_id=eos, pad_id=pad,
+                                 generator=torch.Generator().manual_seed(seed), prompt_pass=pp, decode_gemm=setting)
+        t2 = time.perf_counter()
+        both = [o + s for o, s in zip(offline, samples.responses)]
+        out = response_logps(model, prompts, both, pad_id=pad, prompt_pass=pp)
+        t3 = time.perf_counter()
+        with torch.no_grad():
+            response_logps(model, prompts, both, pad_id=pad)
+        t4 = time.perf_counter()
+        out.logps.sum().backward()
+        t5 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0
+
+    settings = ("library", "panels")
+    times = paired.alternate(settings, step, args.repeats)  # one seed per round: the same samples up to rounding
+    print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-hypo ({len(batch)} prompts x k = "
+          f"{w.hypo_k} x {w.hypo_new_tokens} tokens), every weight trained, median of {args.repeats} alternated repeats.\n")
+    paired.table("speed.decode_gemm", ["prompt pass", "sampling", "policy log-probs", "reference", "backward", "total"], times)
+    (lib_sample, lib_total), (pan_sample, pan_total) = (
+        (statistics.median(t[1] for t in times[s]), statistics.median(t[-1] for t in times[s])) for s in settings)
+    print(f"\npanels / library: sampling {pan_sample / lib_sample:.3f}, whole step {pan_total / lib_total:.3f} "
+          f"({lib_total - pan_total:+.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
