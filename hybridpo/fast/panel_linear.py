@@ -55,8 +55,13 @@ def unsupported_reason() -> str | None:
 
 
 def pays_here(model) -> str | None:
-    """None where "auto" takes the kernel (the measured case: an Intel CPU, a model of at least
-    MIN_PARAMETERS in fp32); otherwise why not."""
+    """None where "auto" takes the kernel (the measured case: an Intel CPU, a Llama-family model of
+    at least MIN_PARAMETERS in fp32); otherwise why not."""
+    from hybridpo.fast.llama_decode import MODEL_TYPES
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in MODEL_TYPES:
+        return f"measured on Llama-family models only ({', '.join(MODEL_TYPES)}), this is {model_type}"
     if _vendor() != "GenuineIntel":
         return f"measured on Intel CPUs only, this one is {_vendor() or 'unknown'}"
     weight = next(model.parameters())

@@ -111,6 +111,7 @@ def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
     tiny = model_of("llama")
     assert decode_gemm_for(tiny) == "library"  # far under 100M parameters
     assert "parameters" in panel_linear.pays_here(tiny)
+    assert "Llama-family" in panel_linear.pays_here(model_of("gpt-neox"))  # measured on Llama models only
     monkeypatch.setattr(panel_linear, "_vendor", lambda: "AuthenticAMD")
     assert "Intel" in panel_linear.pays_here(tiny)
     with pytest.raises(ValueError, match="decode_gemm='fast'"):
