@@ -68,10 +68,11 @@ class LlamaDecoder:
     interface `neox_decode.decode` drives (see NeoXDecoder). `linear(weight, bias, rows)` makes
     each product (neox_decode.PackedLinear, or hybridpo.fast.panel_linear.PanelLinear)."""
 
-    def __init__(self, model, rows: int, linear=PackedLinear):
+    def __init__(self, model, rows: int, linear=None):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"LlamaDecoder: {reason}")
+        linear = linear or PackedLinear
         trunk, cfg = model.model, model.config
         self.heads = H = cfg.num_attention_heads
         self.kv_heads = KV = getattr(cfg, "num_key_value_heads", None) or H

@@ -275,7 +275,7 @@ def decode(model, prompt_kv, prompt_attn: Tensor, logits: Tensor, k: int, max_ne
     """
     P, W = prompt_attn.shape
     N, device = P * k, logits.device
-    dec = (decoder_class or NeoXDecoder)(model, rows=N, linear=linear or PackedLinear)
+    dec = (decoder_class or NeoXDecoder)(model, rows=N, linear=linear)
     tokens = torch.full((N, max_new_tokens), pad_id, dtype=torch.long, device=device)
     tok_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)
     samp_logps = torch.zeros((N, max_new_tokens), dtype=torch.float32, device=device)

@@ -111,9 +111,14 @@ def to_panels(weight: Tensor) -> Tensor:
 
 
 def _vendor() -> str:
+    return _cpuinfo("vendor_id")
+
+
+def _cpuinfo(field: str) -> str:
+    """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("vendor_id"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
@@ -132,7 +137,7 @@ def _load() -> str | None:
         return "no C++ compiler on PATH (c++, or $CXX)"
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(flags).encode(),
-                                     _cpu_flags().encode(), compiler.encode()])).hexdigest()[:16]
+                                     (_cpuinfo("flags") or sys.platform).encode(), compiler.encode()])).hexdigest()[:16]
     root = Path(os.environ.get("HYBRIDPO_KERNEL_DIR", Path.home() / ".cache" / "hybridpo" / "kernels"))
     library = root / f"panel_linear-{key}.so"
     if not library.exists():
@@ -170,13 +175,3 @@ def _build(compiler: str, flags: list[str], library: Path) -> str | None:
         if os.path.exists(partial):
             os.unlink(partial)
     return None
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return sys.platform

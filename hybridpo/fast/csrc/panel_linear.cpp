@@ -81,8 +81,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::opti
   return y;
 }
 
-// panels[p, k, j] = weight[16 p + j, k], written into `panels` (N / 16, K, 16): each task reads 16
-// rows of W a 16 x 16 block at a time (16 registers) and writes the block's 16 panel rows.
+// panels[p, k, j] = weight[16 p + j, k], written into `panels` (N / 16, K, 16), a panel per task:
+// its 16 rows of W are read along k while its panel is written in order.
 at::Tensor pack(const at::Tensor& weight, at::Tensor& panels) {
   TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.scalar_type() == at::kFloat &&
               weight.size(0) % kWidth == 0, "weight: a contiguous (N, K) fp32 tensor, N a multiple of 16");
