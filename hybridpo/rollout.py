@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hybridpo.fast import decoder_for, kv_cache_for
+from hybridpo.fast import DECODE_GEMMS, decoder_for, kv_cache_for
 from hybridpo.forward import hf
 from hybridpo.forward.logprobs import scaled_logits
 from hybridpo.forward.prompts import PromptPass, prefill
@@ -103,7 +103,9 @@ def sample(
     """
     _check_args(prompts, k, max_new_tokens, temperature, top_p, top_k, stop_strings, tokenizer)
     lean = decoder_for(hf.unwrap_model(model), decoder)  # "neox", "llama" or "transformers"
-    kv_cache_for(kv_cache, plain_layers=True)  # checks the setting before any work
+    kv_cache_for(kv_cache, plain_layers=True)  # checks the settings before any work
+    if decode_gemm not in DECODE_GEMMS:
+        raise ValueError(f"decode_gemm={decode_gemm!r}; choose from {list(DECODE_GEMMS)}")
     if prompt_pass is not None and prompt_pass.prompts is not prompts and prompt_pass.prompts != prompts:
         raise ValueError("prompt_pass was run on other prompts than the ones given")
     was_training = model.training

@@ -47,14 +47,22 @@ def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False, last_
     """The registry's `dpo`, reference log-probs fresh each step or precomputed once; with `last_n`
     only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk; `elementwise`
     is the speed setting (hybridpo.fast.elementwise_for)."""
+    suffix, note = _speed_variant(elementwise=elementwise)
     name = ("hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
-            + (f" last-{w.last_n_layers}" if last_n else "") + (f" {elementwise}-elementwise" if elementwise != "auto" else ""))
+            + (f" last-{w.last_n_layers}" if last_n else "") + suffix)
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
     record.note = (f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
-                   + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else "")
-                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else ""))
+                   + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else "") + note)
     return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute},
                 {"logprob_layout": layout, "elementwise": elementwise}, last_n=last_n)
+
+
+def _speed_variant(**settings: str) -> tuple[str, str]:
+    """A variant's name suffix and note for the speed settings not left at "auto"
+    (elementwise="eager" -> " eager-elementwise", ", speed.elementwise 'eager'")."""
+    changed = {k: v for k, v in settings.items() if v != "auto"}
+    suffix = "".join(f" {v}-{k.split('_')[-1]}" for k, v in changed.items())
+    return suffix, "".join(f", speed.{k} {v!r}" for k, v in changed.items())
 
 
 SHARE_NOTES = {"auto": "", "off": ", the sampler runs its own prompt pass",
@@ -66,14 +74,11 @@ def run_hypo(w: Workload, share_prompt: str = "auto", elementwise: str = "auto",
     setting: "auto" (hybridpo.fast.share_prompt_rule decides), "off" (the sampler prefills the
     prompts itself), "on" (the loss reuses the pass the sampler was seeded from); `elementwise`
     and `decode_gemm` too (hybridpo.fast.elementwise_for, decode_gemm_for)."""
-    name = ("hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt]
-            + (f" {elementwise}-elementwise" if elementwise != "auto" else "")
-            + (f" {decode_gemm}-gemm" if decode_gemm != "auto" else ""))
+    suffix, note = _speed_variant(elementwise=elementwise, decode_gemm=decode_gemm)
+    name = "hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt] + suffix
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
     args = {"beta": w.beta, "k": w.hypo_k, "max_new_tokens": w.hypo_new_tokens}
-    record.note = (f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt]
-                   + (f", speed.elementwise {elementwise!r}" if elementwise != "auto" else "")
-                   + (f", speed.decode_gemm {decode_gemm!r}" if decode_gemm != "auto" else ""))
+    record.note = f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt] + note
     return _run(record, w, "hypo", args, {"share_prompt": share_prompt, "elementwise": elementwise,
                                           "decode_gemm": decode_gemm})
 

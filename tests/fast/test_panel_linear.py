@@ -117,6 +117,8 @@ def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
     with pytest.raises(ValueError, match="decode_gemm='fast'"):
         decode_gemm_for(tiny, "fast")
     assert decode_gemm_for(tiny, "library") == "library"
+    with pytest.raises(ValueError, match="decode_gemm='fast'"):  # refused before any work, on every decode path
+        rollout.sample(tiny, [[5, 6]], 1, max_new_tokens=2, eos_id=0, pad_id=PAD, decoder="transformers", decode_gemm="fast")
     if WHY is None:
         assert decode_gemm_for(tiny, "panels") == "panels"
     else:
