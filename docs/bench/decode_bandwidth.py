@@ -10,7 +10,8 @@ EOS stop; best of 3), the bytes of weights each step reads, the bandwidth the st
 floor (weights / bandwidth), the one-time weight packing per `sample` call, and the rate at which
 a 16-row product streams the head: with MKL's packed GEMM (`speed.decode_gemm` "library") and
 with our panel kernel (hybridpo.fast.panel_linear, "panels"); the decode, and the step's products
-alone, are timed with each.
+alone, are timed with each, and the decode once more with the block fused around the kernel
+(hybridpo.fast.panel_linear.PanelLlamaDecoder, what "panels" runs for Llama-family models).
 """
 
 from __future__ import annotations
@@ -86,22 +87,27 @@ def main():
     print(f"| read bandwidth (sum over 1 GB, best of 5) | {bandwidth / 1e9:.1f} GB/s |")
     print(f"| weights read per decode step (30 blocks + tied head) | {step_bytes / 1e6:.0f} MB |")
     print(f"| floor: weights / read bandwidth per step, x {T - 1} steps | {step_bytes / bandwidth * (T - 1):.2f} s |")
-    for kind, linear in kinds.items():
+    decoders = {kind: (LlamaDecoder, linear) for kind, linear in kinds.items()}
+    if "panels" in kinds:  # the block fused around the kernel's products (what "panels" runs for Llama models)
+        decoders["panels, fused block"] = (panel_linear.PanelLlamaDecoder, panel_linear.PanelLinear)
+    for kind, (decoder, linear) in decoders.items():
         decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,
-                                                   decoder_class=LlamaDecoder, linear=linear), 3)
-        pack_s = best(lambda: LlamaDecoder(model, rows=P * k, linear=linear), 3)
+                                                   decoder_class=decoder, linear=linear), 3)
+        pack_s = best(lambda: decoder(model, rows=P * k, linear=linear), 3)
         step_s = (decode_s - pack_s) / (T - 1)  # the first token comes from the prefill's logits
-        dec = LlamaDecoder(model, rows=P * k, linear=linear)
+        dec = decoder(model, rows=P * k, linear=linear)
         products = list(dec._linears())  # the step's products in one order: head, then q|k|v, o, gate|up, down per block
         inputs = {n: torch.randn(P * k, n) for n in {lin.weight.shape[1] for lin in products}}
         products_s = best(lambda: [lin(inputs[lin.weight.shape[1]]) for lin in products], 5)
         del dec
-        print(f"| {kind}: a 16-row product with the 113 MB head (best of 10) | {product_bandwidth[kind] / 1e9:.1f} GB/s |")
+        if kind in product_bandwidth:
+            print(f"| {kind}: a 16-row product with the 113 MB head (best of 10) | {product_bandwidth[kind] / 1e9:.1f} GB/s |")
         print(f"| {kind}: decode, {P} prompts x k = {k} x {T} tokens (best of 3) | {decode_s:.2f} s |")
         print(f"| {kind}: of which laying the weights out once (`LlamaDecoder`) | {pack_s:.2f} s |")
         print(f"| {kind}: one decode step | {step_s * 1e3:.1f} ms |")
-        print(f"| {kind}: the step's {len(products)} products alone, weights from memory (best of 5) | "
-              f"{products_s * 1e3:.1f} ms = {step_bytes / products_s / 1e9:.1f} GB/s |")
+        if kind in kinds:  # the fused block runs the same products
+            print(f"| {kind}: the step's {len(products)} products alone, weights from memory (best of 5) | "
+                  f"{products_s * 1e3:.1f} ms = {step_bytes / products_s / 1e9:.1f} GB/s |")
         print(f"| {kind}: bandwidth a step achieves (weights / step time) | {step_bytes / step_s / 1e9:.1f} GB/s |")
 
 if __name__ == "__main__":

@@ -141,7 +141,9 @@ def lean_decode(name: str, model, *args, gemm: str = "auto", **kwargs):
     classes = {"neox": neox_decode.NeoXDecoder, "llama": llama_decode.LlamaDecoder}
     linear = None
     if decode_gemm_for(model, gemm) == "panels":
-        from hybridpo.fast.panel_linear import PanelLinear as linear
+        from hybridpo.fast.panel_linear import PanelLinear as linear, PanelLlamaDecoder
+
+        classes["llama"] = PanelLlamaDecoder  # the Llama block fused around the kernel's products
     return neox_decode.decode(model, *args, decoder_class=classes[name], linear=linear, **kwargs)
 
 

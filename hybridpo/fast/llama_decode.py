@@ -54,8 +54,13 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+def norm_eps(norm) -> float:
+    """An RMSNorm module's ε (transformers names it variance_epsilon or eps)."""
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+
+
 def _rms(norm):
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    eps = norm_eps(norm)
     return lambda x: F.rms_norm(x, (x.shape[-1],), None, eps)
 
 
@@ -79,9 +84,7 @@ class LlamaDecoder:
         self.head_dim = D = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
         self.embed = trunk.embed_tokens.weight.detach()
         self.rotary = trunk.rotary_emb
-        final = trunk.norm
-        eps = getattr(final, "variance_epsilon", None) or getattr(final, "eps", 1e-6)
-        gamma = final.weight.detach()
+        self.final_eps, self.final_gamma = eps, gamma = norm_eps(trunk.norm), trunk.norm.weight.detach()
         self.final_norm = lambda x: F.rms_norm(x, (x.shape[-1],), gamma, eps)
         self.head = linear(model.get_output_embeddings().weight.detach(), None, rows, copy=False)
         self.rotary_dims = R = self.rotary(self.embed[:1], torch.zeros(1, 1, dtype=torch.long))[0].shape[-1]

@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo import rollout
+from hybridpo import rollout, zoo
 from hybridpo.fast import decode_gemm_for, panel_linear
 from hybridpo.fast.neox_decode import PackedLinear
 import replay
-from test_varlen_attention import PAD, model_of
+from test_varlen_attention import PAD, VOCAB, model_of
 
 WHY = panel_linear.unsupported_reason()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"panel kernel unavailable here: {WHY}")
@@ -131,3 +131,110 @@ def test_a_failed_build_says_why_and_leaves_no_library(tmp_path):
     why = panel_linear._build("false", ["-O3"], library)  # a "compiler" that fails without a word
     assert why == "the kernel did not compile (false): exit status 1"
     assert not library.exists() and not list(library.parent.iterdir())  # no partial file left behind
+
+
+def rms_normed(x, eps, gamma=None):
+    """RMSNorm in float64."""
+    x = x.double()
+    y = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return y if gamma is None else y * gamma.double()
+
+
+@needs_kernel
+@pytest.mark.parametrize("K,N", [(48, 96), (64, 80)])  # K off the 16-lane grid; 5 panels: an odd one alone
+def test_norm_linear_and_norm_glu_against_float64(K, N):
+    g = torch.Generator().manual_seed(K * N)
+    weight, bias, gamma = torch.randn(N, K, generator=g), torch.randn(N, generator=g), 1 + torch.rand(K, generator=g)
+    F = 64
+    gate_up, gu_bias = torch.randn(2 * F, K, generator=g), torch.randn(2 * F, generator=g)
+    ops = torch.ops.hybridpo_panel
+    for rows in (1, 3, 8, 9, 16):
+        x = 3 * torch.randn(rows, K, generator=g)
+        lin = panel_linear.PanelLinear(weight, bias, rows)
+        close(ops.norm_linear(x, 1e-5, None, lin.panels, lin.bias), (rms_normed(x, 1e-5) @ weight.double().t() + bias).float())
+        close(ops.norm_linear(x, 1e-6, gamma, lin.panels, None), (rms_normed(x, 1e-6, gamma) @ weight.double().t()).float())
+        glu = panel_linear.PanelLinear(gate_up, gu_bias, rows)
+        both = rms_normed(x, 1e-5) @ gate_up.double().t() + gu_bias.double()
+        close(ops.norm_glu(x, 1e-5, glu.panels, glu.bias), (torch.nn.functional.silu(both[:, :F]) * both[:, F:]).float())
+    odd = panel_linear.PanelLinear(torch.randn(96, K, generator=g), None, 4)  # 3 + 3 panels: not pairs
+    with pytest.raises(RuntimeError, match="even count"):
+        ops.norm_glu(torch.randn(4, K, generator=g), 1e-5, odd.panels, None)
+
+
+def attention_by_hand(qkv, rotation, cache, bias, width, H):
+    """What hybridpo_panel.attend computes, in float64 with Python loops over the grid."""
+    P, KV, C, D2 = cache.shape
+    D, k, R = D2 // 2, bias.shape[2], 2 * rotation.shape[1]
+    qkv, cache = qkv.double().clone(), cache.double().clone()
+    rows = qkv.view(P, k, H + 2 * KV, D)
+    for p in range(P):
+        c, s = rotation[p, :, 0].double(), rotation[p, :, 1].double()
+        a, b = rows[p, :, : H + KV, 0:R:2].clone(), rows[p, :, : H + KV, 1:R:2].clone()
+        rows[p, :, : H + KV, 0:R:2], rows[p, :, : H + KV, 1:R:2] = a * c - b * s, a * s + b * c
+        for j in range(k):
+            for g in range(KV):
+                cache[p, g, width - k + j] = torch.cat([rows[p, j, H + g], rows[p, j, H + KV + g]])
+    out = torch.zeros(P, k, H, D, dtype=torch.float64)
+    for p in range(P):
+        for j in range(k):
+            for h in range(H):
+                g = h // (H // KV)
+                scores = cache[p, g, :width, :D] @ rows[p, j, h] + bias[p, 0, j, :width].double()
+                out[p, j, h] = scores.softmax(-1) @ cache[p, g, :width, D:]
+    return out.view(P * k, H * D), qkv, cache
+
+
+@needs_kernel
+@pytest.mark.parametrize("H,KV,D,R", [(4, 2, 32, 16), (3, 3, 16, 16)])  # grouped heads with partial rotary; plain heads
+def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
+    g = torch.Generator().manual_seed(H * D + R)
+    P, k, W, T = 3, 2, 5, 6
+    C, t = W + k * T, 3
+    width = W + k * (t + 1)
+    cache = torch.randn(P, KV, C, 2 * D, generator=g)
+    allowed = torch.ones(P, k, C, dtype=torch.bool)
+    allowed[0, :, :2] = False  # prompt 0's padding
+    allowed[:, :, W:] = (torch.arange(C - W) % k == torch.arange(k)[:, None])  # each sample's own columns
+    bias = torch.zeros(P, 1, k, C).masked_fill(~allowed[:, None], float("-inf"))
+    qkv = torch.randn(P * k, (H + 2 * KV) * D, generator=g)
+    angle = torch.rand(P, R // 2, generator=g) * 6
+    rotation = torch.stack([angle.cos(), angle.sin()], -1).contiguous()
+    wanted, wanted_qkv, wanted_cache = attention_by_hand(qkv, rotation, cache, bias, width, H)
+    out = torch.ops.hybridpo_panel.attend(qkv, rotation, cache, bias, width, H)
+    assert_close(out.double(), wanted, atol=1e-5, rtol=1e-5)
+    assert_close(qkv.double(), wanted_qkv, atol=1e-6, rtol=1e-6)  # q and k rotated in place
+    assert_close(cache.double(), wanted_cache, atol=1e-6, rtol=1e-6)  # the step's k columns written, no other
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        torch.ops.hybridpo_panel.attend(torch.randn(2, 40), rotation[:1], torch.randn(1, 1, 4, 16), bias[:1, :, :, :4], 2, 3)
+
+
+@needs_kernel
+@pytest.mark.parametrize("arch,vocab", [("llama", 128), ("qwen2", VOCAB)])  # the head on the kernel; on the library (97)
+def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, monkeypatch):
+    """Head size 16 and MLP width 64: every block of the decode runs the five fused calls
+    (PanelLlamaDecoder); its log-probs of the library decode's recorded samples match at 1e-5."""
+    model = zoo.random_model(arch, "tiny", vocab, seed=0, initializer_range=0.3, max_position_embeddings=256,
+                             pad_token_id=PAD, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                             intermediate_size=64).eval()
+    prompts = [[5, 9, 13, 2, 7, 30, 41], [11, 3], [8, 8, 20, 17, 60], [4], [9, 9, 9], [30, 2, 2, 7]]
+    eos = replay.frequent_token(model, prompts, PAD)
+    fused = []
+    original = panel_linear.PanelLlamaDecoder._all_on_kernel
+    monkeypatch.setattr(panel_linear.PanelLlamaDecoder, "_all_on_kernel", lambda self: fused.append(original(self)) or fused[-1])
+
+    def run(gemm):
+        return rollout.sample(model, prompts, 2, max_new_tokens=12, eos_id=eos, pad_id=PAD, decoder="llama",
+                              decode_gemm=gemm, generator=torch.Generator().manual_seed(3))
+
+    recorded = run("library")
+    assert recorded.eos.any() and not recorded.eos.all()
+    with monkeypatch.context() as m:
+        replay.replaying(m, recorded)
+        library = run("library")
+    assert not fused
+    with monkeypatch.context() as m:
+        replay.replaying(m, recorded)
+        panels = run("panels")
+    assert fused and all(fused)  # the fused step, also after the grid shrank (repack)
+    assert panels.responses == recorded.responses
+    assert_close(panels.tok_logps, library.tok_logps, atol=1e-5, rtol=0)

@@ -1,4 +1,6 @@
-// residual + x W^T + b for a decode step's few rows (M <= 16), W streamed once from 16-column panels.
+// A decode step's few rows (M <= 16) on a kernel of our own: residual + x W^T + b with W streamed once
+// from 16-column panels, and the Llama block's other steps fused around it (RMSNorm before a product,
+// silu(gate) * up after one, rotary + cache write + attention over the cache in one call).
 // Built and loaded by hybridpo/fast/panel_linear.py (which states why and what was measured).
 //
 // panels: W (N, K) laid out as (N / 16, K, 16): panel p holds output columns 16p .. 16p + 15, one
@@ -14,71 +16,327 @@
 #endif
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
 namespace {
 
 constexpr int64_t kWidth = 16;       // outputs per panel: one AVX-512 register of fp32
 constexpr int64_t kPrefetch = 256;   // inputs k ahead to prefetch (16 KB of one panel), into L2
+constexpr int64_t kBlock = 128;      // inputs k per block: two panels' 2 x 128 x 64 B = 16 KB stay in L1
+constexpr int kChunk = 8;            // rows per pass over a block (8 rows x 2 panels = 16 accumulators)
 
-template <int M>
-void panel(const float* x, int64_t K, const float* w, float* y, int64_t ldy, const float* bias, const float* res) {
-  __m512 acc[M];
-  for (int r = 0; r < M; ++r) acc[r] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + (k + kPrefetch) * kWidth), _MM_HINT_T1);
-    const __m512 wk = _mm512_loadu_ps(w + k * kWidth);
-    for (int r = 0; r < M; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[r * K + k]), wk, acc[r]);
+// acc (R, G, 16) += x^T[k0:k1, r0:r0+R]^T W_g[k0:k1] for the G panels w[0..G-1]: per k, G weight
+// loads and R broadcasts for R x G FMAs, the accumulators in registers. xt is x transposed (K, M).
+template <int R, int G>
+void block(const float* xt, int64_t M, const float* const* w, int64_t k0, int64_t k1, float* acc, bool prefetch) {
+  __m512 a[R][G];
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) a[r][g] = _mm512_loadu_ps(acc + (r * G + g) * kWidth);
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 wk[G];
+    for (int g = 0; g < G; ++g) {
+      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(w[g] + (k + kPrefetch) * kWidth), _MM_HINT_T1);
+      wk[g] = _mm512_loadu_ps(w[g] + k * kWidth);
+    }
+    const float* xk = xt + k * M;
+    for (int r = 0; r < R; ++r) {
+      const __m512 b = _mm512_set1_ps(xk[r]);
+      for (int g = 0; g < G; ++g) a[r][g] = _mm512_fmadd_ps(b, wk[g], a[r][g]);
+    }
   }
-  const __m512 b = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-  for (int r = 0; r < M; ++r) {
-    __m512 v = _mm512_add_ps(acc[r], b);
-    if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + r * ldy));
-    _mm512_storeu_ps(y + r * ldy, v);
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) _mm512_storeu_ps(acc + (r * G + g) * kWidth, a[r][g]);
+}
+
+template <int G>
+void block_rows(int R, const float* xt, int64_t M, const float* const* w, int64_t k0, int64_t k1, float* acc,
+                bool prefetch) {
+  switch (R) {
+#define HYBRIDPO_ROWS(m) case m: block<m, G>(xt, M, w, k0, k1, acc, prefetch); break;
+    HYBRIDPO_ROWS(1) HYBRIDPO_ROWS(2) HYBRIDPO_ROWS(3) HYBRIDPO_ROWS(4)
+    HYBRIDPO_ROWS(5) HYBRIDPO_ROWS(6) HYBRIDPO_ROWS(7) HYBRIDPO_ROWS(8)
+#undef HYBRIDPO_ROWS
   }
 }
 
-template <int M>
-void run(const float* x, int64_t K, const float* w, int64_t panels, float* y, const float* bias, const float* res) {
-  const int64_t N = panels * kWidth;
-  at::parallel_for(0, panels, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t col = p * kWidth;
-      panel<M>(x, K, w + p * K * kWidth, y + col, N, bias ? bias + col : nullptr, res ? res + col : nullptr);
+// acc (M, G, 16) = x W_g^T for the G panels w[0..G-1], each streamed once from memory: the rows go
+// in chunks of at most 8 over blocks of kBlock inputs, the later chunks reading the block from L1.
+template <int G>
+void panels_product(const float* xt, int64_t M, int64_t K, const float* const* w, float* acc) {
+  std::memset(acc, 0, sizeof(float) * M * G * kWidth);
+  const int64_t chunks = (M + kChunk - 1) / kChunk;
+  for (int64_t k0 = 0; k0 < K; k0 += kBlock) {
+    const int64_t k1 = std::min(K, k0 + kBlock);
+    for (int64_t c = 0, r0 = 0; c < chunks; ++c) {
+      const int64_t rows = (M - r0) / (chunks - c);  // balanced: 16 = 8 + 8, 12 = 6 + 6, 9 = 4 + 5
+      block_rows<G>(static_cast<int>(rows), xt + r0, M, w, k0, k1, acc + r0 * G * kWidth, c == 0);
+      r0 += rows;
+    }
+  }
+}
+
+// y = residual + x W^T + b: a task per pair of panels (the last one alone where their count is odd).
+void run(const float* xt, int64_t M, int64_t K, const float* w, int64_t panels, float* y, const float* bias,
+         const float* res) {
+  const int64_t N = panels * kWidth, pairs = (panels + 1) / 2;
+  at::parallel_for(0, pairs, 8, [&](int64_t begin, int64_t end) {
+    alignas(64) float acc[16 * 2 * kWidth];
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t p = 2 * pair, G = std::min<int64_t>(2, panels - p);
+      const float* ws[2] = {w + p * K * kWidth, w + (p + 1) * K * kWidth};
+      if (G == 2) panels_product<2>(xt, M, K, ws, acc);
+      else panels_product<1>(xt, M, K, ws, acc);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t col = (p + g) * kWidth;
+          __m512 v = _mm512_loadu_ps(acc + (r * G + g) * kWidth);
+          if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + col));
+          if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + r * N + col));
+          _mm512_storeu_ps(y + r * N + col, v);
+        }
     }
   });
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
-                  const c10::optional<at::Tensor>& residual) {
+// e^x for 16 lanes (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7 polynomial for e^r, then
+// 2^n by scalef; within 2 ulp). Inputs under -88.38 give 0, over 88.38 give e^88.38.
+inline __m512 exp16(__m512 x) {
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-88.3762626647949f), _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647949f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n));
+}
+
+void check_rows(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "x: a contiguous (M, K) fp32 CPU tensor");
+  TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= 16, "the panel kernel takes 1 to 16 rows, got ", x.size(0));
+}
+
+void check_panels(const at::Tensor& panels, int64_t K) {
   TORCH_CHECK(panels.dim() == 3 && panels.size(2) == kWidth && panels.is_contiguous() &&
               panels.scalar_type() == at::kFloat, "panels: a contiguous (N / 16, K, 16) fp32 tensor");
-  const int64_t M = x.size(0), K = x.size(1), P = panels.size(0), N = P * kWidth;
   TORCH_CHECK(panels.size(1) == K, "x has ", K, " inputs, the panels ", panels.size(1));
-  TORCH_CHECK(M >= 1 && M <= 16, "the panel kernel takes 1 to 16 rows, got ", M);
-  const float* b = nullptr;
-  const float* r = nullptr;
-  if (bias) {
-    TORCH_CHECK(bias->numel() == N && bias->is_contiguous() && bias->scalar_type() == at::kFloat, "bias: (N,) fp32");
-    b = bias->data_ptr<float>();
+}
+
+const float* vector_of(const c10::optional<at::Tensor>& v, int64_t n, const char* what) {
+  if (!v) return nullptr;
+  TORCH_CHECK(v->numel() == n && v->is_contiguous() && v->scalar_type() == at::kFloat, what, ": (", n, ",) fp32");
+  return v->data_ptr<float>();
+}
+
+// x (M, K) transposed to (K, M), each row first RMS-normalised where `norm`: x / sqrt(mean(x^2) +
+// eps) * gamma (gamma optional), in fp32 as torch's rms_norm computes it (the sum of squares 16
+// lanes at a time, then one square root per row).
+at::Tensor transposed(const at::Tensor& x, bool norm, double eps, const float* gamma) {
+  const int64_t M = x.size(0), K = x.size(1), whole = K / kWidth * kWidth;
+  at::Tensor out = at::empty({K, M}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t r = 0; r < M; ++r) {
+    const float* row = xp + r * K;
+    float scale = 1.f;
+    if (norm) {
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t k = 0; k < whole; k += kWidth) {
+        const __m512 v = _mm512_loadu_ps(row + k);
+        squares = _mm512_fmadd_ps(v, v, squares);
+      }
+      float sum = _mm512_reduce_add_ps(squares);
+      for (int64_t k = whole; k < K; ++k) sum += row[k] * row[k];
+      scale = 1.f / std::sqrt(sum / static_cast<float>(K) + static_cast<float>(eps));
+    }
+    for (int64_t k = 0; k < K; ++k) op[k * M + r] = norm ? row[k] * scale * (gamma ? gamma[k] : 1.f) : row[k];
   }
+  return out;
+}
+
+// y = residual + xt^T W^T + b for xt = x transposed (K, M), M <= 16, W as panels.
+at::Tensor product(const at::Tensor& xt, const at::Tensor& panels, const float* b, const float* r) {
+  const int64_t K = xt.size(0), M = xt.size(1), P = panels.size(0);
+  at::Tensor y = at::empty({M, P * kWidth}, xt.options());
+  run(xt.data_ptr<float>(), M, K, panels.data_ptr<float>(), P, y.data_ptr<float>(), b, r);
+  return y;
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
+                  const c10::optional<at::Tensor>& residual) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  const int64_t M = x.size(0), N = panels.size(0) * kWidth;
+  const float* r = nullptr;
   if (residual) {
-    TORCH_CHECK(residual->size(0) == M && residual->size(1) == N && residual->is_contiguous() &&
+    TORCH_CHECK(residual->dim() == 2 && residual->size(0) == M && residual->size(1) == N && residual->is_contiguous() &&
                 residual->scalar_type() == at::kFloat, "residual: a contiguous (M, N) fp32 tensor");
     r = residual->data_ptr<float>();
   }
-  at::Tensor y = at::empty({M, N}, x.options());
-  const float* xp = x.data_ptr<float>();
+  return product(transposed(x, false, 0., nullptr), panels, vector_of(bias, N, "bias"), r);
+}
+
+// rms_norm(x) W^T + b: the norm (its scale gamma folded into W, or given here) before the product.
+at::Tensor norm_linear(const at::Tensor& x, double eps, const c10::optional<at::Tensor>& gamma,
+                       const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  const at::Tensor xt = transposed(x, true, eps, vector_of(gamma, x.size(1), "gamma"));
+  return product(xt, panels, vector_of(bias, panels.size(0) * kWidth, "bias"), nullptr);
+}
+
+// silu(g) * u for (g | u) = rms_norm(x) W^T + b, W the gate's F rows then the up's F rows: a task
+// streams gate panels j, j + 1 and up panels j, j + 1 and writes output columns 16 j .. 16 j + 31.
+at::Tensor norm_glu(const at::Tensor& x, double eps, const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  TORCH_CHECK(panels.size(0) % 4 == 0, "panels: the gate's then the up's, as many of each, an even count");
+  const int64_t M = x.size(0), K = x.size(1), half = panels.size(0) / 2, F = half * kWidth;
+  const at::Tensor xt = transposed(x, true, eps, nullptr);
+  const float* b = vector_of(bias, 2 * F, "bias");
+  at::Tensor y = at::empty({M, F}, x.options());
+  const float* xp = xt.data_ptr<float>();
   const float* wp = panels.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  switch (M) {
-#define HYBRIDPO_ROWS(m) case m: run<m>(xp, K, wp, P, yp, b, r); break;
-    HYBRIDPO_ROWS(1) HYBRIDPO_ROWS(2) HYBRIDPO_ROWS(3) HYBRIDPO_ROWS(4) HYBRIDPO_ROWS(5) HYBRIDPO_ROWS(6)
-    HYBRIDPO_ROWS(7) HYBRIDPO_ROWS(8) HYBRIDPO_ROWS(9) HYBRIDPO_ROWS(10) HYBRIDPO_ROWS(11) HYBRIDPO_ROWS(12)
-    HYBRIDPO_ROWS(13) HYBRIDPO_ROWS(14) HYBRIDPO_ROWS(15) HYBRIDPO_ROWS(16)
-#undef HYBRIDPO_ROWS
-  }
+  at::parallel_for(0, half / 2, 4, [&](int64_t begin, int64_t end) {
+    alignas(64) float gate[16 * 2 * kWidth];
+    alignas(64) float up[16 * 2 * kWidth];
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t j = 2 * pair;
+      const float* gw[2] = {wp + j * K * kWidth, wp + (j + 1) * K * kWidth};
+      const float* uw[2] = {wp + (half + j) * K * kWidth, wp + (half + j + 1) * K * kWidth};
+      panels_product<2>(xp, M, K, gw, gate);
+      panels_product<2>(xp, M, K, uw, up);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t g = 0; g < 2; ++g) {
+          const int64_t col = (j + g) * kWidth;
+          __m512 gv = _mm512_load_ps(gate + (r * 2 + g) * kWidth);
+          __m512 uv = _mm512_load_ps(up + (r * 2 + g) * kWidth);
+          if (b) {
+            gv = _mm512_add_ps(gv, _mm512_loadu_ps(b + col));
+            uv = _mm512_add_ps(uv, _mm512_loadu_ps(b + F + col));
+          }
+          const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+          _mm512_storeu_ps(yp + r * F + col, _mm512_mul_ps(silu, uv));
+        }
+    }
+  });
   return y;
+}
+
+// One decode step's attention on the (prompt, sample) grid, the layout of hybridpo.fast.neox_decode.decode:
+//   qkv (P k, (H + 2 KV) D): each row's queries | keys | values (the scale 1/sqrt(D) folded into the
+//     queries, the rotary pairs (i, i + R/2) of each head reordered next to each other);
+//   rotation (P, R / 2, 2): cos | sin of each prompt's current position, per rotary pair;
+//   cache (P, KV, C, 2D): keys | values per column, the step's k columns width - k .. width - 1 written here;
+//   bias (P, 1, k, C): 0 where sample j of prompt p may read column c, -inf where not.
+// Rotates q and k in place (as (a + ib)(cos + i sin)), writes k and v into the cache, and returns
+// softmax(q K^T + bias) V per query head (P k, H D), query head h reading KV head h / (H / KV).
+at::Tensor attend(at::Tensor& qkv, const at::Tensor& rotation, at::Tensor& cache, const at::Tensor& bias,
+                  int64_t width, int64_t heads) {
+  TORCH_CHECK(cache.dim() == 4 && cache.is_contiguous() && cache.scalar_type() == at::kFloat,
+              "cache: a contiguous (P, KV, C, 2D) fp32 tensor");
+  const int64_t P = cache.size(0), KV = cache.size(1), C = cache.size(2), D = cache.size(3) / 2, H = heads;
+  TORCH_CHECK(D % kWidth == 0 && D <= 256, "head size ", D, ": a multiple of 16, at most 256");
+  TORCH_CHECK(H % KV == 0, heads, " query heads over ", KV, " KV heads");
+  TORCH_CHECK(bias.dim() == 4 && bias.size(0) == P && bias.size(1) == 1 && bias.size(3) == C && bias.is_contiguous() &&
+              bias.scalar_type() == at::kFloat, "bias: a contiguous (P, 1, k, C) fp32 tensor");
+  const int64_t k = bias.size(2), R = rotation.dim() == 3 ? 2 * rotation.size(1) : -1;
+  TORCH_CHECK(qkv.dim() == 2 && qkv.size(0) == P * k && qkv.size(1) == (H + 2 * KV) * D && qkv.is_contiguous() &&
+              qkv.scalar_type() == at::kFloat, "qkv: a contiguous (P k, (H + 2 KV) D) fp32 tensor");
+  TORCH_CHECK(rotation.dim() == 3 && rotation.size(0) == P && rotation.size(2) == 2 && R <= D && rotation.is_contiguous() &&
+              rotation.scalar_type() == at::kFloat, "rotation: a contiguous (P, R / 2, 2) fp32 tensor, R <= D");
+  TORCH_CHECK(width >= k && width <= C, "width ", width, " outside ", k, " .. ", C);
+  const int64_t row = (H + 2 * KV) * D, group = H / KV, chunks = D / kWidth;
+  float* q = qkv.data_ptr<float>();
+  float* kc = cache.data_ptr<float>();
+  const float* rot = rotation.data_ptr<float>();
+  const float* mask = bias.data_ptr<float>();
+  for (int64_t p = 0; p < P; ++p) {  // rotary on q and k, then k | v into the cache
+    const float* cs = rot + p * R;
+    for (int64_t j = 0; j < k; ++j) {
+      float* r = q + (p * k + j) * row;
+      for (int64_t h = 0; h < H + KV; ++h) {
+        float* v = r + h * D;
+        for (int64_t i = 0; i < R / 2; ++i) {
+          const float a = v[2 * i], b = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+          v[2 * i] = a * c - b * s;
+          v[2 * i + 1] = a * s + b * c;
+        }
+      }
+      for (int64_t g = 0; g < KV; ++g) {
+        float* dst = kc + ((p * KV + g) * C + width - k + j) * 2 * D;
+        std::memcpy(dst, r + (H + g) * D, D * sizeof(float));
+        std::memcpy(dst + D, r + (H + KV + g) * D, D * sizeof(float));
+      }
+    }
+  }
+  at::Tensor out = at::empty({P * k, H * D}, qkv.options());
+  at::Tensor scratch = at::empty({P * KV, width}, qkv.options());
+  float* op = out.data_ptr<float>();
+  float* sp = scratch.data_ptr<float>();
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, P * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / KV, g = task % KV;
+      const float* keys = kc + (p * KV + g) * C * 2 * D;
+      float* score = sp + task * width;
+      for (int64_t j = 0; j < k; ++j) {
+        const float* allowed = mask + (p * k + j) * C;
+        for (int64_t hh = 0; hh < group; ++hh) {
+          const int64_t h = g * group + hh;
+          const float* query = q + (p * k + j) * row + h * D;
+          __m512 qv[16];
+          for (int64_t c = 0; c < chunks; ++c) qv[c] = _mm512_loadu_ps(query + c * kWidth);
+          float top = neg_inf;
+          for (int64_t col = 0; col < width; ++col) {
+            if (allowed[col] == neg_inf) { score[col] = neg_inf; continue; }
+            const float* key = keys + col * 2 * D;
+            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(key));
+            for (int64_t c = 1; c < chunks; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(key + c * kWidth), acc);
+            const float s = _mm512_reduce_add_ps(acc) + allowed[col];
+            score[col] = s;
+            top = std::max(top, s);
+          }
+          __m512 total = _mm512_setzero_ps();
+          int64_t col = 0;
+          for (; col + kWidth <= width; col += kWidth) {
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(score + col), _mm512_set1_ps(top)));
+            _mm512_storeu_ps(score + col, e);
+            total = _mm512_add_ps(total, e);
+          }
+          if (col < width) {
+            const __mmask16 tail = static_cast<__mmask16>((1u << (width - col)) - 1);
+            const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, score + col), _mm512_set1_ps(top)));
+            _mm512_mask_storeu_ps(score + col, tail, e);
+            total = _mm512_add_ps(total, _mm512_maskz_mov_ps(tail, e));
+          }
+          const __m512 inv = _mm512_set1_ps(1.f / _mm512_reduce_add_ps(total));
+          __m512 acc[16];
+          for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_setzero_ps();
+          for (int64_t col2 = 0; col2 < width; ++col2) {
+            if (score[col2] == 0.f) continue;  // masked (or underflowed) columns add nothing
+            const __m512 wgt = _mm512_set1_ps(score[col2]);
+            const float* value = keys + col2 * 2 * D + D;
+            for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm512_fmadd_ps(wgt, _mm512_loadu_ps(value + c * kWidth), acc[c]);
+          }
+          float* dst = op + (p * k + j) * H * D + h * D;
+          for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(dst + c * kWidth, _mm512_mul_ps(acc[c], inv));
+        }
+      }
+    }
+  });
+  return out;
 }
 
 // panels[p, k, j] = weight[16 p + j, k], written into `panels` (N / 16, K, 16), a panel per task:
@@ -107,4 +365,7 @@ at::Tensor pack(const at::Tensor& weight, at::Tensor& panels) {
 TORCH_LIBRARY(hybridpo_panel, m) {
   m.def("linear(Tensor x, Tensor panels, Tensor? bias, Tensor? residual) -> Tensor", &linear);
   m.def("pack(Tensor weight, Tensor(a!) panels) -> Tensor(a!)", &pack);
+  m.def("norm_linear(Tensor x, float eps, Tensor? gamma, Tensor panels, Tensor? bias) -> Tensor", &norm_linear);
+  m.def("norm_glu(Tensor x, float eps, Tensor panels, Tensor? bias) -> Tensor", &norm_glu);
+  m.def("attend(Tensor(a!) qkv, Tensor rotation, Tensor(b!) cache, Tensor bias, int width, int heads) -> Tensor", &attend);
 }
