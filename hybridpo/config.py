@@ -117,7 +117,7 @@ class SpeedConfig:
     share_prompt: str = "auto"  # one prompt pass per step for sampling and log-probs (online methods): "auto" where it gives the same numbers, "on", "off"
     decoder: str = "auto"  # sampler's decode step, one of DECODERS: "auto" = the family's lean step (GPT-NeoX, Llama) for fp32 weights on CPU outside autocast, transformers' forward elsewhere
     kv_cache: str = "auto"  # sampler's KV cache, one of KV_CACHES: "auto" = allocated once where the cache is plain layers
-    decode_gemm: str = "auto"  # the lean decode step's few-row products, one of DECODE_GEMMS: "panels" (a kernel of our own, hybridpo.fast.panel_linear), "library" (MKL); "auto" = panels on Intel CPUs with AVX-512 for fp32 Llama-family models of >= 100M parameters
+    decode_gemm: str = "auto"  # the lean decode step's few-row products, one of DECODE_GEMMS: "panels" (a kernel of our own, hybridpo.fast.panel_linear; for Llama-family models the block fused around it), "library" (MKL); "auto" = panels on Intel CPUs with AVX-512 for fp32 Llama-family models of >= 100M parameters
     elementwise: str = "auto"  # a block's elementwise chains (RMSNorm, rotary, SwiGLU's backward) in the log-prob forwards, one of ELEMENTWISE: "compiled" (torch.compile's CPU backend), "eager"; "auto" = compiled for Llama-family models on CPU with an MLP width >= 1,024 and a C++ compiler
     sampler: str = "builtin"  # what draws online samples, one of SAMPLERS: "builtin" (hybridpo.rollout), "generate" (transformers' generate; docs/generation_engine.md)
     keep_freed_memory: str = "auto"  # glibc keeps freed CPU memory for reuse (set by the command line for the process): "auto" = on for CPU runs (~15% faster, ~1.5-2x resident memory), "on", "off"

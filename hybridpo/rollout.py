@@ -94,7 +94,8 @@ def sample(
     lean step only for fp32 weights on CPU outside autocast). `kv_cache`: "preallocated" (hybridpo.fast.kv_cache),
     "dynamic" (transformers' own), "auto" by hybridpo.fast.kv_cache_for's rule. Every choice draws
     the same tokens from the same generator (up to float rounding of the logits).
-    `decode_gemm`: the lean step's products, "panels" (hybridpo.fast.panel_linear), "library"
+    `decode_gemm`: the lean step's products, "panels" (hybridpo.fast.panel_linear; for the Llama
+    family the block's norms, attention and SwiGLU fused around them), "library"
     (MKL), "auto" by hybridpo.fast.decode_gemm_for's rule; the same numbers to float rounding.
 
     `uniforms` (P*k, max_new_tokens) in [0, 1), e.g. hybridpo.sampling.row_uniforms of per-example

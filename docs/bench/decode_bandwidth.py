@@ -2,7 +2,10 @@
 measurement behind the HyPO/DPO bar of docs/bench/smollm2/hypo (a decode step of 16 rows reads
 every weight once and does 2 FLOPs per weight and row, so it is bound by bandwidth, not FLOP/s).
 
-    PYTHONPATH=. python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth.md
+    PYTHONPATH=. python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth_fused.md
+
+(docs/bench/smollm2/decode_bandwidth.md is an earlier run, before the fused block and the
+paired panels.)
 
 Prints, as markdown: the machine's read bandwidth (sum over a 1 GB tensor, best of 5), the
 lean Llama decode of the bench's shape (8 prompts of 128 tokens x k = 2 samples x 53 tokens, no

@@ -2,13 +2,16 @@
 
 The HyPO step's model work on the first batch of the smollm2-hypo workload: the policy's prompt
 pass (with grad), k = 2 samples of 53 tokens per prompt from it (the lean Llama decoder, its
-products by `panels`, hybridpo.fast.panel_linear, or `library`, MKL), the policy's log-probs of
+products by `panels`, hybridpo.fast.panel_linear, with the block fused around them since
+decode_gemm_paired_fused.md, or `library`, MKL), the policy's log-probs of
 the pairs and samples after the pass, the reference's without grad (the same weights), and the
 backward. `panels` and `library` run one after the other `--repeats` times, so a drift of the
 machine's load hits both alike, and the training work after each decode shows any effect the
 decode's memory has on it; medians per phase. The optimizer is left out (the settings do not touch it).
 
-    .venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired.md
+    .venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired_fused.md
+
+(docs/bench/smollm2/decode_gemm_paired.md is the same run before the block was fused.)
 """
 
 import argparse

@@ -4,6 +4,7 @@ HYPO_RSS_GB, RLOO_BARS), as markdown text (no I/O here)."""
 from __future__ import annotations
 
 import math
+import statistics
 
 from hybridpo.bench.speed import Summary
 
@@ -134,6 +135,11 @@ def _hypo_bars(rows, workload) -> list[str]:
         else:
             verdict = "(the bar's ratio at this shape)"
         lines.append(f"{workload}: HyPO step {hypo.step_s:.2f} s / DPO step {dpo.step_s:.2f} s = {ratio:.2f}x {verdict}")
+        matched = _batch_for_batch(dpo, hypo)
+        if matched is not None:
+            lines.append(f"{workload}: batch for batch (each timed batch's median over repeats, summed), HyPO / DPO = "
+                         f"{matched:.2f}x = {matched / needed:.2f}x the needed-FLOP ratio (a cross-check: the medians "
+                         f"above may fall on batches of other lengths)")
         lines.append(f"{workload}: a HyPO step needs {needed:.2f}x the FLOPs of a DPO step (the step-time ratio if both "
                      f"ran at the same FLOP/s); HyPO's step ran at {hypo.flops_frac / dpo.flops_frac:.0%} of DPO's "
                      f"FLOP/s (one-token decode steps run far below the matmul peak)")
@@ -142,6 +148,21 @@ def _hypo_bars(rows, workload) -> list[str]:
         lines.append(f"{workload}: HyPO (every weight trained) peak RSS {hypo.peak_rss_gb:.2f} GB (bar <= {cap:g} GB): "
                      f"{_verdict(hypo.peak_rss_gb <= cap)}")
     return lines
+
+
+def _batch_for_batch(dpo: Summary, hypo: Summary) -> float | None:
+    """HyPO's time over DPO's on the same timed batches: per batch (step), the median over repeats;
+    summed over the steps after the warm-up. None unless both ran the same number of steps (> 1)."""
+    def per_batch(row):
+        runs = [r["step_s"] for r in row.records]
+        if not runs or len({len(s) for s in runs}) != 1 or len(runs[0]) < 2:
+            return None
+        return [statistics.median(times) for times in zip(*runs)][1:]
+
+    d, h = per_batch(dpo), per_batch(hypo)
+    if d is None or h is None or len(d) != len(h):
+        return None
+    return sum(h) / sum(d)
 
 
 def _rloo_bars(rows, workload) -> list[str]:

@@ -1,24 +1,38 @@
 """The decode step's few-row products with a kernel of our own that streams each weight once
-(csrc/panel_linear.cpp): residual + x Wᵀ + b for x of at most 16 rows.
+(csrc/panel_linear.cpp): residual + x Wᵀ + b for x of at most 16 rows; and, for the Llama family,
+the rest of the block fused around those products (PanelLlamaDecoder).
 
 Why (SmolLM2-135M-Instruct, 2 threads, an Intel Xeon with AVX-512; docs/bench/history.md): a
 decode step with 16 samples reads all 538 MB of fp32 weights for 16 rows, so it is bound by how
 fast the weights stream, not by FLOPs. MKL's packed product (neox_decode.PackedLinear) streamed
 the step's 121 products at 13-15 GB/s, the 113 MB head alone at 15-22 GB/s: its small products (1.3-7
 MB each) pay its per-call start. The kernel lays W (N, K) out as N / 16 panels of (K, 16), one
-contiguous stream each, keeps a panel's M x 16 outputs in M AVX-512 registers and adds
-x[:, k] W[panel, k] for every k, prefetching 16 KB ahead, on torch's threads.
+contiguous stream each. A task takes two panels and, over blocks of 128 inputs, keeps 8 rows x 32
+outputs in 16 AVX-512 registers, then the next 8 rows over the same block from L1, prefetching
+16 KB ahead, on torch's threads. (One panel with all 16 rows in registers needed a broadcast
+load per FMA and ran a single thread at ~1 FMA a cycle on weights in L2, 11.9 GB/s; the pairs
+run 16.9 GB/s there. Streaming from memory on 2 threads both are near 19-20 GB/s, and a decode
+was 2% faster with pairs.)
 
-Measured: the step's 121 products alone 40.8 -> 31.2 ms (13.2 -> 17.2 GB/s) and a 53-token
-decode of 8 prompts x 2 samples 3.12 -> 2.60 s (docs/bench/smollm2/decode_bandwidth.md); in a HyPO step of
-the smollm2-hypo workload, both settings alternated in one process, sampling 2.94 -> 2.51 s and
-the step's model work 19.70 -> 19.19 s (docs/bench/smollm2/decode_gemm_paired.md). Two other
-forms were slower: W in its own (N, K) layout with row dot products (35.3 ms, as MKL: the
-horizontal sums cost), and panels in memory mapped per call outside glibc's heap (the page
-faults added 0.07 s).
+With the products on the kernel, the rest of a Llama block (~14 small ops: two rms_norms, rotary,
+the cache write, SDPA, silu and mul) was a third of the decode step: 0.8 of a 2.4 s decode, SDPA
+0.30 s, rms_norm 0.16 s. PanelLlamaDecoder runs a block in five calls of the kernel's library
+(rms_norm + q | k | v; rotary + the cache write + attention over the cache; o + residual;
+rms_norm + gate | up + silu(gate) * up; down + residual).
 
-Same numbers as the library product to float rounding (each output is a sum over K in another
-order): tests/fast/test_panel_linear.py checks it against a float64 product for every row count.
+Measured (docs/bench/smollm2/): the step's 121 products alone 40.8 -> 31.2 ms (13.2 -> 17.2 GB/s)
+and a 53-token decode of 8 prompts x 2 samples 3.12 -> 2.60 s with the single-panel kernel
+(decode_bandwidth.md); in a later run, 3.31 s with MKL, 2.79 s with the kernel's products alone,
+2.19 s with the block fused (decode_bandwidth_fused.md). In a HyPO step of the smollm2-hypo
+workload, "panels" and "library" alternated in one process: sampling 3.16 -> 2.23 s, the step's
+model work 20.11 -> 19.24 s (decode_gemm_paired_fused.md). Two other forms of the product were
+slower: W in its own (N, K) layout with row dot products (35.3 ms, as MKL: the horizontal sums
+cost), and panels in memory mapped per call outside glibc's heap (the page faults added 0.07 s).
+
+Same numbers as the library path to float rounding (each output is a sum over K in another
+order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the
+product at every row count, the fused norms and attention against float64, and the fused decode's
+log-probs of replayed samples at 1e-5.
 
 The kernel is compiled once per source, torch version and CPU with the C++ compiler on PATH
 (what torch.compile's CPU backend needs too), with OpenMP so that at::parallel_for runs on

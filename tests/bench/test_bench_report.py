@@ -87,3 +87,16 @@ def test_smollm2_bars():
     assert "= 1.50x = 1.07x the needed-FLOP ratio (bar <= 1.1x): met" in text
     assert "needs 1.40x the FLOPs" in text
     assert "peak RSS 10.50 GB (bar <= 10 GB): NOT met" in text
+
+
+def test_hypo_over_dpo_batch_for_batch():
+    """Per batch the median over repeats, the warm-up left out, then the sums of those medians."""
+    dpo = _row("smollm2-hypo", "hybridpo dpo", step_s=3.0, step_flops=3.0e12,
+               records=[{"step_s": [9.0, 2.0, 4.0, 3.0]}, {"step_s": [9.0, 2.2, 3.6, 3.2]}, {"step_s": [9.0, 1.9, 4.1, 2.9]}])
+    hypo = _row("smollm2-hypo", "hybridpo hypo", step_s=4.5, step_flops=3.6e12,
+                records=[{"step_s": [20.0, 3.0, 5.0, 4.5]}, {"step_s": [20.0, 3.1, 5.2, 4.4]}, {"step_s": [20.0, 2.8, 4.9, 4.6]}])
+    # medians per batch: DPO 2.0, 4.0, 3.0 (sum 9.0); HyPO 3.0, 5.0, 4.5 (sum 12.5): 12.5 / 9 = 1.39 = 1.16x of 1.2
+    text = "\n".join(bars([dpo, hypo]))
+    assert "batch for batch (each timed batch's median over repeats, summed), HyPO / DPO = 1.39x = 1.16x" in text
+    uneven = _row("smollm2-hypo", "hybridpo hypo", step_s=4.5, step_flops=3.6e12, records=[{"step_s": [20.0, 3.0]}])
+    assert "batch for batch" not in "\n".join(bars([dpo, uneven]))  # other step counts: no pairing

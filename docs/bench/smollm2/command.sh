@@ -20,3 +20,9 @@ bash docs/bench/smollm2/elementwise.sh  # speed.elementwise compiled vs eager ov
 .venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired.md
 PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth.md
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/panel_gemm_repeats
+# the Llama block fused around the panel kernel (hybridpo.fast.panel_linear.PanelLlamaDecoder, what
+# "panels" runs for Llama models since), and its products in pairs of panels: the decode alone, one
+# HyPO step with "panels" and "library" alternated, and the HyPO/DPO bar at 3 fresh processes
+PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth_fused.md
+.venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired_fused.md
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/fused_block_repeats

@@ -4,9 +4,11 @@
 // Built and loaded by hybridpo/fast/panel_linear.py (which states why and what was measured).
 //
 // panels: W (N, K) laid out as (N / 16, K, 16): panel p holds output columns 16p .. 16p + 15, one
-// 64-byte row of 16 weights per input k, so a panel is one contiguous stream. For each panel the
-// kernel keeps the M x 16 outputs in M AVX-512 registers and adds x[r, k] * W[16p .. 16p + 15, k]
-// for every k: every weight is read once, from memory, for all M rows together.
+// 64-byte row of 16 weights per input k, so a panel is one contiguous stream. A task takes two
+// panels; over blocks of 128 inputs it keeps 8 rows x 2 panels of outputs in 16 AVX-512 registers
+// and adds x[r, k] * W[16p .. 16p + 31, k] for every k of the block, then the next 8 rows over the
+// same block from L1: every weight is read once from memory for all M rows together, with one
+// broadcast of x per two FMAs (one per FMA held a single thread to ~1 FMA a cycle, loads-bound).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
