@@ -87,7 +87,12 @@ def test_the_library_product_serves_where_the_kernel_does_not():
 def test_lean_decode_log_probs_as_with_the_library_product(arch, decoder, monkeypatch):
     """The library product's decode draws; the panel kernel's decode replays those tokens: the same
     per-token log-probs (6 prompts x 2 samples = 12 rows, samples ending at EOS on the way)."""
-    model = model_of(arch).eval()
+    replayed_with_both(model_of(arch).eval(), decoder, monkeypatch)
+
+
+def replayed_with_both(model, decoder, monkeypatch):
+    """The library product's decode draws; the decode with `library` and with `panels` replays
+    those tokens: both give the recorded samples and the same per-token log-probs at 1e-5."""
     prompts = [[5, 9, 13, 2, 7, 30, 41], [11, 3], [8, 8, 20, 17, 60], [4], [9, 9, 9], [30, 2, 2, 7]]
     eos = replay.frequent_token(model, prompts, PAD)
 
@@ -216,25 +221,13 @@ def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, mon
     model = zoo.random_model(arch, "tiny", vocab, seed=0, initializer_range=0.3, max_position_embeddings=256,
                              pad_token_id=PAD, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=64).eval()
-    prompts = [[5, 9, 13, 2, 7, 30, 41], [11, 3], [8, 8, 20, 17, 60], [4], [9, 9, 9], [30, 2, 2, 7]]
-    eos = replay.frequent_token(model, prompts, PAD)
-    fused = []
+    fused = []  # whether each PanelLlamaDecoder layout (at the start, and after any repack) fuses its blocks
     original = panel_linear.PanelLlamaDecoder._all_on_kernel
     monkeypatch.setattr(panel_linear.PanelLlamaDecoder, "_all_on_kernel", lambda self: fused.append(original(self)) or fused[-1])
-
-    def run(gemm):
-        return rollout.sample(model, prompts, 2, max_new_tokens=12, eos_id=eos, pad_id=PAD, decoder="llama",
-                              decode_gemm=gemm, generator=torch.Generator().manual_seed(3))
-
-    recorded = run("library")
-    assert recorded.eos.any() and not recorded.eos.all()
-    with monkeypatch.context() as m:
-        replay.replaying(m, recorded)
-        library = run("library")
-    assert not fused
-    with monkeypatch.context() as m:
-        replay.replaying(m, recorded)
-        panels = run("panels")
-    assert fused and all(fused)  # the fused step, also after the grid shrank (repack)
-    assert panels.responses == recorded.responses
-    assert_close(panels.tok_logps, library.tok_logps, atol=1e-5, rtol=0)
+    replayed_with_both(model, "llama", monkeypatch)
+    assert fused and all(fused)
+    decoder = panel_linear.PanelLlamaDecoder(model, rows=12)
+    decoder.repack(32)  # a grid of more than 16 rows: the library's products, LlamaDecoder's step
+    assert fused[-1] is False
+    decoder.repack(8)  # half the prompts left the grid: the kernel and the fused step again
+    assert fused[-1] is True
