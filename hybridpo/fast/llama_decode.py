@@ -92,6 +92,7 @@ class LlamaDecoder:
         q_rows = (torch.arange(H)[:, None] * D + order).reshape(-1)
         k_rows = (torch.arange(KV)[:, None] * D + order).reshape(-1)
         self.layers = []
+        self.eps = [(norm_eps(b.input_layernorm), norm_eps(b.post_attention_layernorm)) for b in trunk.layers]
         for layer in trunk.layers:
             a, m = layer.self_attn, layer.mlp
             g1 = layer.input_layernorm.weight.detach()

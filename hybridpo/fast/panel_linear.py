@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hybridpo.fast.llama_decode import MODEL_TYPES, LlamaDecoder, norm_eps
+from hybridpo.fast.llama_decode import MODEL_TYPES, LlamaDecoder
 from hybridpo.fast.neox_decode import PackedLinear
 
 ROWS = 16  # the most rows the kernel takes (M AVX-512 accumulators per panel)
@@ -130,7 +130,6 @@ class PanelLlamaDecoder(LlamaDecoder):
 
     def __init__(self, model, rows: int, linear=None):
         super().__init__(model, rows, linear=linear or PanelLinear)
-        self.eps = [(norm_eps(b.input_layernorm), norm_eps(b.post_attention_layernorm)) for b in model.model.layers]
         self.fused = self._all_on_kernel()
 
     def repack(self, rows: int) -> None:
