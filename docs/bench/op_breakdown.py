@@ -51,11 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=3, help="steps before the timed one (the heap grows to size)")
     parser.add_argument("--rows", type=int, default=30)
+    parser.add_argument("--elementwise", default="eager", choices=("eager", "auto"),
+                        help="speed.elementwise: auto times each compiled chain as one call")
     args = parser.parse_args()
     torch.set_num_threads(2)
     w = get_workload("smollm2-dpo")
     with tempfile.TemporaryDirectory() as out_dir:
-        cfg = workload_config(w, "dpo", {"beta": w.beta}, {"elementwise": "eager"}, out_dir)
+        cfg = workload_config(w, "dpo", {"beta": w.beta}, {"elementwise": args.elementwise}, out_dir)
         configure(cfg.speed.keep_freed_memory)
         tokenizer = load_tokenizer(w)
         pairs = build_pairs(w, tokenizer)
@@ -72,7 +74,7 @@ def main() -> None:
     mm = sum(v for k, v in timer.seconds.items() if k[0] in MATMULS)
     flops = sum(timer.flops.values())
     attention = sum(v for k, v in timer.seconds.items() if "attention" in k[0])
-    print(f"{machine()}; torch threads 2, fp32; step {args.warmup + 1} of smollm2-dpo, speed.elementwise eager.\n")
+    print(f"{machine()}; torch threads 2, fp32; step {args.warmup + 1} of smollm2-dpo, speed.elementwise {args.elementwise}.\n")
     print(f"- step {wall:.2f} s wall; the ops' own times sum to {total:.2f} s")
     print(f"- matmuls {mm:.2f} s ({100 * mm / total:.0f}%), {flops / 1e12:.2f} TFLOP at {flops / mm / 1e9:.0f} GFLOP/s")
     print(f"- attention kernels (SDPA flash, forward and backward) {attention:.2f} s ({100 * attention / total:.0f}%)")

@@ -26,11 +26,13 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo dpo precompute-ref": ("hybridpo_runner", "run_dpo", {"precompute": True}),
     "hybridpo dpo last-4": ("hybridpo_runner", "run_dpo", {"last_n": True}),
     "hybridpo dpo eager-elementwise": ("hybridpo_runner", "run_dpo", {"elementwise": "eager"}),
+    "hybridpo dpo flash-kernel": ("hybridpo_runner", "run_dpo", {"span_kernel": "flash"}),
     "hybridpo hypo": ("hybridpo_runner", "run_hypo", {}),
     "hybridpo hypo separate-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "off"}),
     "hybridpo hypo shared-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "on"}),
     "hybridpo hypo eager-elementwise": ("hybridpo_runner", "run_hypo", {"elementwise": "eager"}),
     "hybridpo hypo library-gemm": ("hybridpo_runner", "run_hypo", {"decode_gemm": "library"}),
+    "hybridpo hypo flash-kernel": ("hybridpo_runner", "run_hypo", {"span_kernel": "flash"}),
     "hybridpo rlhf": ("hybridpo_runner", "run_rlhf", {}),
     "trl dpo ref-model": ("trl_runner", "run_dpo", {"precompute": False}),
     "trl dpo precompute-ref": ("trl_runner", "run_dpo", {"precompute": True}),
@@ -66,7 +68,7 @@ class Summary:
     pairs_per_s: float = float("nan")  # pairs (prompts for RLOO) per second in steady state
     e2e_pairs_per_s: float = float("nan")  # all steps' pairs / (precompute + every step incl. warm-up)
     completions_per_s: float = float("nan")  # online samples per second (HyPO, RLOO)
-    tokens_per_s: float = float("nan")  # unique real tokens (prompt once + responses) per second
+    tokens_per_s: float = float("nan")  # unique real tokens (prompt once + responses) per second of the timed steps
     precompute_s: float = 0.0  # one-off reference precompute
     peak_rss_gb: float = float("nan")  # process high-water mark, max over repeats
     rss_growth_gb: float = float("nan")  # resident memory after the last step minus after the first, median over repeats
@@ -75,7 +77,7 @@ class Summary:
     loss_1: float = float("nan")  # loss of step 1 (equal weights and ref: log 2 for DPO)
     loss_2: float = float("nan")  # loss of step 2, after one update: the work-is-the-same check
     logps_chosen_1: float = float("nan")  # batch mean log π(chosen) at step 1
-    flops_frac: float = float("nan")  # needed FLOP/s / measured matmul peak
+    flops_frac: float = float("nan")  # needed FLOPs / seconds of the timed steps, over the measured matmul peak
     step_flops: float = float("nan")  # FLOPs a step needs (hybridpo.bench.flops), mean over the timed steps
     phase_share: dict[str, float] = field(default_factory=dict)  # share of the median step per timed phase
     note: str = ""  # the runner's description of the code path
@@ -153,11 +155,13 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
     step_s, e2e, tokens, flops, needed = [], [], [], [], []
     for r in records:
         timed = slice(1, None) if len(r.step_s) > 1 else slice(None)
-        median = statistics.median(r.step_s[timed])
-        step_s.append(median)
+        step_s.append(statistics.median(r.step_s[timed]))
         e2e.append(r.pairs_per_step * len(r.step_s) / (r.precompute_s + sum(r.step_s)))
-        tokens.append(statistics.fmean(r.tokens[timed]) / median)
-        flops.append(statistics.fmean(r.flops[timed]) / median)
+        # rates over the same timed steps in numerator and denominator: the steps' batches differ
+        # in length, and a median step need not be the step of median work
+        seconds = sum(r.step_s[timed])
+        tokens.append(sum(r.tokens[timed]) / seconds)
+        flops.append(sum(r.flops[timed]) / seconds)
         needed.append(statistics.fmean(r.flops[timed]))
     step = statistics.median(step_s)
     phases = {}
@@ -189,6 +193,18 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         note=first.note,
         records=[asdict(r) for r in records],
     )
+
+
+def resummarize(payload: dict) -> list[Summary]:
+    """The rows of a written speed.json summarized again from their runs' records (a report's
+    reading can change after the runs); failed variants keep their status."""
+    rows = []
+    for row in payload["rows"]:
+        if row["status"] != "ok":
+            rows.append(Summary(row["variant"], row["workload"], row["status"]))
+        else:
+            rows.append(summarize([RunRecord(**r) for r in row["records"]], payload["peak_flops"]))
+    return rows
 
 
 def _enough_pairs(w: Workload) -> Workload:

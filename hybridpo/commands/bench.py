@@ -33,6 +33,9 @@ def _speed_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a model folder (or zoo name) in place of the workload's checkpoint; with --random-weights "
                              "only its config and tokenizer are read (the GPU check carries just those)")
     parser.add_argument("--out", default="", help="directory for speed.md and speed.json (default: print only)")
+    parser.add_argument("--report-from", default="",
+                        help="run nothing: re-read the runs a speed.json (or its folder) holds and print the table "
+                             "and bars as this version reports them (with --out: rewrite that folder's speed.md)")
 
 
 def _speed_run(args: argparse.Namespace) -> int:
@@ -40,6 +43,8 @@ def _speed_run(args: argparse.Namespace) -> int:
     from hybridpo.bench.report import markdown
     from hybridpo.bench.speed import ALL_WORKLOADS, SMOLLM2_WORKLOADS, VARIANTS, run_speed
 
+    if args.report_from:
+        return _speed_report(args)
     if args.threads < 1 or args.repeats < 1 or args.steps < 0:
         raise SystemExit("bench speed: --threads and --repeats must be >= 1, --steps >= 0")
     workloads = {"all": ALL_WORKLOADS, "smollm2": SMOLLM2_WORKLOADS}.get(args.workload, [args.workload])
@@ -68,6 +73,28 @@ def _speed_run(args: argparse.Namespace) -> int:
                    "rows": [asdict(r) for r in rows]}
         (out / "speed.json").write_text(json.dumps(payload, indent=1))
         print(f"wrote {out / 'speed.md'} and {out / 'speed.json'}")
+    return 0
+
+
+def _speed_report(args: argparse.Namespace) -> int:
+    from hybridpo.bench.report import markdown
+    from hybridpo.bench.speed import resummarize
+
+    path = Path(args.report_from)
+    path = path / "speed.json" if path.is_dir() else path
+    try:
+        payload = json.loads(path.read_text())
+        rows = resummarize(payload)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"bench speed --report-from: {path}: not a speed.json that `bench speed --out` wrote ({e})")
+    where = f"{payload['device']}, {payload['precision']}" + (", random weights" if payload.get("random_weights") else "")
+    text = markdown(payload["peak_flops"], payload["threads"], payload["repeats"], rows, payload["machine"], where)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.md").write_text(text)
+        print(f"wrote {out / 'speed.md'}")
     return 0
 
 

@@ -34,39 +34,27 @@ order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_li
 product at every row count, the fused norms and attention against float64, and the fused decode's
 log-probs of replayed samples at 1e-5.
 
-The kernel is compiled once per source, torch version and CPU with the C++ compiler on PATH
-(what torch.compile's CPU backend needs too), with OpenMP so that at::parallel_for runs on
-torch's threads (without it the kernel ran on one thread: 3.70 s for that decode), into
-~/.cache/hybridpo/kernels (HYBRIDPO_KERNEL_DIR overrides), and loaded as torch.ops.hybridpo_panel.
-Where it cannot build (no compiler, no AVX-512F) it is unavailable, and `unsupported_reason` says why.
+The kernel is built and loaded with the others of csrc/ by hybridpo.fast.kernels; where it cannot
+build (no compiler, no AVX-512F) it is unavailable, and `unsupported_reason` says why.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
+from hybridpo.fast import kernels
 from hybridpo.fast.llama_decode import MODEL_TYPES, LlamaDecoder
 from hybridpo.fast.neox_decode import PackedLinear
 
 ROWS = 16  # the most rows the kernel takes (M AVX-512 accumulators per panel)
 WIDTH = 16  # outputs per panel
 MIN_PARAMETERS = 100_000_000  # "auto" only for models this large (measured on SmolLM2-135M alone)
-SOURCE = Path(__file__).with_name("csrc") / "panel_linear.cpp"
 
 
 def unsupported_reason() -> str | None:
     """None when the kernel is built and loaded here; otherwise why not."""
-    return _load()
+    return kernels.load()
 
 
 def pays_here(model) -> str | None:
@@ -75,8 +63,8 @@ def pays_here(model) -> str | None:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPES:
         return f"measured on Llama-family models only ({', '.join(MODEL_TYPES)}), this is {model_type}"
-    if _vendor() != "GenuineIntel":
-        return f"measured on Intel CPUs only, this one is {_vendor() or 'unknown'}"
+    if kernels.vendor() != "GenuineIntel":
+        return f"measured on Intel CPUs only, this one is {kernels.vendor() or 'unknown'}"
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"
@@ -92,7 +80,7 @@ class PanelLinear(PackedLinear):
     CPU, takes PackedLinear's path."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None, rows: int, copy: bool = True):
-        why = _load()
+        why = kernels.load()
         if why is not None:
             raise RuntimeError(f"PanelLinear: {why}")
         self.panels = None
@@ -163,70 +151,3 @@ def to_panels(weight: Tensor) -> Tensor:
     538 MB of decode weights, against 0.10 s for MKL's packing)."""
     N, K = weight.shape
     return torch.ops.hybridpo_panel.pack(weight.contiguous(), weight.new_empty((N // WIDTH, K, WIDTH)))
-
-
-def _vendor() -> str:
-    return _cpuinfo("vendor_id")
-
-
-def _cpuinfo(field: str) -> str:
-    """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-@functools.cache
-def _load() -> str | None:
-    """Build (once per source, torch and CPU) and load the kernel; None on success, else why not."""
-    if hasattr(torch.ops, "hybridpo_panel") and hasattr(torch.ops.hybridpo_panel, "linear"):
-        return None
-    if torch.backends.cpu.get_cpu_capability() != "AVX512":
-        return f"no AVX-512 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
-    compiler = shutil.which(os.environ.get("CXX", "c++"))
-    if compiler is None:
-        return "no C++ compiler on PATH (c++, or $CXX)"
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(flags).encode(),
-                                     (_cpuinfo("flags") or sys.platform).encode(), compiler.encode()])).hexdigest()[:16]
-    root = Path(os.environ.get("HYBRIDPO_KERNEL_DIR", Path.home() / ".cache" / "hybridpo" / "kernels"))
-    library = root / f"panel_linear-{key}.so"
-    if not library.exists():
-        why = _build(compiler, flags, library)
-        if why is not None:
-            return why
-    try:
-        torch.ops.load_library(str(library))
-    except (OSError, RuntimeError) as err:
-        return f"the built kernel did not load: {err}"
-    return None
-
-
-def _build(compiler: str, flags: list[str], library: Path) -> str | None:
-    from torch.utils import cpp_extension
-
-    try:
-        library.parent.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(suffix=".so", dir=library.parent)
-        os.close(fd)
-    except OSError as err:
-        return f"no folder to build the kernel in ({library.parent}): {err}"
-    includes = [f"-I{p}" for p in cpp_extension.include_paths()]
-    libs = [f"-L{p}" for p in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
-    command = [compiler, *flags, *includes, str(SOURCE), "-o", partial, *libs]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            return f"the kernel did not compile ({compiler}): {last}"
-        os.replace(partial, library)  # atomic: another process either sees the whole library or none
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"the kernel did not compile ({compiler}): {err}"
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
-    return None

@@ -16,11 +16,19 @@ attention runs once per span with the keys the span may see:
 
 Grouped-query attention reads the key / value heads as they are (the CPU flash kernel takes
 9 query heads over 3 key / value heads), so no repeated copy of the keys is made or saved for the
-backward. The forward and the backward are the kernel's own (`_scaled_dot_product_flash_
-attention_for_cpu` and its backward), called span by span inside one autograd function, so the
-backward writes each span's gradient into one buffer instead of summing a full-size gradient
-per slice. The numbers are attention's: tests/fast/test_varlen_attention.py checks values and
-gradients against the padded layout.
+backward. Each span runs on one of two kernels (KERNELS, chosen by hybridpo.fast.span_kernel_for
+through `kernel_scope`):
+- "flash": torch's (`_scaled_dot_product_flash_attention_for_cpu` and its backward), called span
+  by span inside one autograd function, so the backward writes each span's gradient into one
+  buffer instead of summing a full-size gradient per slice;
+- "ours": csrc/span_attention.cpp, every span in one call forward and one backward. The flash
+  kernel ran SmolLM2's spans at ~70 GFLOP/s forward and its backward at 2.6x its forward's time;
+  ours takes a span forward + backward in half the time (330 tokens: 6.67 -> 3.21 ms), a DPO
+  batch's model work 16.73 -> 14.23 s (docs/bench/smollm2/span_kernel_*.md). Calls it cannot take
+  (heads off the 16-lane grid, half precision) go to flash.
+The numbers are attention's: tests/fast/test_varlen_attention.py checks values and gradients
+against the padded layout, tests/fast/test_span_attention.py our kernel against float64 and
+against the padded layout through a model.
 
 How it reaches the model: transformers' attention layers call the function that
 `config._attn_implementation` names. `spans(model, plan)` registers this one under NAME and
@@ -43,7 +51,10 @@ from torch import Tensor
 NAME = "hybridpo_varlen"
 MODEL_TYPES = ("llama", "qwen2", "mistral", "gpt_neox")  # attention through ALL_ATTENTION_FUNCTIONS (tests/fast)
 
+KERNELS = ("ours", "flash")  # what runs each span (hybridpo.fast.span_kernel_for chooses)
+
 _PLAN: contextvars.ContextVar = contextvars.ContextVar("hybridpo_varlen_plan", default=None)
+_KERNEL: contextvars.ContextVar = contextvars.ContextVar("hybridpo_varlen_kernel", default="flash")
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,23 @@ class Plan:
     queries: int
     keys: int
     spans: list[Span]
-    _masks: dict = field(default_factory=dict)
+    _built: dict = field(default_factory=dict)  # the masks and our kernel's table, each built once
+
+    def table(self) -> Tensor | None:
+        """(S, 6) int64 rows q0, q1, a1, b1, a2, b2 (a second key range or 0, 0) for our kernel, built
+        once; None where a span has more than two key ranges (or keys other than its prefix and its own)."""
+        if "table" not in self._built:
+            rows = []
+            for sp in self.spans:
+                ranges = [r for r in sp.keys if r[1] > r[0]]
+                if len(ranges) > 2 or sum(b - a for a, b in ranges) != sp.prefix + sp.q1 - sp.q0:
+                    self._built["table"] = None
+                    break
+                flat = [x for r in ranges for x in r] + [0, 0] * (2 - len(ranges))
+                rows.append([sp.q0, sp.q1, *flat])
+            else:
+                self._built["table"] = torch.tensor(rows, dtype=torch.long).reshape(-1, 6)
+        return self._built["table"]
 
     def mask(self, span: Span, like: Tensor) -> Tensor | None:
         """(1, 1, n, prefix + n) additive mask of a span with a prefix (built once per shape), else None."""
@@ -74,12 +101,12 @@ class Plan:
             return None
         n = span.q1 - span.q0
         key = (n, span.prefix, like.dtype, like.device)
-        if key not in self._masks:
+        if key not in self._built:
             own = torch.ones(n, n, dtype=torch.bool, device=like.device).triu(1)  # a later own token
             hidden = torch.cat([own.new_zeros(n, span.prefix), own], dim=1)
-            self._masks[key] = torch.zeros(hidden.shape, dtype=like.dtype, device=like.device).masked_fill(
+            self._built[key] = torch.zeros(hidden.shape, dtype=like.dtype, device=like.device).masked_fill(
                 hidden, float("-inf"))[None, None]
-        return self._masks[key]
+        return self._built[key]
 
 
 def unsupported_reason(model) -> str | None:
@@ -165,9 +192,84 @@ def attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask,
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None or kwargs.get("sliding_window"):
         raise RuntimeError("per-span attention: soft-capping, sinks and sliding windows are not supported")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    if _KERNEL.get() == "ours" and ours_serves(query, key, plan):
+        if grad:
+            return _OurSpanAttention.apply(query, key, value, plan, scale), None
+        return torch.ops.hybridpo_panel.span_attention(*_by_position(query, key, value), plan.table(), scale)[0][None], None
+    if grad:
         return _SpanAttention.apply(query, key, value, plan, scale), None
     return _forward(query, key, value, plan, scale)[0], None
+
+
+@contextlib.contextmanager
+def kernel_scope(kernel: str):
+    """Within: spans run on `kernel`, one of KERNELS ("ours": csrc/span_attention.cpp where
+    ours_serves the call, else the flash kernel)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"span kernel {kernel!r}; choose from {list(KERNELS)}")
+    token = _KERNEL.set(kernel)
+    try:
+        yield
+    finally:
+        _KERNEL.reset(token)
+
+
+def ours_unsupported_reason() -> str | None:
+    """None where our span kernel is built and loaded (hybridpo.fast.kernels); otherwise why not."""
+    from hybridpo.fast import kernels
+
+    return kernels.load()
+
+
+def ours_pays_here(model) -> str | None:
+    """None where "auto" takes our kernel (the measured case: an Intel CPU, fp32 heads on the
+    16-lane grid); otherwise why not. Cheap: nothing is built."""
+    from hybridpo.fast import kernels
+    from hybridpo.forward import hf
+
+    if kernels.vendor() != "GenuineIntel":
+        return f"measured on Intel CPUs only, this one is {kernels.vendor() or 'unknown'}"
+    config = hf.unwrap_model(model).config
+    width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if width % 16:
+        return f"heads {width} wide: our kernel takes multiples of 16"
+    weight = next(model.parameters())
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"
+    return None
+
+
+def ours_serves(query: Tensor, key: Tensor, plan: Plan) -> bool:
+    """Our kernel takes fp32 CPU heads of a multiple of 16 wide and spans of at most two key ranges."""
+    return (query.dtype == key.dtype == torch.float32 and query.device.type == "cpu" and query.shape[-1] % 16 == 0
+            and plan.table() is not None and ours_unsupported_reason() is None)
+
+
+def _by_position(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(1, H, N, D) -> (N, H, D), contiguous: the projections' own layout, so no copy as a rule."""
+    return tuple(t[0].transpose(0, 1).contiguous() for t in (q, k, v))
+
+
+class _OurSpanAttention(torch.autograd.Function):
+    """Every span in one call of csrc/span_attention.cpp, forward and backward (the backward
+    recomputes the scores from the forward's log-sum-exps; each (span, key / value head) task
+    keeps its own key gradients, summed into dk / dv after)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, plan: Plan, scale: float):
+        qn, kn, vn = _by_position(q, k, v)
+        out, lse = torch.ops.hybridpo_panel.span_attention(qn, kn, vn, plan.table(), scale)
+        ctx.save_for_backward(qn, kn, vn, out, lse)
+        ctx.plan, ctx.scale = plan, scale
+        return out[None]
+
+    @staticmethod
+    def backward(ctx, grad):
+        qn, kn, vn, out, lse = ctx.saved_tensors
+        dq, dk, dv = torch.ops.hybridpo_panel.span_attention_backward(grad[0].contiguous(), qn, kn, vn, out, lse,
+                                                                      ctx.plan.table(), ctx.scale)
+        return dq.transpose(0, 1)[None], dk.transpose(0, 1)[None], dv.transpose(0, 1)[None], None, None
 
 
 def _keys(x: Tensor, span: Span) -> Tensor:

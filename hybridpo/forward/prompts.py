@@ -74,7 +74,7 @@ def _checkpointing(inner) -> bool:
 
 
 def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str = "auto",
-                mlp: str = "auto", elementwise: str = "auto") -> PromptPass:
+                mlp: str = "auto", elementwise: str = "auto", span_kernel: str = "auto") -> PromptPass:
     """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
 
     The head runs at one position per prompt. Raises `PackingUnsupported` when
@@ -87,7 +87,7 @@ def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str 
     if reason is not None:
         raise hf.PackingUnsupported(f"prompt_pass is not available: {reason}")
     if attention_for(model, attention) == "spans":
-        with block_scope(model, mlp, elementwise):
+        with block_scope(model, mlp, elementwise, span_kernel):
             kv, last_logits, attn, flat_kv, starts = _spans_prefill(model, prompts)
         return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn, flat_kv=flat_kv, flat_start=starts)
     with block_scope(model, mlp, elementwise):

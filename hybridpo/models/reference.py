@@ -41,6 +41,7 @@ class Reference:
     pad_id: int = 0  # padding id of the batches (never read as a token: masks come from lengths)
     layout: str = "packed"  # hybridpo.forward.logprobs layout, the policy's
     elementwise: str = "auto"  # response_logps(elementwise=), the policy's (hybridpo.fast.elementwise_for)
+    span_kernel: str = "auto"  # response_logps(span_kernel=), the policy's (hybridpo.fast.span_kernel_for)
     clock: StepClock = field(default_factory=StepClock)  # where "reference forward" time is counted
 
     def scope(self):
@@ -54,12 +55,12 @@ class Reference:
         """log π_ref,τ(y|x) of every response (hybridpo.forward.response_logps conventions), no grad."""
         with self.clock.time("reference forward"), self.scope():
             return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
-                                  layout=self.layout, elementwise=self.elementwise)
+                                  layout=self.layout, elementwise=self.elementwise, span_kernel=self.span_kernel)
 
 
 def build_reference(policy: nn.Module, cfg: ModelConfig, **role) -> Reference:
     """π_ref for `policy` as configured (call before training changes the policy); `role` sets
-    the Reference's pad_id / layout / elementwise / clock."""
+    the Reference's pad_id / layout / elementwise / span_kernel / clock."""
     kind = cfg.reference
     if kind == "auto":
         kind = {"lora": "disabled_adapter", "last_n_layers": "frozen_trunk", "full": "copy"}[cfg.finetune]

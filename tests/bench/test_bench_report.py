@@ -29,6 +29,15 @@ def test_summarize_by_hand():
     assert s.phase_share == {"backward": 0.5}  # median timed backward 1.0 s of the 2.0 s median step
 
 
+def test_rates_are_the_timed_steps_work_over_their_time():
+    """Steps of other lengths: the FLOP and token rates divide sums over the same steps, not a mean
+    of the work by the median step."""
+    s = summarize([_record(step_s=[10.0, 1.0, 1.0, 4.0], flops=[0, 2e9, 2e9, 8e9], tokens=[0, 100, 100, 400])], 1e10)
+    assert s.step_s == 1.0
+    assert s.flops_frac == 0.2  # 12e9 FLOPs / 6 s; the mean 4e9 over the median 1 s would read 0.4
+    assert s.tokens_per_s == 100.0  # 600 tokens / 6 s
+
+
 def test_summarize_takes_medians_over_repeats():
     runs = [_record(step_s=[9.0, t, t]) for t in (1.0, 4.0, 2.0)]
     assert summarize(runs, 1e10).step_s == 2.0
@@ -89,14 +98,21 @@ def test_smollm2_bars():
     assert "peak RSS 10.50 GB (bar <= 10 GB): NOT met" in text
 
 
-def test_hypo_over_dpo_batch_for_batch():
-    """Per batch the median over repeats, the warm-up left out, then the sums of those medians."""
+def test_hypo_over_dpo_on_the_same_batches():
+    """The bar reads the same timed batches: per batch the median over repeats, the warm-up left
+    out, then the sums of those medians."""
     dpo = _row("smollm2-hypo", "hybridpo dpo", step_s=3.0, step_flops=3.0e12,
                records=[{"step_s": [9.0, 2.0, 4.0, 3.0]}, {"step_s": [9.0, 2.2, 3.6, 3.2]}, {"step_s": [9.0, 1.9, 4.1, 2.9]}])
     hypo = _row("smollm2-hypo", "hybridpo hypo", step_s=4.5, step_flops=3.6e12,
                 records=[{"step_s": [20.0, 3.0, 5.0, 4.5]}, {"step_s": [20.0, 3.1, 5.2, 4.4]}, {"step_s": [20.0, 2.8, 4.9, 4.6]}])
     # medians per batch: DPO 2.0, 4.0, 3.0 (sum 9.0); HyPO 3.0, 5.0, 4.5 (sum 12.5): 12.5 / 9 = 1.39 = 1.16x of 1.2
     text = "\n".join(bars([dpo, hypo]))
-    assert "batch for batch (each timed batch's median over repeats, summed), HyPO / DPO = 1.39x = 1.16x" in text
-    uneven = _row("smollm2-hypo", "hybridpo hypo", step_s=4.5, step_flops=3.6e12, records=[{"step_s": [20.0, 3.0]}])
-    assert "batch for batch" not in "\n".join(bars([dpo, uneven]))  # other step counts: no pairing
+    assert ("HyPO / DPO on the same timed batches (each batch's median over repeats, summed) = 1.39x = 1.16x the "
+            "needed-FLOP ratio (bar <= 1.1x): NOT met") in text
+    # the median steps 4.5 / 3.0 = 1.5 = 1.25x of 1.2, reported beside it without a verdict
+    assert "by median steps (a cross-check; they may fall on batches of other lengths), HyPO step 4.50 s / DPO step " \
+           "3.00 s = 1.50x = 1.25x the needed-FLOP ratio" in text
+    uneven = _row("smollm2-hypo", "hybridpo hypo", step_s=3.3, step_flops=3.6e12, records=[{"step_s": [20.0, 3.0]}])
+    text = "\n".join(bars([dpo, uneven]))  # other step counts: no pairing, the medians carry the verdict
+    assert "same timed batches" not in text
+    assert "HyPO step 3.30 s / DPO step 3.00 s = 1.10x = 0.92x the needed-FLOP ratio (bar <= 1.1x): met" in text

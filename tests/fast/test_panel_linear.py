@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from hybridpo import rollout, zoo
-from hybridpo.fast import decode_gemm_for, panel_linear
+from hybridpo.fast import decode_gemm_for, kernels, panel_linear
 from hybridpo.fast.neox_decode import PackedLinear
 import replay
 from test_varlen_attention import PAD, VOCAB, model_of
@@ -117,7 +117,7 @@ def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
     assert decode_gemm_for(tiny) == "library"  # far under 100M parameters
     assert "parameters" in panel_linear.pays_here(tiny)
     assert "Llama-family" in panel_linear.pays_here(model_of("gpt-neox"))  # measured on Llama models only
-    monkeypatch.setattr(panel_linear, "_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(kernels, "vendor", lambda: "AuthenticAMD")
     assert "Intel" in panel_linear.pays_here(tiny)
     with pytest.raises(ValueError, match="decode_gemm='fast'"):
         decode_gemm_for(tiny, "fast")
@@ -132,9 +132,9 @@ def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
 
 
 def test_a_failed_build_says_why_and_leaves_no_library(tmp_path):
-    library = tmp_path / "kernels" / "panel_linear-test.so"
-    why = panel_linear._build("false", ["-O3"], library)  # a "compiler" that fails without a word
-    assert why == "the kernel did not compile (false): exit status 1"
+    library = tmp_path / "kernels" / "hybridpo_kernels-test.so"
+    why = kernels._build("false", ["-O3"], [], library)  # a "compiler" that fails without a word
+    assert why == "the kernels did not compile (false): exit status 1"
     assert not library.exists() and not list(library.parent.iterdir())  # no partial file left behind
 
 

@@ -26,12 +26,13 @@ def batch(case, seed=1):
     return ragged_batch(case, VOCAB, seed)
 
 
-def model_of(arch: str):
+def model_of(arch: str, **config):
     extra = {"sliding_window": None} if arch == "mistral" else {}  # v0.2+: no window (a window is refused, below)
     if arch != "gpt-neox":
         extra["num_key_value_heads"] = 2
+    extra = {"hidden_size": 32, "intermediate_size": 64, **extra, **config}
     model = zoo.random_model(arch, "tiny", VOCAB, seed=0, initializer_range=0.3, max_position_embeddings=256,
-                             pad_token_id=PAD, hidden_size=32, intermediate_size=64, **extra)
+                             pad_token_id=PAD, **extra)
     g = torch.Generator().manual_seed(1000)
     with torch.no_grad():  # norm scales 1 + N(0, 0.3²), biases N(0, 0.2²): a misplaced one shows
         for name, p in model.named_parameters():
