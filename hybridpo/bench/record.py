@@ -31,6 +31,7 @@ class RunRecord:
     user_s: float = 0.0  # CPU time in user mode over the whole process
     sys_s: float = 0.0  # CPU time in the kernel over the whole process
     minor_faults: int = 0  # page faults served without I/O (allocator churn shows here)
+    peak_flops: float = 0.0  # this process's matmul FLOP/s, the better of before its run and after it (0: not measured)
 
 
 def current_rss() -> int:

@@ -35,6 +35,7 @@ COLUMNS = [
     ("loss@2", "loss_2", "{:.7f}"),
     ("logps/chosen@1", "logps_chosen_1", "{:.4f}"),
     ("FLOP/s % peak", "flops_frac", "{:.1%}"),
+    ("run peak GFLOP/s", "run_peak", "{:.0f}"),
     ("GFLOP/step", "step_flops", "{:.0f}"),
 ]
 
@@ -147,7 +148,7 @@ def _hypo_bars(rows, workload) -> list[str]:
             lines.append(f"{workload}: by median steps (a cross-check; they may fall on batches of other lengths), "
                          f"{by_median} = {medians / needed:.2f}x the needed-FLOP ratio")
         lines.append(f"{workload}: a HyPO step needs {needed:.2f}x the FLOPs of a DPO step (the step-time ratio if both "
-                     f"ran at the same FLOP/s); HyPO's step ran at {hypo.flops_frac / dpo.flops_frac:.0%} of DPO's "
+                     f"ran at the same FLOP/s); HyPO's step ran at {hypo.flops_per_s / dpo.flops_per_s:.0%} of DPO's "
                      f"FLOP/s (one-token decode steps run far below the matmul peak)")
     if hypo and workload in HYPO_RSS_GB:
         cap = HYPO_RSS_GB[workload]
@@ -198,7 +199,9 @@ def phase_lines(rows: list[Summary]) -> list[str]:
 def markdown(peak_flops: float, threads: int, repeats: int, rows: list[Summary], machine: str,
              where: str = "cpu, fp32") -> str:
     parts = [f"Machine: {machine}; torch threads: {threads}; {where}; repeats per variant: {repeats} "
-             f"(fresh process each); measured matmul peak: {peak_flops / 1e9:.0f} GFLOP/s.\n"]
+             f"(fresh process each); measured matmul peak: {peak_flops / 1e9:.0f} GFLOP/s around all runs "
+             f"(each run's FLOP/s % peak is against its own, measured in its process before and after its steps, "
+             f"where the run recorded one).\n"]
     for workload in dict.fromkeys(r.workload for r in rows):
         parts.append(f"### {workload}\n\n" + table([r for r in rows if r.workload == workload]) + "\n")
     split = phase_lines(rows)

@@ -77,7 +77,9 @@ class Summary:
     loss_1: float = float("nan")  # loss of step 1 (equal weights and ref: log 2 for DPO)
     loss_2: float = float("nan")  # loss of step 2, after one update: the work-is-the-same check
     logps_chosen_1: float = float("nan")  # batch mean log π(chosen) at step 1
-    flops_frac: float = float("nan")  # needed FLOPs / seconds of the timed steps, over the measured matmul peak
+    flops_per_s: float = float("nan")  # needed FLOPs / seconds of the timed steps
+    flops_frac: float = float("nan")  # flops_per_s over the matmul peak measured in the run's own process (else around all runs)
+    run_peak: float = float("nan")  # the matmul peak measured in each run's process, around its steps
     step_flops: float = float("nan")  # FLOPs a step needs (hybridpo.bench.flops), mean over the timed steps
     phase_share: dict[str, float] = field(default_factory=dict)  # share of the median step per timed phase
     note: str = ""  # the runner's description of the code path
@@ -91,10 +93,16 @@ def _child(variant: str, workload: Workload, threads: int, queue) -> None:
 
     torch.set_num_threads(threads)
     transformers.logging.set_verbosity_error()
+    from hybridpo.bench.flops import matmul_peak
+
     try:
         module, function, kwargs = VARIANTS[variant]
         runner = getattr(importlib.import_module(f"hybridpo.bench.{module}"), function)
+        before = matmul_peak(threads, device=workload.device, precision=workload.precision)
         record: RunRecord = runner(workload, **kwargs)
+        # the machine's rate during this run: a shared machine drifts between runs, so each run's
+        # FLOP share is taken against the peak measured in its own process, around its steps
+        record.peak_flops = max(before, matmul_peak(threads, device=workload.device, precision=workload.precision))
     except Unavailable as err:
         queue.put(("unavailable", str(err)))
         return
@@ -152,7 +160,7 @@ def _one_line(r: RunRecord) -> str:
 def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
     """Medians over repeats of each run's steady-state numbers (step 1 excluded when there are more)."""
     first = records[0]
-    step_s, e2e, tokens, flops, needed = [], [], [], [], []
+    step_s, e2e, tokens, rates, flops, needed = [], [], [], [], [], []
     for r in records:
         timed = slice(1, None) if len(r.step_s) > 1 else slice(None)
         step_s.append(statistics.median(r.step_s[timed]))
@@ -161,7 +169,9 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         # in length, and a median step need not be the step of median work
         seconds = sum(r.step_s[timed])
         tokens.append(sum(r.tokens[timed]) / seconds)
-        flops.append(sum(r.flops[timed]) / seconds)
+        rates.append(sum(r.flops[timed]) / seconds)
+        peak = r.peak_flops or peak_flops  # the run's own, else the one measured around all runs
+        flops.append(rates[-1] / peak if peak > 0 else float("nan"))
         needed.append(statistics.fmean(r.flops[timed]))
     step = statistics.median(step_s)
     phases = {}
@@ -187,7 +197,9 @@ def summarize(records: list[RunRecord], peak_flops: float) -> Summary:
         loss_1=first.losses[0] if first.losses else float("nan"),
         loss_2=first.losses[1] if len(first.losses) > 1 else float("nan"),
         logps_chosen_1=first.logps_chosen[0] if first.logps_chosen else float("nan"),
-        flops_frac=statistics.median(flops) / peak_flops if peak_flops > 0 else float("nan"),
+        flops_per_s=statistics.median(rates),
+        flops_frac=statistics.median(flops),
+        run_peak=statistics.median(r.peak_flops for r in records) if all(r.peak_flops for r in records) else float("nan"),
         step_flops=statistics.median(needed),
         phase_share=phases,
         note=first.note,

@@ -85,10 +85,11 @@ def _speed_report(args: argparse.Namespace) -> int:
     try:
         payload = json.loads(path.read_text())
         rows = resummarize(payload)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"bench speed --report-from: {path}: not a speed.json that `bench speed --out` wrote ({e})")
-    where = f"{payload['device']}, {payload['precision']}" + (", random weights" if payload.get("random_weights") else "")
-    text = markdown(payload["peak_flops"], payload["threads"], payload["repeats"], rows, payload["machine"], where)
+        where = f"{payload['device']}, {payload['precision']}" + (", random weights" if payload.get("random_weights") else "")
+        text = markdown(payload["peak_flops"], payload["threads"], payload["repeats"], rows, payload["machine"], where)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"bench speed --report-from: {path}: not a speed.json that `bench speed --out` wrote "
+                         f"({type(e).__name__}: {e})")
     print(text)
     if args.out:
         out = Path(args.out)

@@ -38,6 +38,17 @@ def test_rates_are_the_timed_steps_work_over_their_time():
     assert s.tokens_per_s == 100.0  # 600 tokens / 6 s
 
 
+def test_each_run_is_measured_against_its_own_peak():
+    """A run that measured the machine's matmul rate in its own process is read against it (the
+    machine drifts between runs); one that did not, against the peak measured around all runs."""
+    own = _record(peak_flops=5e9)  # 6e9 FLOPs / 2 s = 3e9 FLOP/s
+    s = summarize([own], peak_flops=1e10)
+    assert s.flops_per_s == 3e9 and s.flops_frac == 0.6 and s.run_peak == 5e9
+    mixed = summarize([own, _record(), _record(peak_flops=2e10)], peak_flops=1e10)
+    assert mixed.flops_frac == 0.3  # the median of 0.6, 0.3 (no own peak: 1e10) and 0.15
+    assert math.isnan(mixed.run_peak)  # not every run measured one
+
+
 def test_summarize_takes_medians_over_repeats():
     runs = [_record(step_s=[9.0, t, t]) for t in (1.0, 4.0, 2.0)]
     assert summarize(runs, 1e10).step_s == 2.0

@@ -34,7 +34,19 @@ def test_bench_speed_tiny_smoke(tmp_path, capsys):
     (record,) = row["records"]
     assert len(record["step_s"]) == 2 and len(record["losses"]) == 2
     assert record["tokens"][0] > 0 and record["flops"][0] > 0
+    assert record["peak_flops"] > 0 and row["run_peak"] == record["peak_flops"]  # measured in the run's process
     assert "hybridpo dpo" in printed
+    # the same runs re-read from speed.json: the same table, written to another folder
+    again = tmp_path / "again"
+    assert cli.main(["bench", "speed", "--report-from", str(out), "--out", str(again)]) == 0
+    assert (again / "speed.md").read_text() == text
+
+
+def test_report_from_a_file_that_is_not_a_speed_json_says_which(tmp_path):
+    bad = tmp_path / "speed.json"
+    bad.write_text('{"rows": []}')
+    with pytest.raises(SystemExit, match=r"speed\.json: not a speed\.json that `bench speed --out` wrote"):
+        cli.main(["bench", "speed", "--report-from", str(bad)])
 
 
 def test_unknown_variant_is_rejected():

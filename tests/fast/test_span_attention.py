@@ -64,7 +64,7 @@ def test_spans_equal_a_float64_loop(layout, heads, kv, d):
 
 
 @needs_kernel
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt-neox"])
 def test_through_a_model_both_kernels_equal_padded(arch):
     model = model_of(arch, hidden_size=64, num_attention_heads=4)
     assert model.config.hidden_size // model.config.num_attention_heads == 16

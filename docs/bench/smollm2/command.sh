@@ -26,3 +26,17 @@ PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/
 PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/smollm2/decode_bandwidth_fused.md
 .venv/bin/python docs/bench/decode_gemm_paired.py --repeats 4 > docs/bench/smollm2/decode_gemm_paired_fused.md
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/fused_block_repeats
+# speed.span_kernel (training attention span by span on our kernel, hybridpo/fast/csrc/span_attention.cpp):
+# one span alone, one DPO batch with both kernels alternated in one process, the HyPO/DPO bar at 3
+# fresh processes, where a HyPO step's model work loses against a DPO step's (phase by phase, both
+# alternated in one process), and the DPO epoch with TRL beside it
+PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/smollm2/span_kernel_one_span.md
+.venv/bin/python docs/bench/span_kernel_paired.py --repeats 3 > docs/bench/smollm2/span_kernel_paired.md
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/span_kernel_repeats
+.venv/bin/python docs/bench/hypo_dpo_paired.py --repeats 3 > docs/bench/smollm2/hypo_dpo_paired.md
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo flash-kernel,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo_epoch_span_kernel
+# every speed.md re-read from its speed.json by this version's report (since Dec 2: the FLOP and token
+# rates over the timed steps' sums, the HyPO/DPO bar on the same timed batches)
+for d in docs/bench/*/ docs/bench/smollm2/*/; do
+  if [ -f "$d/speed.json" ]; then .venv/bin/hybridpo bench speed --report-from "$d" --out "$d" > /dev/null; fi
+done
