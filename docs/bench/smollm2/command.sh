@@ -35,6 +35,10 @@ PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/sm
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/smollm2/span_kernel_repeats
 .venv/bin/python docs/bench/hypo_dpo_paired.py --repeats 3 > docs/bench/smollm2/hypo_dpo_paired.md
 .venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo flash-kernel,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/smollm2/dpo_epoch_span_kernel
+# the DPO step's share of the matmul peak at 3 fresh processes, each against its own process's peak
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-dpo --variants "hybridpo dpo" --out docs/bench/smollm2/dpo_share_repeats
+# the earlier workloads' bars with the span kernel (tiny, tldr, hypo; random-weight models)
+.venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/existing_span_kernel
 # every speed.md re-read from its speed.json by this version's report (since Dec 2: the FLOP and token
 # rates over the timed steps' sums, the HyPO/DPO bar on the same timed batches)
 for d in docs/bench/*/ docs/bench/smollm2/*/; do
