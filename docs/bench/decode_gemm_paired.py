@@ -14,46 +14,23 @@ decode's memory has on it; medians per phase. The optimizer is left out (the set
 (docs/bench/smollm2/decode_gemm_paired.md is the same run before the block was fused.)
 """
 
-import argparse
 import statistics
-import time
-
-import torch
 
 import paired
-from hybridpo import rollout
 from hybridpo.bench.record import machine
-from hybridpo.forward import response_logps
-from hybridpo.forward.prompts import prompt_pass
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    parser = paired.arguments(__doc__, 4)
     args = parser.parse_args()
     w, tokenizer, model, batch = paired.setup("smollm2-hypo", args.batch)
-    prompts = [p.prompt_ids for p in batch]
-    offline = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    prompts, offline = paired.prompts_and_pairs(batch)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
 
     def step(setting: str, seed: int) -> tuple[float, ...]:
-        t0 = time.perf_counter()
-        pp = prompt_pass(model, prompts, pad_id=pad)
-        t1 = time.perf_counter()
-        samples = rollout.sample(model, prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens, eos_id=eos, pad_id=pad,
-                                 generator=torch.Generator().manual_seed(seed), prompt_pass=pp, decode_gemm=setting)
-        t2 = time.perf_counter()
-        both = [o + s for o, s in zip(offline, samples.responses)]
-        out = response_logps(model, prompts, both, pad_id=pad, prompt_pass=pp)
-        t3 = time.perf_counter()
-        with torch.no_grad():
-            response_logps(model, prompts, both, pad_id=pad)
-        t4 = time.perf_counter()
-        out.logps.sum().backward()
-        t5 = time.perf_counter()
+        times = paired.hypo_work(model, w, prompts, offline, pad, eos, seed, decode_gemm=setting)[1]
         model.zero_grad(set_to_none=True)
-        return t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0
+        return times
 
     settings = ("library", "panels")
     times = paired.alternate(settings, step, args.repeats)  # one seed per round: the same samples up to rounding

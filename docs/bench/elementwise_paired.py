@@ -12,7 +12,6 @@ With --last-n the reference forward is the whole model's without grad (the train
 reference shares the trunk instead).
 """
 
-import argparse
 import statistics
 import time
 
@@ -25,16 +24,13 @@ from hybridpo.models.load import train_last_n_layers
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    parser = paired.arguments(__doc__, 4)
     parser.add_argument("--last-n", type=int, default=0, help="train only the last n blocks (0: every weight)")
     args = parser.parse_args()
     w, tokenizer, model, batch = paired.setup("smollm2-dpo", args.batch)
     if args.last_n:
         train_last_n_layers(model, args.last_n)
-    prompts = [p.prompt_ids for p in batch]
-    responses = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    prompts, responses = paired.prompts_and_pairs(batch)
     pad = tokenizer.pad_token_id
 
     def step(setting: str, repeat: int) -> tuple[float, float, float, float]:

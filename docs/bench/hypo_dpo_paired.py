@@ -11,66 +11,38 @@ counted in the policy forward, as the bench counts it).
     .venv/bin/python docs/bench/hypo_dpo_paired.py --repeats 3 > docs/bench/smollm2/hypo_dpo_paired.md
 """
 
-import argparse
 import statistics
-import time
-
-import torch
 
 import paired
-from hybridpo import rollout
 from hybridpo.bench import flops
 from hybridpo.bench.record import machine
-from hybridpo.forward import response_logps
-from hybridpo.forward.prompts import prompt_pass
 
 PHASES = ["policy forward", "sampling", "reference forward", "backward", "total"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    parser = paired.arguments(__doc__, 3)
     args = parser.parse_args()
     w, tokenizer, model, batch = paired.setup("smollm2-hypo", args.batch)
     shape = flops.ModelShape.from_config(model.config)
-    prompts = [p.prompt_ids for p in batch]
-    offline = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    prompts, offline = paired.prompts_and_pairs(batch)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     needed = {}
 
     def dpo(seed: int) -> tuple[float, ...]:
-        t0 = time.perf_counter()
-        out = response_logps(model, prompts, offline, pad_id=pad)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            response_logps(model, prompts, offline, pad_id=pad)
-        t2 = time.perf_counter()
-        out.logps.sum().backward()
-        t3 = time.perf_counter()
+        policy, reference, backward, total = paired.dpo_work(model, prompts, offline, pad)[1]
         fwd = sum(flops.forward_flops(shape, len(p), [len(r) for r in rs]) for p, rs in zip(prompts, offline))
         needed["dpo"] = (fwd, 0, fwd, 2 * fwd)
-        return t1 - t0, 0.0, t2 - t1, t3 - t2, t3 - t0
+        return policy, 0.0, reference, backward, total
 
     def hypo(seed: int) -> tuple[float, ...]:
-        t0 = time.perf_counter()
-        pp = prompt_pass(model, prompts, pad_id=pad)
-        t1 = time.perf_counter()
-        samples = rollout.sample(model, prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens, eos_id=eos, pad_id=pad,
-                                 generator=torch.Generator().manual_seed(seed), prompt_pass=pp)
-        t2 = time.perf_counter()
+        samples, (prompts_s, sampling, policy, reference, backward, total) = paired.hypo_work(
+            model, w, prompts, offline, pad, eos, seed)
         both = [o + s for o, s in zip(offline, samples.responses)]
-        out = response_logps(model, prompts, both, pad_id=pad, prompt_pass=pp)
-        t3 = time.perf_counter()
-        with torch.no_grad():
-            response_logps(model, prompts, both, pad_id=pad)
-        t4 = time.perf_counter()
-        out.logps.sum().backward()
-        t5 = time.perf_counter()
         fwd = sum(flops.forward_flops(shape, len(p), [len(r) for r in rs]) for p, rs in zip(prompts, both))
         dec = sum(flops.decode_flops(shape, len(p), [len(r) for r in s]) for p, s in zip(prompts, samples.responses))
         needed["hypo"] = (fwd, dec, fwd, 2 * fwd)
-        return (t1 - t0) + (t3 - t2), t2 - t1, t4 - t3, t5 - t4, t5 - t0
+        return prompts_s + policy, sampling, reference, backward, total
 
     def step(method: str, seed: int) -> tuple[float, ...]:
         times = (dpo if method == "dpo" else hypo)(seed)

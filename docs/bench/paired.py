@@ -2,10 +2,29 @@
 loaded as the training runs load it, and two settings alternated in one process, so that a drift
 of the machine's load hits both alike."""
 
+import time
+
 import torch
 
+from hybridpo import rollout
 from hybridpo.bench.workloads import batches, build_model, build_pairs, get_workload, load_tokenizer
 from hybridpo.fast.cpu_memory import keep_freed_memory
+
+
+def arguments(doc: str, repeats: int):
+    """The paired scripts' command line: --repeats (default `repeats`) and --batch; `doc` is the
+    script's docstring (its first line the description)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    return parser
+
+
+def prompts_and_pairs(batch) -> tuple[list, list]:
+    """A batch's prompt ids and, per prompt, its [chosen, rejected] ids."""
+    return [p.prompt_ids for p in batch], [[p.chosen_ids, p.rejected_ids] for p in batch]
 
 
 def setup(workload: str, batch: int):
@@ -17,6 +36,47 @@ def setup(workload: str, batch: int):
     tokenizer = load_tokenizer(w)
     pairs = build_pairs(w, tokenizer)
     return w, tokenizer, build_model(w).train(), batches(w, pairs)[batch]
+
+
+def _scored(model, prompts, responses, pad: int, pp=None):
+    """The policy's log-probs with grad (after the prompt pass `pp`, if given), the reference's
+    without (the same weights), the backward: (sequence log-probs, (their three times in s))."""
+    from hybridpo.forward import response_logps
+
+    t0 = time.perf_counter()
+    out = response_logps(model, prompts, responses, pad_id=pad, prompt_pass=pp)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        response_logps(model, prompts, responses, pad_id=pad)
+    t2 = time.perf_counter()
+    out.logps.sum().backward()
+    return out.logps.detach(), (t1 - t0, t2 - t1, time.perf_counter() - t2)
+
+
+def dpo_work(model, prompts, pairs, pad: int):
+    """A DPO step's model work: the policy's log-probs with grad, the reference's without (the same
+    weights), the backward. Returns (the policy's sequence log-probs, (policy forward s, reference
+    forward s, backward s, total s)); the gradients are left on the model."""
+    logps, times = _scored(model, prompts, pairs, pad)
+    return logps, (*times, sum(times))
+
+
+def hypo_work(model, w, prompts, offline, pad: int, eos: int, seed: int, decode_gemm: str = "auto"):
+    """A HyPO step's model work (workload `w`'s k and new tokens): the policy's prompt pass with grad,
+    the samples drawn from it, the policy's log-probs of pairs and samples after the pass, the
+    reference's of both, the backward. Returns (the samples, (prompt pass s, sampling s, policy
+    log-probs s, reference s, backward s, total s)); the gradients are left on the model."""
+    from hybridpo.forward.prompts import prompt_pass
+
+    t0 = time.perf_counter()
+    pp = prompt_pass(model, prompts, pad_id=pad)
+    t1 = time.perf_counter()
+    samples = rollout.sample(model, prompts, w.hypo_k, max_new_tokens=w.hypo_new_tokens, eos_id=eos, pad_id=pad,
+                             generator=torch.Generator().manual_seed(seed), prompt_pass=pp, decode_gemm=decode_gemm)
+    t2 = time.perf_counter()
+    both = [o + s for o, s in zip(offline, samples.responses)]
+    times = (t1 - t0, t2 - t1, *_scored(model, prompts, both, pad, pp)[1])
+    return samples, (*times, sum(times))
 
 
 def alternate(settings: tuple[str, ...], step, repeats: int) -> dict[str, list]:

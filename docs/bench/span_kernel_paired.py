@@ -10,39 +10,23 @@ the two kernels' log-probs and gradients on this batch are compared. The optimiz
     .venv/bin/python docs/bench/span_kernel_paired.py --repeats 3 > docs/bench/smollm2/span_kernel_paired.md
 """
 
-import argparse
 import statistics
-import time
-
-import torch
 
 import paired
 from hybridpo.bench.record import machine
 from hybridpo.fast import varlen_attention
-from hybridpo.forward import response_logps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=0, help="which batch of the workload's 64 pairs")
+    parser = paired.arguments(__doc__, 4)
     args = parser.parse_args()
     w, tokenizer, model, batch = paired.setup("smollm2-dpo", args.batch)
-    prompts = [p.prompt_ids for p in batch]
-    pairs = [[p.chosen_ids, p.rejected_ids] for p in batch]
+    prompts, pairs = paired.prompts_and_pairs(batch)
     pad = tokenizer.pad_token_id
 
     def forward_backward(kernel: str):
         with varlen_attention.kernel_scope(kernel):
-            t0 = time.perf_counter()
-            out = response_logps(model, prompts, pairs, pad_id=pad)
-            t1 = time.perf_counter()
-            with torch.no_grad():
-                response_logps(model, prompts, pairs, pad_id=pad)
-            t2 = time.perf_counter()
-            out.logps.sum().backward()
-            t3 = time.perf_counter()
-        return out.logps.detach(), (t1 - t0, t2 - t1, t3 - t2, t3 - t0)
+            return paired.dpo_work(model, prompts, pairs, pad)
 
     def step(kernel: str, _repeat: int) -> tuple[float, ...]:
         times = forward_backward(kernel)[1]

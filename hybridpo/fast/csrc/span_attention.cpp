@@ -120,6 +120,19 @@ void by_dim_rows(const float* x, int64_t rows, int64_t D, float* out) {  // (row
     for (int64_t c = 0; c < D / kLanes; ++c) std::memcpy(out + (c * rows + r) * kLanes, x + r * D + c * kLanes, kLanes * sizeof(float));
 }
 
+// One task: a span's queries over one key / value head g, with the span's keys.
+struct Task {
+  int64_t g, q0, n, prefix;  // the head, the span's first query and query count, the keys before its own
+  Keys ks;
+};
+
+Task task_of(const int64_t* spans, int64_t task, int64_t KV) {
+  const int64_t* span = spans + 6 * (task / KV);
+  Task t{task % KV, span[0], span[1] - span[0], 0, key_rows(span)};
+  t.prefix = t.ks.m - t.n;
+  return t;
+}
+
 struct Shape {
   int64_t N, H, KV, D, G, Nk;
 };
@@ -161,11 +174,10 @@ std::vector<at::Tensor> span_attention(const at::Tensor& q, const at::Tensor& k,
   const float sc = static_cast<float>(scale), neg_inf = -std::numeric_limits<float>::infinity();
   at::parallel_for(0, S * s.KV, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t* span = sp + 6 * (task / s.KV);
-      const int64_t g = task % s.KV, q0 = span[0], n = span[1] - span[0];
-      if (n == 0) continue;
-      const Keys ks = key_rows(span);
-      const int64_t prefix = ks.m - n, rows_max = kPositions * G;
+      const Task t = task_of(sp, task, s.KV);
+      if (t.n == 0) continue;
+      const Keys& ks = t.ks;
+      const int64_t g = t.g, q0 = t.q0, n = t.n, prefix = t.prefix, rows_max = kPositions * G;
       std::vector<float> kbk(ks.m16 * D), vbd(ks.m16 * D), qb(rows_max * D), sb(rows_max * ks.m16), ob(rows_max * D);
       gather(kp + g * D, s.KV * D, D, ks, kbk.data(), nullptr);
       gather(vp + g * D, s.KV * D, D, ks, nullptr, vbd.data());
@@ -227,11 +239,10 @@ std::vector<at::Tensor> span_attention_backward(const at::Tensor& grad, const at
   const float sc = static_cast<float>(scale);
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t* span = sp + 6 * (task / s.KV);
-      const int64_t g = task % s.KV, q0 = span[0], n = span[1] - span[0];
-      if (n == 0) continue;
-      const Keys ks = key_rows(span);
-      const int64_t prefix = ks.m - n, rows_max = kPositions * G;
+      const Task t = task_of(sp, task, s.KV);
+      if (t.n == 0) continue;
+      const Keys& ks = t.ks;
+      const int64_t g = t.g, q0 = t.q0, n = t.n, prefix = t.prefix, rows_max = kPositions * G;
       std::vector<float> kbk(ks.m16 * D), kbd(ks.m16 * D), vbk(ks.m16 * D), qb(rows_max * D), gb(rows_max * D),
           qpan(rows_max * D), gpan(rows_max * D), pb(rows_max * ks.m16), db(rows_max * ks.m16), dqb(rows_max * D),
           delta(rows_max), lrow(rows_max);
