@@ -33,6 +33,7 @@ def load() -> str | None:
     return _load()
 
 
+@functools.cache
 def vendor() -> str:
     """The CPU's vendor_id ("GenuineIntel", "AuthenticAMD"; "" where /proc/cpuinfo has none)."""
     return _cpuinfo("vendor_id")
