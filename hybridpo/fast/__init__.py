@@ -69,7 +69,7 @@ def span_kernel_for(model, setting: str = "auto") -> str:
     """What runs attention span by span (hybridpo.fast.varlen_attention) under `setting`: "ours"
     (csrc/span_attention.cpp) or "flash" (torch's CPU flash kernel); "auto" takes ours where it was
     measured, on Intel CPUs, and where the kernels build (the rule in the table above)."""
-    from hybridpo.fast import kernels, varlen_attention
+    from hybridpo.fast import varlen_attention
 
     def reason():  # "auto" asks the cheap rule first: the kernels are built only where they would serve
         if setting == "auto":
