@@ -46,6 +46,7 @@ KV_CACHES = ("auto", "preallocated", "dynamic")  # hybridpo.fast.KV_CACHES
 ELEMENTWISE = ("auto", "compiled", "eager")  # hybridpo.fast.ELEMENTWISE
 DECODE_GEMMS = ("auto", "panels", "library")  # hybridpo.fast.DECODE_GEMMS
 SPAN_KERNELS = ("auto", "ours", "flash")  # hybridpo.fast.SPAN_KERNELS
+TRAIN_GEMMS = ("auto", "onednn", "library")  # hybridpo.fast.TRAIN_GEMMS
 SAMPLERS = ("builtin", "generate")  # hybridpo.loop.SAMPLERS
 SWITCHES = ("auto", "on", "off")
 
@@ -118,9 +119,10 @@ class SpeedConfig:
     share_prompt: str = "auto"  # one prompt pass per step for sampling and log-probs (online methods): "auto" where it gives the same numbers, "on", "off"
     decoder: str = "auto"  # sampler's decode step, one of DECODERS: "auto" = the family's lean step (GPT-NeoX, Llama) for fp32 weights on CPU outside autocast, transformers' forward elsewhere
     kv_cache: str = "auto"  # sampler's KV cache, one of KV_CACHES: "auto" = allocated once where the cache is plain layers
-    decode_gemm: str = "auto"  # the lean decode step's few-row products, one of DECODE_GEMMS: "panels" (a kernel of our own, hybridpo.fast.panel_linear; for Llama-family models the block fused around it), "library" (MKL); "auto" = panels on Intel CPUs with AVX-512 for fp32 Llama-family models of >= 100M parameters
+    decode_gemm: str = "auto"  # the lean decode step's few-row products, one of DECODE_GEMMS: "panels" (a kernel of our own, hybridpo.fast.panel_linear; for Llama-family models the block fused around it), "library" (MKL); "auto" = panels on the CPUs they were measured on (Intel with AVX-512, AMD from Zen 5; hybridpo.fast.kernels.measured_cpu) for fp32 Llama-family models of >= 100M parameters
     elementwise: str = "auto"  # a block's elementwise chains (RMSNorm, rotary, SwiGLU's backward) in the log-prob forwards, one of ELEMENTWISE: "compiled" (torch.compile's CPU backend), "eager"; "auto" = compiled for Llama-family models on CPU with an MLP width >= 1,024 and a C++ compiler
-    span_kernel: str = "auto"  # what computes attention span by span in the log-prob forwards, one of SPAN_KERNELS: "ours" (a kernel of our own, csrc/span_attention.cpp), "flash" (torch's CPU flash kernel); "auto" = ours on Intel CPUs with AVX-512 where the kernels build (heads off the 16-lane grid take flash)
+    span_kernel: str = "auto"  # what computes attention span by span in the log-prob forwards, one of SPAN_KERNELS: "ours" (a kernel of our own, csrc/span_attention.cpp), "flash" (torch's CPU flash kernel); "auto" = ours on the CPUs it was measured on (Intel with AVX-512, AMD from Zen 5) where the kernels build (heads off the 16-lane grid take flash)
+    train_gemm: str = "auto"  # the log-prob forwards' and backwards' fp32 products, one of TRAIN_GEMMS: "onednn" (oneDNN inside torch, hybridpo.fast.onednn_gemm), "library" (MKL, torch's own); "auto" = oneDNN on the CPUs it was measured to pay on (AMD from Zen 5), MKL elsewhere
     sampler: str = "builtin"  # what draws online samples, one of SAMPLERS: "builtin" (hybridpo.rollout), "generate" (transformers' generate; docs/generation_engine.md)
     keep_freed_memory: str = "auto"  # glibc keeps freed CPU memory for reuse (set by the command line for the process): "auto" = on for CPU runs (~15% faster, ~1.5-2x resident memory), "on", "off"
 
@@ -149,6 +151,7 @@ _CHOICES = {
     "speed.decode_gemm": DECODE_GEMMS,
     "speed.elementwise": ELEMENTWISE,
     "speed.span_kernel": SPAN_KERNELS,
+    "speed.train_gemm": TRAIN_GEMMS,
     "speed.sampler": SAMPLERS,
     "speed.keep_freed_memory": SWITCHES,
 }

@@ -359,11 +359,12 @@ def _roles(cfg: TrainConfig, method: Method, model, tokenizer, generator, clock,
         policy = RewardModel(model, pad_id, trainable=True, clock=clock)
     else:
         policy = Policy(model, pad_id, eos_id, tokenizer=tokenizer, layout=speed.logprob_layout, elementwise=speed.elementwise,
-                        span_kernel=speed.span_kernel, share_prompt=speed.share_prompt, generator=generator, sampler=_sampler(speed), clock=clock)
+                        span_kernel=speed.span_kernel, train_gemm=speed.train_gemm, share_prompt=speed.share_prompt, generator=generator, sampler=_sampler(speed), clock=clock)
     reference = None
     if method.needs_reference:
         reference = build_reference(model, cfg.model, pad_id=pad_id, layout=speed.logprob_layout,
-                                    elementwise=speed.elementwise, span_kernel=speed.span_kernel, clock=clock)
+                                    elementwise=speed.elementwise, span_kernel=speed.span_kernel,
+                                    train_gemm=speed.train_gemm, clock=clock)
         reference.model.to(device)
     if method.needs_reward and reward is None:
         scorer = getattr(method.cfg, "scorer", "")

@@ -38,26 +38,27 @@ def setup(workload: str, batch: int):
     return w, tokenizer, build_model(w).train(), batches(w, pairs)[batch]
 
 
-def _scored(model, prompts, responses, pad: int, pp=None):
+def _scored(model, prompts, responses, pad: int, pp=None, train_gemm: str = "auto"):
     """The policy's log-probs with grad (after the prompt pass `pp`, if given), the reference's
-    without (the same weights), the backward: (sequence log-probs, (their three times in s))."""
+    without (the same weights), the backward, the products as `train_gemm` says: (sequence
+    log-probs, (their three times in s))."""
     from hybridpo.forward import response_logps
 
     t0 = time.perf_counter()
-    out = response_logps(model, prompts, responses, pad_id=pad, prompt_pass=pp)
+    out = response_logps(model, prompts, responses, pad_id=pad, prompt_pass=pp, train_gemm=train_gemm)
     t1 = time.perf_counter()
     with torch.no_grad():
-        response_logps(model, prompts, responses, pad_id=pad)
+        response_logps(model, prompts, responses, pad_id=pad, train_gemm=train_gemm)
     t2 = time.perf_counter()
     out.logps.sum().backward()
     return out.logps.detach(), (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
 
-def dpo_work(model, prompts, pairs, pad: int):
+def dpo_work(model, prompts, pairs, pad: int, train_gemm: str = "auto"):
     """A DPO step's model work: the policy's log-probs with grad, the reference's without (the same
     weights), the backward. Returns (the policy's sequence log-probs, (policy forward s, reference
     forward s, backward s, total s)); the gradients are left on the model."""
-    logps, times = _scored(model, prompts, pairs, pad)
+    logps, times = _scored(model, prompts, pairs, pad, train_gemm=train_gemm)
     return logps, (*times, sum(times))
 
 

@@ -140,30 +140,39 @@ def online_step_flops(
 def matmul_peak(threads: int, sizes: tuple[tuple[int, int, int], ...] = ((2048, 2048, 2048), (4096, 512, 2048)),
                 seconds: float = 1.0, device: str = "cpu", precision: str = "fp32") -> float:
     """Best matmul FLOP/s of this machine on `threads` threads (fp32 on CPU; on a GPU, `precision`
-    "bf16" multiplies bf16 matrices, at 8192³), over a few GEMM shapes.
+    "bf16" multiplies bf16 matrices, at 8192³), over a few GEMM shapes and, for fp32 on the CPU,
+    both libraries torch ships: its own product (MKL) and oneDNN's (hybridpo.fast.onednn_gemm; on
+    an AMD EPYC MKL reached 177 GFLOP/s and oneDNN ~400, docs/bench/amd/matmul_paths.md), so a
+    FLOP share is read against the fastest product this machine offers.
 
     Each (m, k, n) shape is warmed up, then repeated for about `seconds`; the best shape counts.
     """
     import torch
+
+    from hybridpo.fast import onednn_gemm
 
     torch.set_num_threads(threads)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     if device != "cpu":
         sizes = ((8192, 8192, 8192),)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    products = [lambda a, b, out: torch.mm(a, b, out=out)]
+    if device == "cpu" and dtype == torch.float32 and onednn_gemm.unsupported_reason() is None:
+        products.append(lambda a, b, out: onednn_gemm.mm(a, b, onednn=True))
     best = 0.0
     for m, k, n in sizes:
         a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         out = torch.empty(m, n, device=device, dtype=dtype)
-        torch.mm(a, b, out=out)  # warm-up
-        sync()
-        runs, start = 0, time.perf_counter()
-        while True:
-            torch.mm(a, b, out=out)
-            runs += 1
+        for product in products:
+            product(a, b, out)  # warm-up
             sync()
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        best = max(best, 2.0 * m * k * n * runs / elapsed)
+            runs, start = 0, time.perf_counter()
+            while True:
+                product(a, b, out)
+                runs += 1
+                sync()
+                elapsed = time.perf_counter() - start
+                if elapsed >= seconds:
+                    break
+            best = max(best, 2.0 * m * k * n * runs / elapsed)
     return best

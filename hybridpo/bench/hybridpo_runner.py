@@ -43,25 +43,28 @@ class LowIdReward:
 
 
 def run_dpo(w: Workload, layout: str = "packed", precompute: bool = False, last_n: bool = False,
-            elementwise: str = "auto", span_kernel: str = "auto") -> RunRecord:
+            elementwise: str = "auto", span_kernel: str = "auto", train_gemm: str = "auto") -> RunRecord:
     """The registry's `dpo`, reference log-probs fresh each step or precomputed once; with `last_n`
-    only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk; `elementwise`
-    and `span_kernel` are speed settings (hybridpo.fast.elementwise_for, span_kernel_for)."""
-    suffix, note = _speed_variant(elementwise=elementwise, span_kernel=span_kernel)
+    only the last `w.last_n_layers` blocks train and π_ref shares the frozen trunk; `elementwise`,
+    `span_kernel` and `train_gemm` are speed settings (hybridpo.fast.elementwise_for, span_kernel_for,
+    train_gemm_for)."""
+    suffix, note = _speed_variant(elementwise=elementwise, span_kernel=span_kernel, train_gemm=train_gemm)
     name = ("hybridpo dpo" + (f" {layout}" if layout != "packed" else "") + (" precompute-ref" if precompute else "")
             + (f" last-{w.last_n_layers}" if last_n else "") + suffix)
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs)
     record.note = (f"methods['dpo'] (precompute_ref_logps={precompute}), logprob layout {layout!r}"
                    + (f", last {w.last_n_layers} blocks trained, frozen-trunk reference" if last_n else "") + note)
     return _run(record, w, "dpo", {"beta": w.beta, "precompute_ref_logps": precompute},
-                {"logprob_layout": layout, "elementwise": elementwise, "span_kernel": span_kernel}, last_n=last_n)
+                {"logprob_layout": layout, "elementwise": elementwise, "span_kernel": span_kernel,
+                 "train_gemm": train_gemm}, last_n=last_n)
 
 
 def _speed_variant(**settings: str) -> tuple[str, str]:
     """A variant's name suffix and note for the speed settings not left at "auto"
     (elementwise="eager" -> " eager-elementwise", ", speed.elementwise 'eager'")."""
     changed = {k: v for k, v in settings.items() if v != "auto"}
-    suffix = "".join(f" {v}-{k.split('_')[-1]}" for k, v in changed.items())
+    words = {"train_gemm": "train-gemm"}  # decode_gemm keeps "gemm", its older name
+    suffix = "".join(f" {v}-{words.get(k, k.split('_')[-1])}" for k, v in changed.items())
     return suffix, "".join(f", speed.{k} {v!r}" for k, v in changed.items())
 
 
@@ -70,18 +73,20 @@ SHARE_NOTES = {"auto": "", "off": ", the sampler runs its own prompt pass",
 
 
 def run_hypo(w: Workload, share_prompt: str = "auto", elementwise: str = "auto", decode_gemm: str = "auto",
-             span_kernel: str = "auto") -> RunRecord:
+             span_kernel: str = "auto", train_gemm: str = "auto") -> RunRecord:
     """HyPO: the offline DPO pair plus k on-policy samples per prompt. `share_prompt` is the speed
     setting: "auto" (hybridpo.fast.share_prompt_rule decides), "off" (the sampler prefills the
     prompts itself), "on" (the loss reuses the pass the sampler was seeded from); `elementwise`,
-    `decode_gemm` and `span_kernel` too (hybridpo.fast.elementwise_for, decode_gemm_for, span_kernel_for)."""
-    suffix, note = _speed_variant(elementwise=elementwise, decode_gemm=decode_gemm, span_kernel=span_kernel)
+    `decode_gemm`, `span_kernel` and `train_gemm` too (hybridpo.fast.elementwise_for, decode_gemm_for,
+    span_kernel_for, train_gemm_for)."""
+    suffix, note = _speed_variant(elementwise=elementwise, decode_gemm=decode_gemm, span_kernel=span_kernel,
+                                  train_gemm=train_gemm)
     name = "hybridpo hypo" + {"auto": "", "off": " separate-prompt", "on": " shared-prompt"}[share_prompt] + suffix
     record = RunRecord(name, w.name, pairs_per_step=w.batch_pairs, completions_per_step=w.batch_pairs * w.hypo_k)
     args = {"beta": w.beta, "k": w.hypo_k, "max_new_tokens": w.hypo_new_tokens}
     record.note = f"methods['hypo'] with {args}" + SHARE_NOTES[share_prompt] + note
     return _run(record, w, "hypo", args, {"share_prompt": share_prompt, "elementwise": elementwise,
-                                          "decode_gemm": decode_gemm, "span_kernel": span_kernel})
+                                          "decode_gemm": decode_gemm, "span_kernel": span_kernel, "train_gemm": train_gemm})
 
 
 def run_rlhf(w: Workload) -> RunRecord:

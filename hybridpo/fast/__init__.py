@@ -7,13 +7,14 @@ equivalence test beside it (the same tokens / log-probs / numbers as the plain p
 |---|---|---|---|
 | one prompt pass per step for the sampler and the loss | `prompt_rule` | `speed.share_prompt` (`Policy(share_prompt=)`) | "auto": share iff cost(prompt pass) + cost(responses after it) < cost(packed rows) + cost(prompt pass) / 3, costs = positions + a x attention scores per block from the lengths known before sampling (offline responses + k x max_new_tokens); with attention "spans" both layouts compute the same, so sharing pays; with "masked" rows, UltraFeedback's after-pass rows were 49% padding and sharing took 1.9x (docs/families/README.md) |
 | lean decode step (weights folded and MKL-packed once per call; each prompt's cache read once for its k samples; GPT-NeoX and the Llama family) | `neox_decode`, `llama_decode` | `speed.decoder` (`sample(decoder=)`) | the family's lean step ("neox", "llama") on CPU for fp32 weights outside autocast: transformers' GPT-NeoX step took 45 ms at the TL;DR shape with 16 samples, 2 threads; packing the weights alone then took a 53-token decode from 2.20 to 1.88 s. Re-measured per decode step, 1 thread, CPU time (`docs/bench/decode_rule.py`), lean / transformers: GPT-NeoX 2 x 64 (the gold task's smallest, 64 samples x 8) 0.75, 4 x 128 0.88, Pythia-70m shape (16 x 53) 0.72; Llama 2 x 64 0.76, SmolLM2-135M (16 x 53) 0.90 (random weights; the real model 7.6 -> 5.9 s for the 53 tokens, near this machine's memory bandwidth for 0.54 GB of weights per step). The lean step is faster at every size, so the rule is not size-aware: the earlier reading of 0.067 vs 0.036 s per step on the 2 x 64 gold model was taken with 2 threads on a loaded 2-core machine, where each parallel region waits for a descheduled thread (the same script there gave 0.15 s per step at 2 threads against 0.002 s at 1). "transformers" elsewhere (never measured on a GPU, so never chosen there; under bf16 autocast the folded fp32 weights met bf16 activations and broke, so half precision, weights or autocast, decodes with transformers) |
-| the lean decode step's few-row products streaming each weight once (a kernel of our own: W as 16-column panels, 8 rows x 2 panels of outputs in AVX-512 registers, 16 KB prefetched ahead; compiled once per CPU with the C++ compiler), and for the Llama family the block fused around them in five calls (rms_norm + q/k/v, rotary + cache write + attention, o + residual, rms_norm + gate/up + silu * up, down + residual) | `panel_linear` | `speed.decode_gemm` (`sample(decode_gemm=)`) | "panels" on Intel CPUs with AVX-512F for fp32 Llama-family models (Llama, Qwen2, Mistral) of >= 100M parameters where the kernel builds (SmolLM2-135M, 2 threads, Intel Xeon: the step's 121 products 40.8 -> 31.2 ms, 13.2 -> 17.2 GB/s of weights; a 53-token decode of 8 prompts x 2 samples 3.31 s (MKL) -> 2.79 s (the kernel's products) -> 2.19 s (the block fused); in a HyPO step, the two settings alternated in one process, sampling 3.16 -> 2.23 s, the step's model work 20.11 -> 19.24 s, docs/bench/smollm2/decode_gemm_paired_fused.md); "library" (MKL's packed product) elsewhere: AMD CPUs, GPT-NeoX, and models whose weights may stay in cache, were not measured ("panels" serves GPT-NeoX too, its products only, tested) |
+| the lean decode step's few-row products streaming each weight once (a kernel of our own: W as 16-column panels, 8 rows x 2 panels of outputs in AVX-512 registers, 16 KB prefetched ahead; compiled once per CPU with the C++ compiler), and for the Llama family the block fused around them in five calls (rms_norm + q/k/v, rotary + cache write + attention, o + residual, rms_norm + gate/up + silu * up, down + residual) | `panel_linear` | `speed.decode_gemm` (`sample(decode_gemm=)`) | "panels" on the CPUs `kernels.measured_cpu` allows (Intel with AVX-512F, AMD from Zen 5) for fp32 Llama-family models (Llama, Qwen2, Mistral) of >= 100M parameters where the kernel builds (SmolLM2-135M, 2 threads, Intel Xeon: the step's 121 products 40.8 -> 31.2 ms, 13.2 -> 17.2 GB/s of weights; a 53-token decode of 8 prompts x 2 samples 3.31 s (MKL) -> 2.79 s (the kernel's products) -> 2.19 s (the block fused); in a HyPO step, the two settings alternated in one process, sampling 3.16 -> 2.23 s, the step's model work 20.11 -> 19.24 s, docs/bench/smollm2/decode_gemm_paired_fused.md; AMD EPYC, Zen 5: the same decode 6.54 s (MKL, 7.2 GB/s on the products) -> 1.49 s (the block fused), docs/bench/amd/decode_bandwidth.md); "library" (MKL's packed product) elsewhere: AMD's Zen 4 and older, GPT-NeoX, and models whose weights may stay in cache, were not measured ("panels" serves GPT-NeoX too, its products only, tested) |
 | decode KV cache allocated once | `kv_cache` | `speed.kv_cache` (`sample(kv_cache=)`) | "preallocated" whenever the prefilled cache is plain layers (the dynamic cache's per-token copy was 43% of a TL;DR decode's CPU time); "dynamic" for other caches (sliding windows) |
 | attention span by span on one unpadded row (groups back to back; prompts causal, each response over its prompt's keys and its own; GQA heads not repeated; the CPU flash kernel's forward and backward per span) | `varlen_attention` | `response_logps(attention=)`, `prompt_pass(attention=)` | "spans" for Llama / Qwen2 / Mistral (no sliding window) / GPT-NeoX models on CPU (SmolLM2-135M, 8 UltraFeedback pairs: the masked rows were 23% padding and one block's attention forward + backward took 202 ms against 105 ms span by span; the DPO step's policy forward + backward and reference forward 29.5 -> 19.8 s CPU, one thread; peak RSS 9.42 -> 8.75 GB); "masked" elsewhere (never measured on a GPU) |
-| each span's attention, forward and backward, on a kernel of our own (a task per span and key / value head, its query heads together, 16 positions a block: scores against key panels, an exact softmax, the products 8 rows x 2 panels in AVX-512 registers; the backward recomputes the scores from the kept log-sum-exps) | `varlen_attention` (csrc/span_attention.cpp) | `speed.span_kernel` (`response_logps(span_kernel=)`, `prompt_pass(span_kernel=)`) | "ours" on Intel CPUs with AVX-512 for fp32 heads of a multiple of 16 where the kernels build (SmolLM2-135M's heads, 9 over 3 of 64, 2 threads, Intel Xeon: one causal span of 330 forward + backward 6.67 -> 3.21 ms, of 180 2.51 -> 1.26 ms, docs/bench/smollm2/span_kernel_one_span.md; a DPO batch's policy forward + reference forward + backward, the two alternated in one process, 16.73 -> 14.23 s, docs/bench/smollm2/span_kernel_paired.md); "flash" (torch's CPU flash kernel) elsewhere: AMD CPUs were not measured, and heads off the 16-lane grid, half precision or more than two key ranges a span take it call by call |
+| each span's attention, forward and backward, on a kernel of our own (a task per span and key / value head, its query heads together, 16 positions a block: scores against key panels, an exact softmax, the products 8 rows x 2 panels in AVX-512 registers; the backward recomputes the scores from the kept log-sum-exps) | `varlen_attention` (csrc/span_attention.cpp) | `speed.span_kernel` (`response_logps(span_kernel=)`, `prompt_pass(span_kernel=)`) | "ours" on the CPUs `kernels.measured_cpu` allows (Intel with AVX-512, AMD from Zen 5) for fp32 heads of a multiple of 16 where the kernels build (SmolLM2-135M's heads, 9 over 3 of 64, 2 threads, Intel Xeon: one causal span of 330 forward + backward 6.67 -> 3.21 ms, of 180 2.51 -> 1.26 ms, docs/bench/smollm2/span_kernel_one_span.md; a DPO batch's policy forward + reference forward + backward, the two alternated in one process, 16.73 -> 14.23 s, docs/bench/smollm2/span_kernel_paired.md; AMD EPYC, Zen 5: one span of 330 7.42 -> 1.90 ms, of 180 2.49 -> 0.67 ms, docs/bench/amd/span_kernel_one_span.md); "flash" (torch's CPU flash kernel) elsewhere: AMD's Zen 4 and older were not measured, and heads off the 16-lane grid, half precision or more than two key ranges a span take it call by call |
 | the LM head and the target token's log-prob fused, a block of positions at a time (no (U, V) log-softmax, its gradient or softmax held) | `fused_head` | `response_logps(head=)` | "fused" where the logits are the decoder's hidden states times a plain nn.Linear head, on CPU (SmolLM2-135M, two DPO steps' forwards + backward, spans: peak RSS 8.75 -> 7.22 GB, time the same, 19.8 vs 19.6 s CPU, one thread); "plain" elsewhere (never measured on a GPU) |
 | SwiGLU MLP keeping the gate and up outputs only for the backward (silu(g) * u recomputed there) | `fused_mlp` | `response_logps(mlp=)`, `prompt_pass(mlp=)` | "fused" for Llama / Qwen2 / Mistral MLPs of plain nn.Linear projections and silu, on CPU (SmolLM2-135M, two DPO steps' forwards + backward with spans and the fused head: peak RSS 7.32 -> 6.22 GB, CPU time the same within noise, 24-26 vs 26-30 s per step, one thread); "plain" elsewhere (never measured on a GPU) |
 | a block's elementwise chains (RMSNorm, rotary, SwiGLU's backward) as compiled loops (torch.compile, inductor's C++ backend, dynamic shapes) | `compiled_elementwise` | `speed.elementwise` (`response_logps(elementwise=)`, `prompt_pass(elementwise=)`) | "compiled" for Llama / Qwen2 / Mistral models on CPU with a C++ compiler and an MLP width f >= 1,024 (SmolLM2-135M, f = 1,536, 2 threads: one batch, the two settings alternated 4 times, policy forward + reference forward + backward 14.82 -> 13.97 s; over an epoch of the smollm2 workloads, DPO step 15.29 -> 13.82 s, HyPO 24.43 -> 22.29 s, DPO peak RSS 9.03 -> 8.22 GB, docs/bench/history.md; compiling costs ~15 s once per process, ~3 s from inductor's disk cache, so it pays within the first steps of a wide model and never on the test suite's tiny ones, f <= 256); "eager" elsewhere (never measured on a GPU; GPT-NeoX / Pythia is not served: its LayerNorm and GELU are one aten kernel each with its own backward, which leaves rotary alone to fuse, not measured) |
+| the log-prob forwards' and backwards' fp32 products (every plain nn.Linear, the fused MLP's down projection, the fused head's logits and d hidden) on oneDNN, shipped inside torch, instead of MKL | `onednn_gemm` | `speed.train_gemm` (`response_logps(train_gemm=)`, `prompt_pass(train_gemm=)`) | "onednn" on AMD CPUs from Zen 5 (`kernels.measured_cpu`) for fp32 weights on the CPU (SmolLM2-135M's shapes at 4,096 positions, 2 threads, AMD EPYC: MKL 180-190 GFLOP/s, oneDNN 380-430 for x Wᵀ and dY W, ~300 for dWᵀ, docs/bench/amd/matmul_paths.md); "library" (MKL) elsewhere: on Intel MKL runs at the machine's rate and oneDNN was not measured |
 | keep freed CPU memory for reuse (glibc mallopt) | `cpu_memory` | `speed.keep_freed_memory`, applied by the command line, never by a library call | on for a run on CPU: 15% less time, 1.5-2x the resident memory; off on a GPU |
 """
 
@@ -27,6 +28,7 @@ MLPS = ("auto", "fused", "plain")
 ELEMENTWISE = ("auto", "compiled", "eager")
 DECODE_GEMMS = ("auto", "panels", "library")
 SPAN_KERNELS = ("auto", "ours", "flash")
+TRAIN_GEMMS = ("auto", "onednn", "library")
 
 
 def mlp_for(model, setting: str = "auto") -> str:
@@ -68,7 +70,8 @@ def elementwise_for(model, setting: str = "auto") -> str:
 def span_kernel_for(model, setting: str = "auto") -> str:
     """What runs attention span by span (hybridpo.fast.varlen_attention) under `setting`: "ours"
     (csrc/span_attention.cpp) or "flash" (torch's CPU flash kernel); "auto" takes ours where it was
-    measured, on Intel CPUs, and where the kernels build (the rule in the table above)."""
+    measured (Intel, and AMD from Zen 5: hybridpo.fast.kernels.measured_cpu) and where the kernels
+    build (the rule in the table above)."""
     from hybridpo.fast import varlen_attention
 
     def reason():  # "auto" asks the cheap rule first: the kernels are built only where they would serve
@@ -81,16 +84,32 @@ def span_kernel_for(model, setting: str = "auto") -> str:
     return _fast_or_plain("span_kernel", setting, SPAN_KERNELS, "ours", "flash", reason)
 
 
-def block_scope(model, mlp: str = "auto", elementwise: str = "auto", span_kernel: str = "auto"):
+def train_gemm_for(model, setting: str = "auto") -> str:
+    """What runs the log-prob forwards' and backwards' fp32 products under `setting`: "onednn"
+    (hybridpo.fast.onednn_gemm) or "library" (MKL, torch's own); "auto" takes oneDNN where it was
+    measured to pay (the rule in the table above)."""
+    from hybridpo.fast import onednn_gemm
+
+    def reason():  # "auto" asks the measured rule first
+        return (setting == "auto" and onednn_gemm.pays_here(model)) or onednn_gemm.unsupported_reason()
+
+    return _fast_or_plain("train_gemm", setting, TRAIN_GEMMS, "onednn", "library", reason)
+
+
+def block_scope(model, mlp: str = "auto", elementwise: str = "auto", span_kernel: str = "auto",
+                train_gemm: str = "auto"):
     """The context a log-prob forward runs in: hybridpo.fast.fused_mlp.fused_mlps under `mlp`,
-    hybridpo.fast.compiled_elementwise.compiled_blocks under `elementwise`, and the span kernel
-    span_kernel_for(model, span_kernel) names (read by hybridpo.fast.varlen_attention)."""
+    hybridpo.fast.compiled_elementwise.compiled_blocks under `elementwise`, the span kernel
+    span_kernel_for(model, span_kernel) names (read by hybridpo.fast.varlen_attention), and the
+    products' library train_gemm_for(model, train_gemm) names (hybridpo.fast.onednn_gemm)."""
     import contextlib
 
-    from hybridpo.fast import compiled_elementwise, fused_mlp, varlen_attention
+    from hybridpo.fast import compiled_elementwise, fused_mlp, onednn_gemm, varlen_attention
 
     stack = contextlib.ExitStack()
     stack.enter_context(varlen_attention.kernel_scope(span_kernel_for(model, span_kernel)))
+    if train_gemm_for(model, train_gemm) == "onednn":
+        stack.enter_context(onednn_gemm.gemms(model))
     compiled = elementwise_for(model, elementwise) == "compiled"
     if mlp_for(model, mlp) == "fused":
         stack.enter_context(fused_mlp.fused_mlps(model, compiled=compiled))

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hybridpo.fast import onednn_gemm
+
 BLOCK_BYTES = 64 << 20  # one block of fp32 logits: 64 MB (341 rows of a 49,152-token vocabulary)
 
 
@@ -78,7 +80,7 @@ def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: T
     weight, bias = head.weight, head.bias
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
         return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute))
-    return _forward(hidden, weight, bias, rows, targets, float(temperature), keep=False)[0]
+    return _forward(hidden, weight, bias, rows, targets, float(temperature), keep=False, onednn=onednn_gemm.on())[0]
 
 
 def _blocks(U: int, V: int):
@@ -91,19 +93,19 @@ def _dtype(hidden: Tensor) -> torch.dtype:
     return torch.promote_types(hidden.dtype, torch.float32)
 
 
-def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float) -> Tensor:
-    logits = (hidden @ weight.t() if bias is None else torch.addmm(bias, hidden, weight.t())).to(_dtype(hidden))
+def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: float, onednn: bool) -> Tensor:
+    logits = onednn_gemm.linear(hidden, weight, bias, onednn=onednn).to(_dtype(hidden))
     return logits if temperature == 1.0 else logits.div_(temperature)
 
 
-def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool):
+def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool, onednn: bool):
     """(target log-probs (M,), logsumexp per row (U,), the kept logits blocks or None)."""
     U, V = hidden.shape[0], weight.shape[0]
     lse = torch.empty(U, dtype=_dtype(hidden), device=hidden.device)
     target_logit = torch.empty(targets.shape[0], dtype=_dtype(hidden), device=hidden.device)
     kept = []
     for a, b in _blocks(U, V):
-        logits = _logits(hidden[a:b], weight, bias, temperature)  # (n, V)
+        logits = _logits(hidden[a:b], weight, bias, temperature, onednn)  # (n, V)
         lse[a:b] = logits.logsumexp(-1)
         m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)  # the targets read from this block
         target_logit[m] = logits[rows[m] - a, targets[m]]
@@ -114,7 +116,8 @@ def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool):
 class _TargetLogps(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, rows, targets, temperature, recompute):
-        out, lse, kept = _forward(hidden, weight, bias, rows, targets, temperature, keep=not recompute)
+        ctx.onednn = onednn_gemm.on()  # the backward runs after the scope (hybridpo.fast.onednn_gemm)
+        out, lse, kept = _forward(hidden, weight, bias, rows, targets, temperature, keep=not recompute, onednn=ctx.onednn)
         ctx.save_for_backward(hidden, weight, bias, rows, targets, lse)
         ctx.kept, ctx.temperature = kept, temperature
         return out
@@ -134,7 +137,7 @@ class _TargetLogps(torch.autograd.Function):
             logits = ctx.kept[i]
             ctx.kept[i] = None  # freed as the backward goes (a second backward, retain_graph=True, recomputes)
             if logits is None:
-                logits = _logits(hidden[a:b], weight, bias, ctx.temperature)
+                logits = _logits(hidden[a:b], weight, bias, ctx.temperature, ctx.onednn)
             d_logits = logits.sub_(lse[a:b, None]).exp_().mul_(-row_grad[a:b, None])  # -p Σg, in place
             m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)
             d_logits.index_put_((rows[m] - a, targets[m]), grad[m], accumulate=True)  # + onehot g
@@ -142,7 +145,7 @@ class _TargetLogps(torch.autograd.Function):
                 d_logits.div_(ctx.temperature)
             d_logits = d_logits.to(hidden.dtype)
             if want_h:
-                d_hidden[a:b] = d_logits @ weight
+                d_hidden[a:b] = onednn_gemm.mm(d_logits, weight, onednn=ctx.onednn)
             if want_w:
                 d_weight.addmm_(d_logits.t(), hidden[a:b])
             if want_b:

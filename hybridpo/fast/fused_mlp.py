@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hybridpo.fast import compiled_elementwise
+from hybridpo.fast import compiled_elementwise, onednn_gemm
 from hybridpo.fast.fused_head import has_hooks
 
 MLP_CLASSES = ("LlamaMLP", "Qwen2MLP", "MistralMLP")
@@ -87,12 +87,13 @@ class _SwiGLUDown(torch.autograd.Function):
     def forward(ctx, gate, up, weight, bias, compiled):
         ctx.save_for_backward(gate, up, weight, bias)
         ctx.compiled = compiled
-        return F.linear(F.silu(gate) * up, weight, bias)
+        ctx.onednn = onednn_gemm.on()  # the backward runs after the scope (hybridpo.fast.onednn_gemm)
+        return onednn_gemm.linear(F.silu(gate) * up, weight, bias, onednn=ctx.onednn)
 
     @staticmethod
     def backward(ctx, grad):
         gate, up, weight, bias = ctx.saved_tensors
-        d_h = grad @ weight  # (..., f)
+        d_h = onednn_gemm.mm(grad, weight, onednn=ctx.onednn)  # (..., f)
         d_weight = d_bias = None
         if ctx.compiled:
             d_gate, d_up, h = compiled_elementwise.swiglu_backward()(d_h, gate, up)
@@ -103,7 +104,7 @@ class _SwiGLUDown(torch.autograd.Function):
             d_up = d_h * silu
             d_gate = d_h.mul_(up).mul_(sig.mul_(1 + gate * (1 - sig)))  # d silu / dg = σ (1 + g (1 - σ)); sig reused
         if ctx.needs_input_grad[2]:
-            d_weight = grad.reshape(-1, grad.shape[-1]).t() @ h.reshape(-1, h.shape[-1])
+            d_weight = onednn_gemm.mm_tn(grad.reshape(-1, grad.shape[-1]), h.reshape(-1, h.shape[-1]), onednn=ctx.onednn)
         del h
         if bias is not None and ctx.needs_input_grad[3]:
             d_bias = grad.reshape(-1, grad.shape[-1]).sum(0)

@@ -29,6 +29,10 @@ model work 20.11 -> 19.24 s (decode_gemm_paired_fused.md). Two other forms of th
 slower: W in its own (N, K) layout with row dot products (35.3 ms, as MKL: the horizontal sums
 cost), and panels in memory mapped per call outside glibc's heap (the page faults added 0.07 s).
 
+On an AMD EPYC (Zen 5, docs/bench/amd/decode_bandwidth.md) MKL's product is far slower: the 113 MB
+head at 7.8 GB/s against the kernel's 23.5, the step's products 74.7 -> 26.2 ms, the decode 6.54 s
+with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too.
+
 Same numbers as the library path to float rounding (each output is a sum over K in another
 order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the
 product at every row count, the fused norms and attention against float64, and the fused decode's
@@ -58,13 +62,14 @@ def unsupported_reason() -> str | None:
 
 
 def pays_here(model) -> str | None:
-    """None where "auto" takes the kernel (the measured case: an Intel CPU, a Llama-family model of
-    at least MIN_PARAMETERS in fp32); otherwise why not."""
+    """None where "auto" takes the kernel (the measured case: a CPU kernels.measured_cpu allows, a
+    Llama-family model of at least MIN_PARAMETERS in fp32); otherwise why not."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPES:
         return f"measured on Llama-family models only ({', '.join(MODEL_TYPES)}), this is {model_type}"
-    if kernels.vendor() != "GenuineIntel":
-        return f"measured on Intel CPUs only, this one is {kernels.vendor() or 'unknown'}"
+    why = kernels.measured_cpu()
+    if why is not None:
+        return why
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"

@@ -223,13 +223,14 @@ def ours_unsupported_reason() -> str | None:
 
 
 def ours_pays_here(model) -> str | None:
-    """None where "auto" takes our kernel (the measured case: an Intel CPU, fp32 heads on the
-    16-lane grid); otherwise why not. Cheap: nothing is built."""
+    """None where "auto" takes our kernel (the measured case: a CPU kernels.measured_cpu allows,
+    fp32 heads on the 16-lane grid); otherwise why not. Cheap: nothing is built."""
     from hybridpo.fast import kernels
     from hybridpo.forward import hf
 
-    if kernels.vendor() != "GenuineIntel":
-        return f"measured on Intel CPUs only, this one is {kernels.vendor() or 'unknown'}"
+    why = kernels.measured_cpu()
+    if why is not None:
+        return why
     config = hf.unwrap_model(model).config
     width = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     if width % 16:

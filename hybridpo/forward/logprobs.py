@@ -75,6 +75,7 @@ def response_logps(
     mlp: str = "auto",
     elementwise: str = "auto",
     span_kernel: str = "auto",
+    train_gemm: str = "auto",
 ) -> ResponseLogps:
     """log π_τ(y|x) for every response y of every prompt x, π_τ = softmax(logits / τ), in fp32.
 
@@ -83,7 +84,7 @@ def response_logps(
     `PackingUnsupported` for layout="packed" on a model that cannot take a custom 4D mask.
     With `prompt_pass` (hybridpo.forward.prompts.prompt_pass of the same model on the same
     prompts) only the responses are forwarded; `layout` is then not used. `attention`, `head`,
-    `mlp`, `elementwise` and `span_kernel` choose speed tricks of hybridpo.fast (the same numbers; "auto" follows
+    `mlp`, `elementwise`, `span_kernel` and `train_gemm` choose speed tricks of hybridpo.fast (the same numbers; "auto" follows
     the measured rules there).
     """
     lay.check_inputs(prompts, responses)
@@ -94,10 +95,10 @@ def response_logps(
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; choose from {list(LAYOUTS)}")
     if prompt_pass is not None:
-        with block_scope(model, mlp, elementwise, span_kernel):
+        with block_scope(model, mlp, elementwise, span_kernel, train_gemm):
             tok = _after_prompt(model, prompt_pass, responses, pad_id, temperature, attention, head)
     elif layout == "packed":
-        with block_scope(model, mlp, elementwise, span_kernel):
+        with block_scope(model, mlp, elementwise, span_kernel, train_gemm):
             tok = _packed(model, prompts, responses, pad_id, temperature, attention, head)
     else:
         tok = _padded(model, prompts, responses, pad_id, temperature)

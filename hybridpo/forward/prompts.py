@@ -74,7 +74,8 @@ def _checkpointing(inner) -> bool:
 
 
 def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str = "auto",
-                mlp: str = "auto", elementwise: str = "auto", span_kernel: str = "auto") -> PromptPass:
+                mlp: str = "auto", elementwise: str = "auto", span_kernel: str = "auto",
+                train_gemm: str = "auto") -> PromptPass:
     """Run the prompts once (grad as the caller has it) and keep their keys / values and last logits.
 
     The head runs at one position per prompt. Raises `PackingUnsupported` when
@@ -87,10 +88,10 @@ def prompt_pass(model, prompts: list[list[int]], *, pad_id: int, attention: str 
     if reason is not None:
         raise hf.PackingUnsupported(f"prompt_pass is not available: {reason}")
     if attention_for(model, attention) == "spans":
-        with block_scope(model, mlp, elementwise, span_kernel):
+        with block_scope(model, mlp, elementwise, span_kernel, train_gemm):
             kv, last_logits, attn, flat_kv, starts = _spans_prefill(model, prompts)
         return PromptPass(prompts=prompts, kv=kv, last_logits=last_logits, attn=attn, flat_kv=flat_kv, flat_start=starts)
-    with block_scope(model, mlp, elementwise):
+    with block_scope(model, mlp, elementwise, train_gemm=train_gemm):
         kv, last_logits, attn = prefill(model, prompts, pad_id, attention="masked")
     if not isinstance(kv, list):
         raise hf.PackingUnsupported(f"a prompt pass needs a DynamicCache of plain layers, got {type(kv).__name__}")

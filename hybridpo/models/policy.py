@@ -84,6 +84,7 @@ class Policy:
     share_prompt: str = "auto"  # prompt_pass: "auto" (where it gives the same numbers and hybridpo.fast.share_prompt_rule says it pays), "on" (an error where not), "off"
     elementwise: str = "auto"  # response_logps / prompt_pass(elementwise=): a block's elementwise chains compiled ("compiled") or not ("eager"); "auto" = hybridpo.fast.elementwise_for's rule
     span_kernel: str = "auto"  # response_logps / prompt_pass(span_kernel=): attention span by span on our kernel ("ours") or torch's flash kernel ("flash"); "auto" = hybridpo.fast.span_kernel_for's rule
+    train_gemm: str = "auto"  # response_logps / prompt_pass(train_gemm=): the fp32 products on oneDNN ("onednn") or MKL ("library"); "auto" = hybridpo.fast.train_gemm_for's rule
     generator: torch.Generator = field(default_factory=torch.Generator)  # the sampling RNG (checkpointed by the loop)
     sampler: Sampler = field(default_factory=BuiltinSampler)  # what draws the samples
     clock: StepClock = field(default_factory=StepClock)  # where the time of each call is counted
@@ -103,7 +104,7 @@ class Policy:
         with self.clock.time("policy forward"):
             return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
                                   layout=self.layout, prompt_pass=prompt_pass, elementwise=self.elementwise,
-                                  span_kernel=self.span_kernel)
+                                  span_kernel=self.span_kernel, train_gemm=self.train_gemm)
 
     def prompt_pass(self, prompts: list[list[int]], responses: list[list[list[int]]] | None = None,
                     samples: tuple[int, int] | None = None) -> PromptPass | None:
@@ -125,7 +126,7 @@ class Policy:
             return None
         with self.clock.time("policy forward"):
             return prompt_pass(self.model, prompts, pad_id=self.pad_id, elementwise=self.elementwise,
-                               span_kernel=self.span_kernel)
+                               span_kernel=self.span_kernel, train_gemm=self.train_gemm)
 
     @contextmanager
     def seeded(self, seeds: list[int] | None):

@@ -42,6 +42,7 @@ class Reference:
     layout: str = "packed"  # hybridpo.forward.logprobs layout, the policy's
     elementwise: str = "auto"  # response_logps(elementwise=), the policy's (hybridpo.fast.elementwise_for)
     span_kernel: str = "auto"  # response_logps(span_kernel=), the policy's (hybridpo.fast.span_kernel_for)
+    train_gemm: str = "auto"  # response_logps(train_gemm=), the policy's (hybridpo.fast.train_gemm_for)
     clock: StepClock = field(default_factory=StepClock)  # where "reference forward" time is counted
 
     def scope(self):
@@ -55,12 +56,13 @@ class Reference:
         """log π_ref,τ(y|x) of every response (hybridpo.forward.response_logps conventions), no grad."""
         with self.clock.time("reference forward"), self.scope():
             return response_logps(self.model, prompts, responses, pad_id=self.pad_id, temperature=temperature,
-                                  layout=self.layout, elementwise=self.elementwise, span_kernel=self.span_kernel)
+                                  layout=self.layout, elementwise=self.elementwise, span_kernel=self.span_kernel,
+                                  train_gemm=self.train_gemm)
 
 
 def build_reference(policy: nn.Module, cfg: ModelConfig, **role) -> Reference:
     """π_ref for `policy` as configured (call before training changes the policy); `role` sets
-    the Reference's pad_id / layout / elementwise / span_kernel / clock."""
+    the Reference's pad_id / layout / elementwise / span_kernel / train_gemm / clock."""
     kind = cfg.reference
     if kind == "auto":
         kind = {"lora": "disabled_adapter", "last_n_layers": "frozen_trunk", "full": "copy"}[cfg.finetune]

@@ -7,7 +7,9 @@ emits, so greedy samples stop on their own. pad == EOS, as the model's own confi
 
 Tolerance: in fp32 the 30 layers round differently in different layouts: padded-batched vs each
 sequence alone (both the plain reference) already differ by 7e-6 in token log-probs, packed vs
-padded by up to 4e-5; so fp32 values are checked at FP32_ATOL = 5e-5 and gradients at 5e-4 of
+padded by up to 4e-5, and up to 6.1e-5 where the products run on oneDNN (hybridpo.fast.onednn_gemm,
+what `auto` takes on AMD's Zen 5; its fp32 products land ~1e-6 of their largest output from
+float64, MKL's ~4e-7); so fp32 values are checked at FP32_ATOL = 1e-4 and gradients at 5e-4 of
 each tensor's norm (measured up to 1.2e-4), and exactness in float64, where every path agrees to 1e-9 (measured 4e-14).
 """
 
@@ -25,7 +27,7 @@ QUESTIONS = [
     "Say hi.",  # runs past NEW tokens
 ]
 NEW = 10
-FP32_ATOL = 5e-5  # see the module docstring
+FP32_ATOL = 1e-4  # see the module docstring
 
 
 @pytest.fixture(scope="module")

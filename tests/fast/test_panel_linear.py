@@ -112,13 +112,35 @@ def replayed_with_both(model, decoder, monkeypatch):
     assert_close(panels.tok_logps, library.tok_logps, atol=1e-5, rtol=0)
 
 
+def a_cpu(monkeypatch, vendor: str, family: str) -> None:
+    """Make /proc/cpuinfo read as `vendor`, `family` for the kernels' rules."""
+    monkeypatch.setattr(kernels, "vendor", lambda: vendor)
+    monkeypatch.setattr(kernels, "_cpuinfo", lambda field: {"vendor_id": vendor, "cpu family": family}.get(field, ""))
+
+
+@pytest.mark.parametrize(("vendor", "family", "measured"), [
+    ("GenuineIntel", "6", True), ("AuthenticAMD", "26", True), ("AuthenticAMD", "27", True),
+    ("AuthenticAMD", "25", False), ("AuthenticAMD", "", False), ("HygonGenuine", "24", False), ("", "", False)])
+def test_auto_takes_our_kernels_on_the_measured_cpus_only(monkeypatch, vendor, family, measured):
+    """Intel, and AMD from Zen 5 (family 26), were measured; Zen 4 and other vendors keep the libraries."""
+    a_cpu(monkeypatch, vendor, family)
+    why = kernels.measured_cpu()
+    assert (why is None) == measured
+    tiny = model_of("llama", hidden_size=64, num_attention_heads=4)  # heads of 16, on the kernel's grid
+    from hybridpo.fast import varlen_attention
+
+    assert varlen_attention.ours_pays_here(tiny) == why  # the span kernel: the CPU is all that is asked here
+    assert "parameters" in panel_linear.pays_here(tiny) if measured else panel_linear.pays_here(tiny) == why
+
+
 def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
     tiny = model_of("llama")
+    a_cpu(monkeypatch, "GenuineIntel", "6")
     assert decode_gemm_for(tiny) == "library"  # far under 100M parameters
     assert "parameters" in panel_linear.pays_here(tiny)
     assert "Llama-family" in panel_linear.pays_here(model_of("gpt-neox"))  # measured on Llama models only
-    monkeypatch.setattr(kernels, "vendor", lambda: "AuthenticAMD")
-    assert "Intel" in panel_linear.pays_here(tiny)
+    a_cpu(monkeypatch, "AuthenticAMD", "25")
+    assert "Zen 5" in panel_linear.pays_here(tiny)
     with pytest.raises(ValueError, match="decode_gemm='fast'"):
         decode_gemm_for(tiny, "fast")
     assert decode_gemm_for(tiny, "library") == "library"

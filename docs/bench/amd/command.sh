@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The SmolLM2 speed tables on an AMD EPYC (Zen 5, family 26; docs/bench/amd/). First, before any
+# change for AMD (auto took MKL's products and torch's flash attention there): our kernels alone.
+# Then with `auto` taking our kernels there (hybridpo.fast.kernels.measured_cpu): the HyPO/DPO bar
+# over an epoch with the libraries' paths beside ours, and DPO against TRL over an epoch (hypo_epoch/,
+# dpo_epoch/; their FLOP shares against torch's own product, MKL, alone).
+set -e
+export HYBRIDPO_HOME=${HYBRIDPO_HOME:-$PWD/.cache/hybridpo}
+PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/amd/span_kernel_one_span.md
+PYTHONPATH=. .venv/bin/python docs/bench/decode_bandwidth.py --threads 2 > docs/bench/amd/decode_bandwidth.md
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-hypo \
+  --variants "hybridpo dpo,hybridpo dpo flash-kernel,hybridpo hypo,hybridpo hypo library-gemm flash-kernel" --out docs/bench/amd/hypo_epoch
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo \
+  --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/amd/dpo_epoch
+# torch's fp32 products (MKL) against oneDNN's on the DPO step's shapes, then speed.train_gemm
+# (hybridpo.fast.onednn_gemm) on one DPO batch, the two alternated in one process
+PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/amd/matmul_paths.md
+.venv/bin/python docs/bench/train_gemm_paired.py --repeats 3 > docs/bench/amd/train_gemm_paired.md
+# with `auto` taking oneDNN's products on AMD (and the bench's peak the faster of MKL's and
+# oneDNN's): the HyPO/DPO bar over an epoch, each beside its MKL variant, and DPO against TRL's best
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-hypo \
+  --variants "hybridpo dpo,hybridpo dpo library-train-gemm,hybridpo hypo,hybridpo hypo library-train-gemm" --out docs/bench/amd/hypo_epoch_onednn
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo \
+  --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model last-4" --out docs/bench/amd/dpo_epoch_onednn

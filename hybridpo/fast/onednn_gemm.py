@@ -1,0 +1,133 @@
+"""The log-prob forwards' and backwards' fp32 products on oneDNN instead of MKL.
+
+Why (SmolLM2-135M's shapes, 4,096 positions, 2 threads, an AMD EPYC of family 26, Zen 5;
+docs/bench/amd/matmul_paths.md): torch's CPU build runs fp32 products on MKL, whose path on AMD
+CPUs reached 180-190 GFLOP/s, while oneDNN (shipped inside torch, `torch.ops.mkldnn`), which
+dispatches on the instruction set rather than on the vendor, reached 380-430 GFLOP/s for the
+forward's x Wᵀ and the backward's dY W, and ~300 GFLOP/s for dWᵀ = Xᵀ dY on strided views (no
+copy). On Intel CPUs MKL already runs at the machine's rate, and oneDNN was not measured there.
+
+Three products, each falling back to torch where oneDNN does not serve (not fp32, not on the CPU,
+or oneDNN absent), and each the same product up to fp32 rounding:
+
+    linear(x, W, b) = x Wᵀ + b        (oneDNN's linear)
+    mm(a, b)        = a b             (linear with b's transposed view as the weight)
+    mm_tn(a, b)     = aᵀ b = (bᵀ a)ᵀ  (linear on the two transposed views; the (K, N) result transposed back)
+
+How it reaches the model: `gemms(model)` swaps, for one forward, the forward of every plain
+nn.Linear module (an instance attribute, removed after) for one whose autograd function runs its
+forward and its backward's two products here; hybridpo.fast.fused_mlp's down projection and
+hybridpo.fast.fused_head's logits and d hidden call these products while the scope is on (the
+head's dW stays an in-place addmm on MKL). A backward runs after its scope has ended, so each
+autograd function records at its forward whether oneDNN was on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+
+import torch
+from torch import Tensor
+
+_ON = contextvars.ContextVar("hybridpo_onednn_gemm", default=False)
+
+
+def unsupported_reason() -> str | None:
+    """None where oneDNN's linear is in this torch build; otherwise why not."""
+    if not torch.backends.mkldnn.is_available():
+        return "this torch was built without oneDNN (torch.backends.mkldnn)"
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return "this torch has no torch.ops.mkldnn._linear_pointwise"
+    return None
+
+
+def pays_here(model) -> str | None:
+    """None where "auto" takes oneDNN (the measured case: an AMD CPU that hybridpo.fast.kernels
+    counts as measured, fp32 weights on the CPU); otherwise why not."""
+    from hybridpo.fast import kernels
+
+    if kernels.vendor() != "AuthenticAMD" or kernels.measured_cpu() is not None:
+        return f"measured on AMD CPUs from Zen 5 only (MKL is the faster path measured on Intel), this one is {kernels.vendor() or 'unknown'}"
+    weight = next(model.parameters())
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"
+    return None
+
+
+def on() -> bool:
+    """Whether the products below run on oneDNN here (inside `gemms`)."""
+    return _ON.get()
+
+
+def _serves(*tensors: Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, onednn: bool | None = None) -> Tensor:
+    """x Wᵀ + b for x (..., K), W (N, K); on oneDNN where `onednn` (default: `on()`) and it serves."""
+    if (on() if onednn is None else onednn) and _serves(x, weight):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def mm(a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
+    """a b for a (..., N), b (N, K)."""
+    if (on() if onednn is None else onednn) and _serves(a, b):
+        return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+    return a @ b
+
+
+def mm_tn(a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
+    """aᵀ b for a (M, N), b (M, K): (N, K), contiguous (a weight's gradient)."""
+    if (on() if onednn is None else onednn) and _serves(a, b):
+        return torch.ops.mkldnn._linear_pointwise(b.t(), a.t(), None, "none", [], "").t().contiguous()
+    return a.t() @ b
+
+
+class _Linear(torch.autograd.Function):
+    """x Wᵀ + b with its backward's dX = dY W and dW = dYᵀ X on oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return linear(x, weight, bias, onednn=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        d_x = mm(grad, weight, onednn=True) if ctx.needs_input_grad[0] else None
+        d_weight = mm_tn(grad2, x.reshape(-1, x.shape[-1]), onednn=True) if ctx.needs_input_grad[1] else None
+        d_bias = grad2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return d_x, d_weight, d_bias
+
+
+def _forward(self: torch.nn.Linear, x: Tensor) -> Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad
+                                    or (self.bias is not None and self.bias.requires_grad)):
+        return _Linear.apply(x, self.weight, self.bias)
+    return linear(x, self.weight, self.bias, onednn=True)
+
+
+@contextlib.contextmanager
+def gemms(model):
+    """Within: `model`'s plain fp32 CPU nn.Linear modules, fused_mlp's down projection and
+    fused_head's products run on oneDNN (their backwards too, whenever they run)."""
+    from hybridpo.fast.fused_head import has_hooks
+
+    swapped = []
+    token = _ON.set(True)
+    try:
+        for module in model.modules():
+            if (type(module) is torch.nn.Linear and "forward" not in module.__dict__ and not has_hooks(module)
+                    and _serves(module.weight)):
+                module.forward = functools.partial(_forward, module)
+                swapped.append(module)
+        yield
+    finally:
+        _ON.reset(token)
+        for module in swapped:
+            del module.forward

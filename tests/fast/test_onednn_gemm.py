@@ -1,0 +1,89 @@
+"""hybridpo.fast.onednn_gemm: the three products on oneDNN give x Wᵀ + b, a b and aᵀ b (against
+float64, on contiguous and strided operands), fall back to torch where oneDNN does not serve, and
+through Llama, Qwen2, Mistral and GPT-NeoX models leave the log-probs and every parameter's
+gradient where the padded reference puts them (1e-5, fp32); `auto` takes oneDNN only on the CPUs
+it was measured on."""
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from hybridpo.fast import kernels, onednn_gemm as og, train_gemm_for
+from hybridpo.forward import prompt_pass, response_logps
+from ragged import batch, grads
+from test_panel_linear import a_cpu
+from test_varlen_attention import PAD, VOCAB, assert_same, model_of
+
+WHY = og.unsupported_reason()
+needs_onednn = pytest.mark.skipif(WHY is not None, reason=f"oneDNN unavailable here: {WHY}")
+
+
+def close(actual, wanted):
+    """fp32 sums over K in another order: relative 1e-5 of the largest output."""
+    assert actual.shape == wanted.shape
+    assert_close(actual, wanted.float(), rtol=1e-5, atol=1e-5 * float(wanted.abs().max()))
+
+
+@needs_onednn
+@pytest.mark.parametrize("shape", [(7, 16, 24), (300, 64, 192), (1024, 576, 1536)])
+def test_products_equal_float64(shape):
+    M, K, N = shape
+    g = torch.Generator().manual_seed(M + K + N)
+    x, w, b, dy = torch.randn(M, K, generator=g), torch.randn(N, K, generator=g), torch.randn(N, generator=g), torch.randn(M, N, generator=g)
+    close(og.linear(x, w, b, onednn=True), x.double() @ w.double().t() + b.double())
+    close(og.linear(x.view(1, M, K), w, onednn=True), (x.double() @ w.double().t()).view(1, M, N))  # (..., K) rows
+    close(og.mm(dy, w, onednn=True), dy.double() @ w.double())
+    close(og.mm(dy.t().contiguous().t(), w, onednn=True), dy.double() @ w.double())  # a strided operand
+    d_w = og.mm_tn(dy, x, onednn=True)
+    assert d_w.is_contiguous()
+    close(d_w, dy.double().t() @ x.double())
+
+
+def test_off_the_scope_or_off_fp32_the_products_are_torchs():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(5, 8, generator=g, dtype=torch.float64), torch.randn(3, 8, generator=g, dtype=torch.float64)
+    assert not og.on()
+    assert torch.equal(og.linear(x.float(), w.float()), torch.nn.functional.linear(x.float(), w.float()))  # off the scope
+    assert torch.equal(og.linear(x, w, onednn=True), torch.nn.functional.linear(x, w))  # float64: torch's, even when asked
+    assert torch.equal(og.mm(x, w.t(), onednn=True), x @ w.t())
+    assert torch.equal(og.mm_tn(x, x, onednn=True), x.t() @ x)
+
+
+@needs_onednn
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt-neox"])
+def test_through_a_model_onednn_equals_padded(arch):
+    model = model_of(arch, hidden_size=64, num_attention_heads=4, intermediate_size=96)
+    prompts, responses = batch("mixed", VOCAB)
+    padded = response_logps(model, prompts, responses, pad_id=PAD, layout="padded", temperature=0.7)
+    g_padded = grads(model, padded)
+    calls = []
+    real = og._Linear.backward
+
+    def counted(ctx, grad):
+        calls.append(1)
+        return real(ctx, grad)
+
+    og._Linear.backward = staticmethod(counted)
+    try:
+        packed = response_logps(model, prompts, responses, pad_id=PAD, temperature=0.7, train_gemm="onednn")
+        assert_same(packed, padded, grads(model, packed), g_padded)
+        assert calls  # the backward, after the scope, ran the projections' products on oneDNN
+        pp = prompt_pass(model, prompts, pad_id=PAD, train_gemm="onednn")
+        after = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7, train_gemm="onednn")
+        assert_same(after, padded, grads(model, after), g_padded)
+    finally:
+        og._Linear.backward = staticmethod(real)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # every swap undone
+
+
+@pytest.mark.parametrize(("vendor", "family", "measured"), [
+    ("AuthenticAMD", "26", True), ("AuthenticAMD", "25", False), ("GenuineIntel", "6", False), ("", "", False)])
+def test_auto_takes_onednn_on_amd_from_zen5_only(monkeypatch, vendor, family, measured):
+    a_cpu(monkeypatch, vendor, family)
+    model = model_of("llama")
+    assert (og.pays_here(model) is None) == measured
+    assert train_gemm_for(model) == ("onednn" if measured and WHY is None else "library")
+    assert train_gemm_for(model, "library") == "library"
+    with pytest.raises(ValueError, match="train_gemm='fast'"):
+        train_gemm_for(model, "fast")
+    assert kernels.vendor() == vendor
