@@ -106,11 +106,14 @@ def _dpo_bars(rows, workload, need, rss_share, flops_share) -> list[str]:
             diff = abs(same[0].loss_2 - r.loss_2)
             lines.append(f"{workload}: |loss@2 {same[0].variant} - {r.variant}| = {diff:.2e} (same work if "
                          f"<= {LOSS_TOLERANCE:g}): {'same' if diff <= LOSS_TOLERANCE else 'DIFFERENT'}")
-        if rss_share is not None:
-            full = [r for r in ours_all if "last-" not in r.variant] or ours_all
-            trl_full = [r for r in theirs if "last-" not in r.variant] or theirs
-            ours_low = min(full, key=lambda r: r.peak_rss_gb)
-            lowest = min(trl_full, key=lambda r: r.peak_rss_gb)
+        if rss_share is not None and ours_all and theirs and any(
+                ("last-" in o.variant) == ("last-" in t.variant) for o in ours_all for t in theirs):
+            # like for like: every weight trained where both sides ran it, else the last blocks
+            kinds = [[(o, t) for o in ours_all if ("last-" in o.variant) == last for t in theirs
+                      if ("last-" in t.variant) == last] for last in (False, True)]
+            pairs = kinds[0] or kinds[1]
+            ours_low = min((o for o, _ in pairs), key=lambda r: r.peak_rss_gb)
+            lowest = min((t for _, t in pairs), key=lambda r: r.peak_rss_gb)
             share = ours_low.peak_rss_gb / lowest.peak_rss_gb
             lines.append(f"{workload}: peak RSS, hybridpo's lowest ({ours_low.variant}) {ours_low.peak_rss_gb:.2f} GB "
                          f"vs TRL's lowest ({lowest.variant}) {lowest.peak_rss_gb:.2f} GB = {share:.0%} "

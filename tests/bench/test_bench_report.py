@@ -109,6 +109,18 @@ def test_smollm2_bars():
     assert "peak RSS 10.50 GB (bar <= 10 GB): NOT met" in text
 
 
+def test_the_memory_bar_pairs_like_with_like_when_trl_ran_only_its_last_blocks():
+    """With TRL's every-weight run left out, the bar compares the last-4 runs (3 vs 8 GB), not
+    hybridpo's every-weight run with TRL's last-4 one."""
+    rows = [
+        _row("smollm2-dpo", "hybridpo dpo", e2e_pairs_per_s=0.6, loss_2=0.6942, peak_rss_gb=8.0),
+        _row("smollm2-dpo", "hybridpo dpo last-4", e2e_pairs_per_s=1.6, loss_2=0.6932, peak_rss_gb=3.0),
+        _row("smollm2-dpo", "trl dpo ref-model last-4", e2e_pairs_per_s=0.12, loss_2=0.6932, peak_rss_gb=8.0),
+    ]
+    text = "\n".join(bars(rows))
+    assert "hybridpo's lowest (hybridpo dpo last-4) 3.00 GB vs TRL's lowest (trl dpo ref-model last-4) 8.00 GB = 38%" in text
+
+
 def test_hypo_over_dpo_on_the_same_batches():
     """The bar reads the same timed batches: per batch the median over repeats, the warm-up left
     out, then the sums of those medians."""
