@@ -2,6 +2,7 @@
 loaded as the training runs load it, and two settings alternated in one process, so that a drift
 of the machine's load hits both alike."""
 
+import statistics
 import time
 
 import torch
@@ -95,10 +96,43 @@ def alternate(settings: tuple[str, ...], step, repeats: int) -> dict[str, list]:
 def table(setting: str, phases: list[str], times: dict[str, list]) -> None:
     """Print the markdown table: per setting the median of each phase's seconds (the last phase
     being the total), then every repeat's total."""
-    import statistics
-
     print(f"| {setting} | " + " | ".join(f"{p} s" for p in phases) + " | every total s |")
     print("|---|" + "---:|" * (len(phases) + 1))
     for s, runs in times.items():
         cols = [statistics.median(c) for c in zip(*runs)]
         print(f"| {s} | " + " | ".join(f"{c:.2f}" for c in cols) + " | " + ", ".join(f"{t[-1]:.2f}" for t in runs) + " |")
+
+
+def dpo_two_settings(doc: str, title: str, settings: tuple[str, str], work, repeats: int = 3) -> None:
+    """Print, as markdown, two settings of one smollm2-dpo batch's model work compared (the batch
+    and repeats from the command line, `doc` its help): `work(model, prompts, pairs, pad, setting)`
+    -> (sequence log-probs, times) as dpo_work returns, gradients left on the model. First the two
+    settings' log-probs and gradients on the batch, then `--repeats` alternated rounds timed."""
+    from hybridpo.bench.record import machine
+
+    args = arguments(doc, repeats).parse_args()
+    _, tokenizer, model, batch = setup("smollm2-dpo", args.batch)
+    prompts, pairs = prompts_and_pairs(batch)
+    run = lambda setting: work(model, prompts, pairs, tokenizer.pad_token_id, setting)  # noqa: E731
+    agree = {}
+    for setting in settings:
+        logps, _ = run(setting)
+        agree[setting] = (logps, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    (la, ga), (lb, gb) = agree[settings[0]], agree[settings[1]]
+    grad_error = max(float((gb[n] - ga[n]).norm() / ga[n].norm().clamp(min=1e-30)) for n in ga)
+
+    def step(setting: str, _repeat: int) -> tuple[float, ...]:
+        times = run(setting)[1]
+        model.zero_grad(set_to_none=True)
+        return times
+
+    times = alternate(settings, step, args.repeats)
+    tokens = sum(len(p) + len(c) + len(r) for p, (c, r) in zip(prompts, pairs))
+    print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-dpo ({len(batch)} pairs, {tokens} tokens), "
+          f"every weight trained, median of {args.repeats} alternated repeats.\n")
+    print(f"{settings[1]} vs {settings[0]} on this batch: sequence log-probs within {float((lb - la).abs().max()):.1e} "
+          f"(of values up to {float(la.abs().max()):.0f}); every parameter's gradient within {grad_error:.1e} of its norm\n")
+    table(title, ["policy forward", "reference forward", "backward", "total"], times)
+    a, b = (statistics.median(t[-1] for t in times[s]) for s in settings)
+    print(f"\n{settings[1]} / {settings[0]}: {b / a:.3f} ({a - b:+.2f} s a step)")

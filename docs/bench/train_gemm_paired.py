@@ -10,41 +10,12 @@ settings' log-probs and gradients on this batch are compared. The optimizer is l
     .venv/bin/python docs/bench/train_gemm_paired.py --repeats 3 > docs/bench/amd/train_gemm_paired.md
 """
 
-import statistics
-
 import paired
-from hybridpo.bench.record import machine
 
 
 def main() -> None:
-    parser = paired.arguments(__doc__, 3)
-    args = parser.parse_args()
-    w, tokenizer, model, batch = paired.setup("smollm2-dpo", args.batch)
-    prompts, pairs = paired.prompts_and_pairs(batch)
-    pad = tokenizer.pad_token_id
-
-    def step(setting: str, _repeat: int) -> tuple[float, ...]:
-        times = paired.dpo_work(model, prompts, pairs, pad, train_gemm=setting)[1]
-        model.zero_grad(set_to_none=True)
-        return times
-
-    settings = ("library", "onednn")
-    agree = {}
-    for setting in settings:
-        logps, _ = paired.dpo_work(model, prompts, pairs, pad, train_gemm=setting)
-        agree[setting] = (logps, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
-        model.zero_grad(set_to_none=True)
-    (ll, gl), (lo, go) = agree["library"], agree["onednn"]
-    grad_error = max(float((go[n] - gl[n]).norm() / gl[n].norm().clamp(min=1e-30)) for n in gl)
-    times = paired.alternate(settings, step, args.repeats)
-    tokens = sum(len(p) + len(c) + len(r) for p, (c, r) in zip(prompts, pairs))
-    print(f"{machine()}; SmolLM2-135M-Instruct, batch {args.batch} of smollm2-dpo ({len(batch)} pairs, {tokens} tokens), "
-          f"every weight trained, median of {args.repeats} alternated repeats.\n")
-    print(f"onednn vs library on this batch: sequence log-probs within {float((lo - ll).abs().max()):.1e} "
-          f"(of values up to {float(ll.abs().max()):.0f}); every parameter's gradient within {grad_error:.1e} of its norm\n")
-    paired.table("speed.train_gemm", ["policy forward", "reference forward", "backward", "total"], times)
-    library, onednn = (statistics.median(t[-1] for t in times[s]) for s in settings)
-    print(f"\nonednn / library: {onednn / library:.3f} ({library - onednn:+.2f} s a step)")
+    paired.dpo_two_settings(__doc__, "speed.train_gemm", ("library", "onednn"),
+                            lambda model, prompts, pairs, pad, setting: paired.dpo_work(model, prompts, pairs, pad, train_gemm=setting))
 
 
 if __name__ == "__main__":

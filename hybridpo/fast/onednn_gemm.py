@@ -115,15 +115,13 @@ def _forward(self: torch.nn.Linear, x: Tensor) -> Tensor:
 @contextlib.contextmanager
 def gemms(model):
     """Within: `model`'s plain fp32 CPU nn.Linear modules, fused_mlp's down projection and
-    fused_head's products run on oneDNN (their backwards too, whenever they run)."""
-    from hybridpo.fast.fused_head import has_hooks
-
+    fused_head's products run on oneDNN (their backwards too, whenever they run). A swapped module
+    is still called as a module, so its hooks still run."""
     swapped = []
     token = _ON.set(True)
     try:
         for module in model.modules():
-            if (type(module) is torch.nn.Linear and "forward" not in module.__dict__ and not has_hooks(module)
-                    and _serves(module.weight)):
+            if type(module) is torch.nn.Linear and "forward" not in module.__dict__ and _serves(module.weight):
                 module.forward = functools.partial(_forward, module)
                 swapped.append(module)
         yield

@@ -87,3 +87,13 @@ def test_auto_takes_onednn_on_amd_from_zen5_only(monkeypatch, vendor, family, me
     with pytest.raises(ValueError, match="train_gemm='fast'"):
         train_gemm_for(model, "fast")
     assert kernels.vendor() == vendor
+
+
+@needs_onednn
+def test_a_hooked_linear_still_runs_its_hooks():
+    model = model_of("llama", hidden_size=64, num_attention_heads=4)
+    seen = []
+    model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    prompts, responses = batch("pairs", VOCAB)
+    response_logps(model, prompts, responses, pad_id=PAD, train_gemm="onednn")
+    assert len(seen) == 1
