@@ -49,7 +49,8 @@ def pays_here(model) -> str | None:
     from hybridpo.fast import kernels
 
     if kernels.vendor() != "AuthenticAMD" or kernels.measured_cpu() is not None:
-        return f"measured on AMD CPUs from Zen 5 only (MKL is the faster path measured on Intel), this one is {kernels.vendor() or 'unknown'}"
+        return (f"measured to pay on AMD CPUs from Zen 5 only (on Intel MKL runs at the machine's rate; oneDNN "
+                f"was not measured there), this one is {kernels.vendor() or 'unknown'}")
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"

@@ -22,3 +22,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/amd/matmul
   --variants "hybridpo dpo,hybridpo dpo library-train-gemm,hybridpo hypo,hybridpo hypo library-train-gemm" --out docs/bench/amd/hypo_epoch_onednn
 .venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-dpo \
   --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model last-4" --out docs/bench/amd/dpo_epoch_onednn
+# the HyPO/DPO bar and DPO's share at 3 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/onednn_repeats
