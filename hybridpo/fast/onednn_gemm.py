@@ -66,23 +66,28 @@ def _serves(*tensors: Tensor) -> bool:
     return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
+def _use(onednn: bool | None, *operands: Tensor) -> bool:
+    """Whether a product of `operands` runs on oneDNN: asked (`onednn`, default `on()`) and served."""
+    return (on() if onednn is None else onednn) and _serves(*operands)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, onednn: bool | None = None) -> Tensor:
     """x Wᵀ + b for x (..., K), W (N, K); on oneDNN where `onednn` (default: `on()`) and it serves."""
-    if (on() if onednn is None else onednn) and _serves(x, weight):
+    if _use(onednn, x, weight):
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)
 
 
 def mm(a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
     """a b for a (..., N), b (N, K)."""
-    if (on() if onednn is None else onednn) and _serves(a, b):
+    if _use(onednn, a, b):
         return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
     return a @ b
 
 
 def mm_tn(a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
     """aᵀ b for a (M, N), b (M, K): (N, K), contiguous (a weight's gradient)."""
-    if (on() if onednn is None else onednn) and _serves(a, b):
+    if _use(onednn, a, b):
         return torch.ops.mkldnn._linear_pointwise(b.t(), a.t(), None, "none", [], "").t().contiguous()
     return a.t() @ b
 

@@ -51,28 +51,20 @@ def test_off_the_scope_or_off_fp32_the_products_are_torchs():
 
 @needs_onednn
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt-neox"])
-def test_through_a_model_onednn_equals_padded(arch):
+def test_through_a_model_onednn_equals_padded(arch, monkeypatch):
     model = model_of(arch, hidden_size=64, num_attention_heads=4, intermediate_size=96)
     prompts, responses = batch("mixed", VOCAB)
     padded = response_logps(model, prompts, responses, pad_id=PAD, layout="padded", temperature=0.7)
     g_padded = grads(model, padded)
     calls = []
     real = og._Linear.backward
-
-    def counted(ctx, grad):
-        calls.append(1)
-        return real(ctx, grad)
-
-    og._Linear.backward = staticmethod(counted)
-    try:
-        packed = response_logps(model, prompts, responses, pad_id=PAD, temperature=0.7, train_gemm="onednn")
-        assert_same(packed, padded, grads(model, packed), g_padded)
-        assert calls  # the backward, after the scope, ran the projections' products on oneDNN
-        pp = prompt_pass(model, prompts, pad_id=PAD, train_gemm="onednn")
-        after = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7, train_gemm="onednn")
-        assert_same(after, padded, grads(model, after), g_padded)
-    finally:
-        og._Linear.backward = staticmethod(real)
+    monkeypatch.setattr(og._Linear, "backward", staticmethod(lambda ctx, grad: calls.append(1) or real(ctx, grad)))
+    packed = response_logps(model, prompts, responses, pad_id=PAD, temperature=0.7, train_gemm="onednn")
+    assert_same(packed, padded, grads(model, packed), g_padded)
+    assert calls  # the backward, after the scope, ran the projections' products on oneDNN
+    pp = prompt_pass(model, prompts, pad_id=PAD, train_gemm="onednn")
+    after = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7, train_gemm="onednn")
+    assert_same(after, padded, grads(model, after), g_padded)
     assert not any("forward" in m.__dict__ for m in model.modules())  # every swap undone
 
 
