@@ -24,3 +24,8 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/amd/matmul
   --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model last-4" --out docs/bench/amd/dpo_epoch_onednn
 # the HyPO/DPO bar and DPO's share at 3 fresh processes per variant
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/onednn_repeats
+# the workloads of the earlier issues (random-weight GPT-NeoX: tiny, tldr, hypo) on this AMD EPYC
+.venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/amd/existing > docs/bench/amd/existing/run.log
+# the LM head's dW (fused_head's blocks) on MKL's addmm against oneDNN: the op alone, then a DPO batch's model work
+PYTHONPATH=. .venv/bin/python docs/bench/head_dw.py > docs/bench/amd/head_dw.md
+.venv/bin/python docs/bench/head_dw_paired.py --repeats 8 > docs/bench/amd/head_dw_paired.md
