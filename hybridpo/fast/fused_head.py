@@ -147,7 +147,7 @@ class _TargetLogps(torch.autograd.Function):
             if want_h:
                 d_hidden[a:b] = onednn_gemm.mm(d_logits, weight, onednn=ctx.onednn)
             if want_w:
-                d_weight.addmm_(d_logits.t(), hidden[a:b])
+                onednn_gemm.add_mm_tn(d_weight, d_logits, hidden[a:b], onednn=ctx.onednn)
             if want_b:
                 d_bias += d_logits.sum(0)
         return (d_hidden, None if d_weight is None else d_weight.to(weight.dtype),

@@ -7,18 +7,23 @@ dispatches on the instruction set rather than on the vendor, reached 380-430 GFL
 forward's x Wᵀ and the backward's dY W, and ~300 GFLOP/s for dWᵀ = Xᵀ dY on strided views (no
 copy). On Intel CPUs MKL already runs at the machine's rate, and oneDNN was not measured there.
 
-Three products, each falling back to torch where oneDNN does not serve (not fp32, not on the CPU,
+Four products, each falling back to torch where oneDNN does not serve (not fp32, not on the CPU,
 or oneDNN absent), and each the same product up to fp32 rounding:
 
-    linear(x, W, b) = x Wᵀ + b        (oneDNN's linear)
-    mm(a, b)        = a b             (linear with b's transposed view as the weight)
-    mm_tn(a, b)     = aᵀ b = (bᵀ a)ᵀ  (linear on the two transposed views; the (K, N) result transposed back)
+    linear(x, W, b)      = x Wᵀ + b        (oneDNN's linear)
+    mm(a, b)             = a b             (linear with b's transposed view as the weight)
+    mm_tn(a, b)          = aᵀ b = (bᵀ a)ᵀ  (linear on the two transposed views; the (K, N) result transposed back)
+    add_mm_tn(acc, a, b) : acc += aᵀ b     (linear(aᵀ, bᵀ), N x K as it comes, added in place)
+
+mm_tn is the body's dW (a Linear's, summed over all U positions at once); add_mm_tn is the LM head's
+dW, summed block by block over hybridpo.fast.fused_head's blocks of a few hundred positions into a
+(V, d) = (49,152, 576) gradient, where the (N, K) orientation ran faster (199-258 GFLOP/s against
+MKL's in-place addmm at 160-165 and mm_tn's at 133-172; docs/bench/amd/head_dw.md).
 
 How it reaches the model: `gemms(model)` swaps, for one forward, the forward of every plain
 nn.Linear module (an instance attribute, removed after) for one whose autograd function runs its
 forward and its backward's two products here; hybridpo.fast.fused_mlp's down projection and
-hybridpo.fast.fused_head's logits and d hidden call these products while the scope is on (the
-head's dW stays an in-place addmm on MKL). A backward runs after its scope has ended, so each
+hybridpo.fast.fused_head's logits, d hidden and dW call these products while the scope is on. A backward runs after its scope has ended, so each
 autograd function records at its forward whether oneDNN was on.
 """
 
@@ -90,6 +95,13 @@ def mm_tn(a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
     if _use(onednn, a, b):
         return torch.ops.mkldnn._linear_pointwise(b.t(), a.t(), None, "none", [], "").t().contiguous()
     return a.t() @ b
+
+
+def add_mm_tn(acc: Tensor, a: Tensor, b: Tensor, onednn: bool | None = None) -> Tensor:
+    """acc += aᵀ b in place for a (M, N), b (M, K), acc (N, K); returns acc."""
+    if _use(onednn, acc, a, b):
+        return acc.add_(torch.ops.mkldnn._linear_pointwise(a.t(), b.t(), None, "none", [], ""))
+    return acc.addmm_(a.t(), b)
 
 
 class _Linear(torch.autograd.Function):

@@ -1,5 +1,5 @@
-"""hybridpo.fast.onednn_gemm: the three products on oneDNN give x Wᵀ + b, a b and aᵀ b (against
-float64, on contiguous and strided operands), fall back to torch where oneDNN does not serve, and
+"""hybridpo.fast.onednn_gemm: the four products on oneDNN give x Wᵀ + b, a b, aᵀ b and acc + aᵀ b
+(against float64, on contiguous and strided operands), fall back to torch where oneDNN does not serve, and
 through Llama, Qwen2, Mistral and GPT-NeoX models leave the log-probs and every parameter's
 gradient where the padded reference puts them (1e-5, fp32); `auto` takes oneDNN only on the CPUs
 it was measured on."""
@@ -37,6 +37,10 @@ def test_products_equal_float64(shape):
     d_w = og.mm_tn(dy, x, onednn=True)
     assert d_w.is_contiguous()
     close(d_w, dy.double().t() @ x.double())
+    acc = torch.randn(N, K, generator=g)
+    wanted = acc.double() + dy.double().t() @ x.double()
+    assert og.add_mm_tn(acc, dy, x.t().contiguous().t(), onednn=True) is acc  # in place, b strided
+    close(acc, wanted)
 
 
 def test_off_the_scope_or_off_fp32_the_products_are_torchs():
@@ -47,6 +51,8 @@ def test_off_the_scope_or_off_fp32_the_products_are_torchs():
     assert torch.equal(og.linear(x, w, onednn=True), torch.nn.functional.linear(x, w))  # float64: torch's, even when asked
     assert torch.equal(og.mm(x, w.t(), onednn=True), x @ w.t())
     assert torch.equal(og.mm_tn(x, x, onednn=True), x.t() @ x)
+    acc = torch.ones(8, 8, dtype=torch.float64)
+    assert torch.equal(og.add_mm_tn(acc.clone(), x, x, onednn=True), torch.ones(8, 8, dtype=torch.float64).addmm_(x.t(), x))
 
 
 @needs_onednn
@@ -56,12 +62,14 @@ def test_through_a_model_onednn_equals_padded(arch, monkeypatch):
     prompts, responses = batch("mixed", VOCAB)
     padded = response_logps(model, prompts, responses, pad_id=PAD, layout="padded", temperature=0.7)
     g_padded = grads(model, padded)
-    calls = []
-    real = og._Linear.backward
+    calls, head_dw = [], []
+    real, real_add = og._Linear.backward, og.add_mm_tn
     monkeypatch.setattr(og._Linear, "backward", staticmethod(lambda ctx, grad: calls.append(1) or real(ctx, grad)))
+    monkeypatch.setattr(og, "add_mm_tn", lambda acc, a, b, onednn=None: head_dw.append(onednn) or real_add(acc, a, b, onednn))
     packed = response_logps(model, prompts, responses, pad_id=PAD, temperature=0.7, train_gemm="onednn")
     assert_same(packed, padded, grads(model, packed), g_padded)
     assert calls  # the backward, after the scope, ran the projections' products on oneDNN
+    assert head_dw and all(head_dw)  # and the fused head's dW, block by block
     pp = prompt_pass(model, prompts, pad_id=PAD, train_gemm="onednn")
     after = response_logps(model, prompts, responses, pad_id=PAD, prompt_pass=pp, temperature=0.7, train_gemm="onednn")
     assert_same(after, padded, grads(model, after), g_padded)
