@@ -25,6 +25,13 @@ nn.Linear module (an instance attribute, removed after) for one whose autograd f
 forward and its backward's two products here; hybridpo.fast.fused_mlp's down projection and
 hybridpo.fast.fused_head's logits, d hidden and dW call these products while the scope is on. A backward runs after its scope has ended, so each
 autograd function records at its forward whether oneDNN was on.
+
+oneDNN keeps every primitive it has built, one per product shape, up to 1,024 of them (and torch's
+ideep layer a cache of its own); a packed batch's row count is new nearly every step, so each step
+adds ~12 (SmolLM2 DPO) and resident memory grew without bound: 4.4 -> 7.6 GB over 20 steps of new
+lengths, still climbing, against 4.4 -> 6.3 GB, flat, with both caches at 64 and the same step time
+(10.1 s; docs/bench/amd/primitive_cache.md). `gemms` sets both capacities to PRIMITIVE_CACHE unless
+the environment already names them; oneDNN reads them once, when it builds its first primitive.
 """
 
 from __future__ import annotations
@@ -32,11 +39,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import os
 
 import torch
 from torch import Tensor
 
 _ON = contextvars.ContextVar("hybridpo_onednn_gemm", default=False)
+PRIMITIVE_CACHE = 64  # primitives oneDNN (and ideep) keep: ~12 shapes a DPO step, so a few steps' worth
+_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")  # oneDNN's, torch's ideep's
+
+
+def bound_primitive_cache() -> None:
+    """Cap oneDNN's and ideep's primitive caches at PRIMITIVE_CACHE where the environment does not
+    set them; takes effect only before the process builds its first oneDNN primitive."""
+    for name in _CACHE_VARIABLES:
+        os.environ.setdefault(name, str(PRIMITIVE_CACHE))
 
 
 def unsupported_reason() -> str | None:
@@ -135,6 +152,7 @@ def gemms(model):
     """Within: `model`'s plain fp32 CPU nn.Linear modules, fused_mlp's down projection and
     fused_head's products run on oneDNN (their backwards too, whenever they run). A swapped module
     is still called as a module, so its hooks still run."""
+    bound_primitive_cache()
     swapped = []
     token = _ON.set(True)
     try:

@@ -29,3 +29,6 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/amd/matmul
 # the LM head's dW (fused_head's blocks) on MKL's addmm against oneDNN: the op alone, then a DPO batch's model work
 PYTHONPATH=. .venv/bin/python docs/bench/head_dw.py > docs/bench/amd/head_dw.md
 .venv/bin/python docs/bench/head_dw_paired.py --repeats 8 > docs/bench/amd/head_dw_paired.md
+# oneDNN's primitive caches and resident memory over 20 DPO steps of new lengths: uncapped, then as `gemms` caps them
+PYTHONPATH=. ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024 .venv/bin/python docs/bench/primitive_cache.py
+PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
