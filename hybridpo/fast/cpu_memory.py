@@ -14,9 +14,10 @@ The price is memory. Resident memory never shrinks, and as batch shapes vary the
 freed blocks are split for smaller tensors and a larger one then needs fresh heap. Measured on the
 hypo benchmark's data (Pythia-70m shape, batch 8, RSS before each step): DPO over 32 steps 3.3 ->
 4.9 GB, flat from step 24 (glibc's default: 3.2-3.5 GB) for 15% less time; HyPO 4.3 -> 6.8-7.4
-GB, flat after ~16 steps (two runs; default: ~3.9 GB) for 15% less time. On a GPU run the large
-tensors live on the device, so the setting changes little either way. Elsewhere than glibc (macOS,
-musl, Windows) it does nothing.
+GB, flat after ~16 steps (two runs; default: ~3.9 GB) for 15% less time. Memory that grows with
+every new batch shape and never flattens is another matter: oneDNN's primitive caches, which
+hybridpo.fast.onednn_gemm caps. On a GPU run the large tensors live on the device, so the setting
+changes little either way. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
 
 It changes the allocator of the whole process, so only the command line sets it (`hybridpo train`
 and each `hybridpo bench speed` process call `configure(cfg.speed.keep_freed_memory)`); a library

@@ -30,8 +30,9 @@ oneDNN keeps every primitive it has built, one per product shape, up to 1,024 of
 ideep layer a cache of its own); a packed batch's row count is new nearly every step, so each step
 adds ~12 (SmolLM2 DPO) and resident memory grew without bound: 4.4 -> 7.6 GB over 20 steps of new
 lengths, still climbing, against 4.4 -> 6.3 GB, flat, with both caches at 64 and the same step time
-(10.1 s; docs/bench/amd/primitive_cache.md). `gemms` sets both capacities to PRIMITIVE_CACHE unless
-the environment already names them; oneDNN reads them once, when it builds its first primitive.
+(10.1 s; docs/bench/amd/primitive_cache.md). Importing this module sets both capacities to
+PRIMITIVE_CACHE unless the environment already names them: oneDNN reads them once, when the process
+builds its first primitive, which may come before any `gemms` (the bench's peak measurement's).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def bound_primitive_cache() -> None:
     set them; takes effect only before the process builds its first oneDNN primitive."""
     for name in _CACHE_VARIABLES:
         os.environ.setdefault(name, str(PRIMITIVE_CACHE))
+
+
+bound_primitive_cache()  # at import: before this process's first oneDNN primitive, wherever it is built
 
 
 def unsupported_reason() -> str | None:
@@ -152,7 +156,6 @@ def gemms(model):
     """Within: `model`'s plain fp32 CPU nn.Linear modules, fused_mlp's down projection and
     fused_head's products run on oneDNN (their backwards too, whenever they run). A swapped module
     is still called as a module, so its hooks still run."""
-    bound_primitive_cache()
     swapped = []
     token = _ON.set(True)
     try:

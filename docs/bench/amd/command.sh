@@ -32,3 +32,4 @@ PYTHONPATH=. .venv/bin/python docs/bench/head_dw.py > docs/bench/amd/head_dw.md
 # oneDNN's primitive caches and resident memory over 20 DPO steps of new lengths: uncapped, then as `gemms` caps them
 PYTHONPATH=. ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024 LRU_CACHE_CAPACITY=1024 .venv/bin/python docs/bench/primitive_cache.py
 PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
+.venv/bin/hybridpo bench speed --workload tiny --repeats 1 --steps 150 --variants "hybridpo dpo,hybridpo dpo library-train-gemm" --out docs/bench/amd/tiny_150_steps
