@@ -35,3 +35,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 .venv/bin/hybridpo bench speed --workload tiny --repeats 1 --steps 150 --variants "hybridpo dpo,hybridpo dpo library-train-gemm" --out docs/bench/amd/tiny_150_steps
 # after the head's dW on oneDNN and the primitive-cache caps: the HyPO/DPO bar and DPO's share at 3 fresh processes
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_dw_repeats
+# RLOO against TRL's RLOOTrainer on SmolLM2
+.venv/bin/hybridpo bench speed --repeats 1 --workload smollm2-rloo --out docs/bench/amd/rloo
