@@ -23,14 +23,15 @@ MKL's in-place addmm at 160-165 and mm_tn's at 133-172; docs/bench/amd/head_dw.m
 How it reaches the model: `gemms(model)` swaps, for one forward, the forward of every plain
 nn.Linear module (an instance attribute, removed after) for one whose autograd function runs its
 forward and its backward's two products here; hybridpo.fast.fused_mlp's down projection and
-hybridpo.fast.fused_head's logits, d hidden and dW call these products while the scope is on. A backward runs after its scope has ended, so each
-autograd function records at its forward whether oneDNN was on.
+hybridpo.fast.fused_head's logits, d hidden and dW call these products while the scope is on. A
+backward runs after its scope has ended, so each autograd function records at its forward whether
+oneDNN was on.
 
 oneDNN keeps every primitive it has built, one per product shape, up to 1,024 of them (and torch's
 ideep layer a cache of its own); a packed batch's row count is new nearly every step, so each step
-adds ~12 (SmolLM2 DPO) and resident memory grew without bound: 4.4 -> 7.6 GB over 20 steps of new
-lengths, still climbing, against 4.4 -> 6.3 GB, flat, with both caches at 64 and the same step time
-(10.1 s; docs/bench/amd/primitive_cache.md). Importing this module sets both capacities to
+adds ~12 (SmolLM2 DPO) and resident memory grew without bound: 4.4 -> 9.1 GB over 20 steps of new
+lengths, still climbing, against 4.6 -> 6.2 GB, flat from step 17, with both caches at 64 and the
+step no slower (9.8 vs 10.5 s; docs/bench/amd/primitive_cache.md). Importing this module sets both capacities to
 PRIMITIVE_CACHE unless the environment already names them: oneDNN reads them once, when the process
 builds its first primitive, which may come before any `gemms` (the bench's peak measurement's).
 """
