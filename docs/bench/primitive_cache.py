@@ -18,15 +18,11 @@ import time
 
 import torch
 
-from hybridpo.bench.record import machine
+from hybridpo.bench.record import current_rss, machine
 from hybridpo.bench.workloads import build_model, get_workload
 from hybridpo.fast import onednn_gemm
 from hybridpo.fast.cpu_memory import keep_freed_memory
 from hybridpo.forward import response_logps
-
-
-def rss_gb() -> float:
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e9
 
 
 def main() -> None:
@@ -54,7 +50,7 @@ def main() -> None:
         out.logps.sum().backward()
         model.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
-        rss.append(rss_gb())
+        rss.append(current_rss() / 1e9)
     print(f"{machine()}; SmolLM2-135M-Instruct, DPO model work on 8 random pairs a step; caches {caps}")
     print(f"resident GB after each step: {', '.join(f'{r:.2f}' for r in rss)}")
     print(f"median step {statistics.median(times[1:]):.2f} s")

@@ -108,12 +108,12 @@ def test_a_hooked_linear_still_runs_its_hooks():
 _NEW_SHAPE_EVERY_STEP = """
 import torch
 from test_varlen_attention import model_of
-from hybridpo.forward import response_logps
+from hybridpo.bench.record import current_rss as rss
 from hybridpo.fast import onednn_gemm
+from hybridpo.forward import response_logps
 torch.set_num_threads(1)
 onednn_gemm.mm(torch.ones(3, 4), torch.ones(4, 5), onednn=True)  # a first primitive before any `gemms`, as the bench's peak
 model = model_of("llama", hidden_size=128, num_attention_heads=4, intermediate_size=256)
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
 for step in range(180):
     n = 40 + step  # a packed row count not seen before, as nearly every training step has
     out = response_logps(model, [[1] * n], [[[2] * 5]], pad_id=0, train_gemm="onednn")
@@ -126,7 +126,7 @@ print(rss() - start)
 
 
 @needs_onednn
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc")
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads resident memory from /proc")
 def test_resident_memory_stays_bounded_when_every_step_has_a_new_shape():
     """oneDNN keeps a primitive per product shape (1,024 of them unless capped): uncapped, this
     loop's resident memory grew ~3.5 MB a step (644 MB over its 160 measured steps, one AMD EPYC);
