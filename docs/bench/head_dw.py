@@ -4,8 +4,8 @@ hybridpo.fast.fused_head's backward walks the positions in blocks of 64 MB of lo
 SmolLM2's 49,152-token vocabulary) and adds each block's (V, n)ᵀ-by-(n, d) product into one
 (V, d) = (49,152, 576) fp32 gradient. Ways to do it, each timed over the blocks of U positions:
 
-    mkl addmm            d_weight.addmm_(dLᵀ, h) per block (torch's product, MKL)
-    onednn (V,d) + add   oneDNN's linear(dLᵀ, hᵀ) per block, added into d_weight
+    mkl addmm            d_weight.addmm_(dLᵀ, h) per block (torch's product, MKL: add_mm_tn's fallback)
+    onednn (V,d) + add   oneDNN's linear(dLᵀ, hᵀ) per block, added into d_weight (onednn_gemm.add_mm_tn)
     onednn fused add     oneDNN's linear with its binary "add" post-op reading the sum so far
     onednn mm_tn + add   hybridpo.fast.onednn_gemm.mm_tn per block (the body's dW path), added
 
@@ -30,11 +30,11 @@ _LINEAR = torch.ops.mkldnn._linear_pointwise
 def ways():
     def mkl(blocks, h, d_weight):
         for d_logits, a, b in blocks:
-            d_weight.addmm_(d_logits.t(), h[a:b])
+            og.add_mm_tn(d_weight, d_logits, h[a:b], onednn=False)
 
     def onednn_add(blocks, h, d_weight):
         for d_logits, a, b in blocks:
-            d_weight += _LINEAR(d_logits.t(), h[a:b].t(), None, "none", [], "")
+            og.add_mm_tn(d_weight, d_logits, h[a:b], onednn=True)
 
     def onednn_fused(blocks, h, d_weight):
         out = d_weight
