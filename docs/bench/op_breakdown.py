@@ -23,7 +23,7 @@ from hybridpo.bench.workloads import build_model, build_pairs, get_workload, loa
 from hybridpo.fast.cpu_memory import configure
 from hybridpo.loop import Data, Run
 
-MATMULS = ("mm", "addmm", "addmm_", "bmm")
+MATMULS = ("mm", "addmm", "addmm_", "bmm", "_linear_pointwise")  # the last: oneDNN's x Wᵀ (speed.train_gemm)
 
 
 class OpTimer(TorchDispatchMode):
@@ -38,7 +38,11 @@ class OpTimer(TorchDispatchMode):
         name = func.overloadpacket.__name__
         first = args[0] if args and isinstance(args[0], torch.Tensor) else None
         key = (name, tuple(first.shape) if first is not None else ())
-        if name in MATMULS:
+        if name == "_linear_pointwise":  # x (..., K), W (N, K)
+            x, w = args[0], args[1]
+            key = (name, tuple(x.shape), tuple(w.shape))
+            self.flops[key] += 2 * x.numel() * w.shape[0]
+        elif name in MATMULS:
             a, b = (args[1], args[2]) if name.startswith("addmm") else (args[0], args[1])
             key = (name, tuple(a.shape), tuple(b.shape))
             self.flops[key] += 2 * a.shape[-2] * a.shape[-1] * b.shape[-1] * (a.shape[0] if name == "bmm" else 1)
@@ -77,7 +81,7 @@ def main() -> None:
     print(f"{machine()}; torch threads 2, fp32; step {args.warmup + 1} of smollm2-dpo, speed.elementwise {args.elementwise}.\n")
     print(f"- step {wall:.2f} s wall; the ops' own times sum to {total:.2f} s")
     print(f"- matmuls {mm:.2f} s ({100 * mm / total:.0f}%), {flops / 1e12:.2f} TFLOP at {flops / mm / 1e9:.0f} GFLOP/s")
-    print(f"- attention kernels (SDPA flash, forward and backward) {attention:.2f} s ({100 * attention / total:.0f}%)")
+    print(f"- attention kernels (SDPA flash or our span kernel, forward and backward) {attention:.2f} s ({100 * attention / total:.0f}%)")
     print(f"- everything else {total - mm - attention:.2f} s ({100 * (total - mm - attention) / total:.0f}%)\n")
     print("| op | input shapes | calls | s | GFLOP/s |")
     print("|---|---|---:|---:|---:|")

@@ -15,6 +15,14 @@ so at most one (U, V) fp32 buffer lives (the kept logits, freed block by block i
 `recompute=True` keeps none and runs the head's product once more in the backward: +1/3 of the
 head's work), and a forward without grad (the reference) holds one block. Same numbers as the
 plain path to float rounding (tests/fast/test_fused_head.py, values and gradients).
+
+The softmax over the vocabulary, the forward's logsumexp and the backward's exp(logits - lse)·(-Σg),
+runs on a kernel of our own (csrc/head_softmax.cpp, one pass per row, e^x by AVX-512 polynomial)
+where `softmax_kernel_pays()`: torch's logsumexp makes (logits - max) and its exp as full-size
+temporaries at ~1.5 G e^x a second, the backward's three in-place passes likewise. On a 341 x
+49,152 block (2 threads, AMD EPYC Zen 5; docs/bench/amd/head_softmax.md) the logsumexp took 13.4
+-> 2.3 ms, the backward's passes 10.4 -> 2.4 ms, a SmolLM2 DPO batch's model work 11.02 -> 10.47 s
+(the two alternated in one process); elsewhere, and for float64 models, torch's ops run.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hybridpo.fast import onednn_gemm
+import functools
+
+from hybridpo.fast import kernels, onednn_gemm
 
 BLOCK_BYTES = 64 << 20  # one block of fp32 logits: 64 MB (341 rows of a 49,152-token vocabulary)
 
@@ -73,14 +83,27 @@ def head_of(model) -> torch.nn.Linear:
     return hf.unwrap_model(model).get_output_embeddings()
 
 
+@functools.cache
+def softmax_kernel_pays() -> bool:
+    """Whether the vocabulary softmax takes csrc/head_softmax.cpp here: on the CPUs where our
+    AVX-512 kernels were measured (hybridpo.fast.kernels.measured_cpu) and where they build."""
+    return kernels.measured_cpu() is None and kernels.load() is None
+
+
 def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,
-                 recompute: bool = False) -> Tensor:
+                 recompute: bool = False, softmax_kernel: bool | None = None) -> Tensor:
     """log softmax(head(hidden) / τ)[rows, targets]: (U, d) hidden, (M,) rows and targets -> (M,) fp32
-    (float64 for a float64 model)."""
+    (float64 for a float64 model). `softmax_kernel`: the vocabulary softmax on csrc/head_softmax.cpp
+    (default: where softmax_kernel_pays; it serves fp32 CPU logits only, others take torch's ops)."""
     weight, bias = head.weight, head.bias
+    kernel = softmax_kernel_pays() if softmax_kernel is None else bool(softmax_kernel)
+    if kernel and kernels.load() is not None:
+        raise ValueError(f"softmax_kernel=True is not available: {kernels.load()}")
+    kernel = kernel and _dtype(hidden) == torch.float32 and hidden.device.type == "cpu"
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
-        return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute))
-    return _forward(hidden, weight, bias, rows, targets, float(temperature), keep=False, onednn=onednn_gemm.on())[0]
+        return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute), kernel)
+    return _forward(hidden, weight, bias, rows, targets, float(temperature), keep=False, onednn=onednn_gemm.on(),
+                    kernel=kernel)[0]
 
 
 def _blocks(U: int, V: int):
@@ -98,7 +121,21 @@ def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: fl
     return logits if temperature == 1.0 else logits.div_(temperature)
 
 
-def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool, onednn: bool):
+def _lse(logits: Tensor, kernel: bool) -> Tensor:
+    """logsumexp of each row of a block of logits."""
+    if kernel and logits.is_contiguous():
+        return torch.ops.hybridpo_panel.head_lse(logits)
+    return logits.logsumexp(-1)
+
+
+def _scaled_softmax_(logits: Tensor, lse: Tensor, scale: Tensor, kernel: bool) -> Tensor:
+    """logits <- exp(logits - lse) * scale, each row by its own lse and scale, in place."""
+    if kernel and logits.is_contiguous():
+        return torch.ops.hybridpo_panel.head_scaled_softmax_(logits, lse.contiguous(), scale.contiguous())
+    return logits.sub_(lse[:, None]).exp_().mul_(scale[:, None])
+
+
+def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool, onednn: bool, kernel: bool):
     """(target log-probs (M,), logsumexp per row (U,), the kept logits blocks or None)."""
     U, V = hidden.shape[0], weight.shape[0]
     lse = torch.empty(U, dtype=_dtype(hidden), device=hidden.device)
@@ -106,7 +143,7 @@ def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool, onedn
     kept = []
     for a, b in _blocks(U, V):
         logits = _logits(hidden[a:b], weight, bias, temperature, onednn)  # (n, V)
-        lse[a:b] = logits.logsumexp(-1)
+        lse[a:b] = _lse(logits, kernel)
         m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)  # the targets read from this block
         target_logit[m] = logits[rows[m] - a, targets[m]]
         kept.append(logits if keep else None)
@@ -115,9 +152,11 @@ def _forward(hidden, weight, bias, rows, targets, temperature, keep: bool, onedn
 
 class _TargetLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, rows, targets, temperature, recompute):
+    def forward(ctx, hidden, weight, bias, rows, targets, temperature, recompute, kernel):
         ctx.onednn = onednn_gemm.on()  # the backward runs after the scope (hybridpo.fast.onednn_gemm)
-        out, lse, kept = _forward(hidden, weight, bias, rows, targets, temperature, keep=not recompute, onednn=ctx.onednn)
+        ctx.kernel = kernel
+        out, lse, kept = _forward(hidden, weight, bias, rows, targets, temperature, keep=not recompute, onednn=ctx.onednn,
+                                  kernel=kernel)
         ctx.save_for_backward(hidden, weight, bias, rows, targets, lse)
         ctx.kept, ctx.temperature = kept, temperature
         return out
@@ -138,7 +177,7 @@ class _TargetLogps(torch.autograd.Function):
             ctx.kept[i] = None  # freed as the backward goes (a second backward, retain_graph=True, recomputes)
             if logits is None:
                 logits = _logits(hidden[a:b], weight, bias, ctx.temperature, ctx.onednn)
-            d_logits = logits.sub_(lse[a:b, None]).exp_().mul_(-row_grad[a:b, None])  # -p Σg, in place
+            d_logits = _scaled_softmax_(logits, lse[a:b], -row_grad[a:b], ctx.kernel)  # -p Σg, in place
             m = ((rows >= a) & (rows < b)).nonzero().squeeze(-1)
             d_logits.index_put_((rows[m] - a, targets[m]), grad[m], accumulate=True)  # + onehot g
             if ctx.temperature != 1.0:
@@ -151,4 +190,4 @@ class _TargetLogps(torch.autograd.Function):
             if want_b:
                 d_bias += d_logits.sum(0)
         return (d_hidden, None if d_weight is None else d_weight.to(weight.dtype),
-                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None)
+                None if d_bias is None else d_bias.to(bias.dtype), None, None, None, None, None)

@@ -5,16 +5,21 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from hybridpo.fast import fused_head, head_for
+from hybridpo.fast import fused_head, head_for, kernels
 from hybridpo.forward import prompt_pass, response_logps
 from hybridpo.forward.logprobs import log_softmax_at
 
 from test_varlen_attention import PAD, CASES, assert_same, batch, grads, model_of
 
+WHY = kernels.load()
+needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"our kernels are unavailable here: {WHY}")
+SOFTMAX = [False, pytest.param(True, marks=needs_kernel)]  # torch's ops; csrc/head_softmax.cpp
 
+
+@pytest.mark.parametrize("softmax_kernel", SOFTMAX)
 @pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_target_logps_equal_the_plain_head_and_log_softmax(monkeypatch, recompute, temperature):
+def test_target_logps_equal_the_plain_head_and_log_softmax(monkeypatch, recompute, temperature, softmax_kernel):
     monkeypatch.setattr(fused_head, "BLOCK_BYTES", 4 * 50 * 3)  # 3 rows per block: 7 rows make 3 blocks
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(7, 5, generator=g, requires_grad=True)
@@ -22,7 +27,8 @@ def test_target_logps_equal_the_plain_head_and_log_softmax(monkeypatch, recomput
     rows = torch.tensor([0, 0, 1, 3, 3, 6, 2, 5])  # a row read twice (a prompt's last position), row 4 never
     targets = torch.tensor([1, 7, 49, 0, 3, 10, 10, 22])
     w = torch.linspace(-1.0, 2.0, len(rows))
-    got = fused_head.target_logps(hidden, head, rows, targets, temperature, recompute=recompute)
+    got = fused_head.target_logps(hidden, head, rows, targets, temperature, recompute=recompute,
+                                  softmax_kernel=softmax_kernel)
     g_got = torch.autograd.grad((w * got).sum(), (hidden, head.weight, head.bias))
     want = log_softmax_at(head(hidden), rows, targets, temperature)
     g_want = torch.autograd.grad((w * want).sum(), (hidden, head.weight, head.bias))
@@ -30,7 +36,39 @@ def test_target_logps_equal_the_plain_head_and_log_softmax(monkeypatch, recomput
     for a, b in zip(g_got, g_want):
         assert_close(a, b, atol=1e-6, rtol=1e-5)
     with torch.no_grad():  # the reference's path: no graph, one block at a time
-        assert_close(fused_head.target_logps(hidden, head, rows, targets, temperature), want, atol=1e-6, rtol=0)
+        assert_close(fused_head.target_logps(hidden, head, rows, targets, temperature, softmax_kernel=softmax_kernel),
+                     want, atol=1e-6, rtol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("V", [49152, 50, 7])  # SmolLM2's vocabulary (whole 1,024-term chunks), a tail, under 16 lanes
+def test_the_softmax_kernel_against_float64(V):
+    """head_lse and head_scaled_softmax_ against float64 on logits of a real head's spread (std 4),
+    to the rounding of their fp32 results; and torch's answers where a row holds -inf, +inf or NaN."""
+    g = torch.Generator().manual_seed(V)
+    logits = torch.randn(37, V, generator=g) * 4
+    logits[3, : V // 2] = float("-inf")  # masked tokens
+    want = logits.double().logsumexp(-1)
+    got = torch.ops.hybridpo_panel.head_lse(logits)
+    # the fp32 rounding of the result (half an ulp: 6e-8 of it) plus log(sum)'s own (~1e-7 absolute)
+    assert_close(got.double(), want, atol=2e-7, rtol=2e-7)
+    scale = torch.randn(37, generator=g)
+    soft = torch.ops.hybridpo_panel.head_scaled_softmax_(logits.clone(), want.float(), scale)
+    assert_close(soft.double(), (logits.double() - want[:, None]).exp() * scale[:, None].double(), atol=1e-7, rtol=1e-5)
+    odd = torch.tensor([[0.0, float("-inf"), 1.0], [float("-inf")] * 3, [float("nan"), 0.0, 0.0], [float("inf"), 0.0, 1.0]])
+    assert_close(torch.ops.hybridpo_panel.head_lse(odd), odd.logsumexp(-1), equal_nan=True)
+
+
+@needs_kernel
+def test_the_softmax_kernel_turns_off_where_it_cannot_serve():
+    """A float64 model takes torch's ops even when the kernel is asked for (the kernel is fp32): its
+    log-probs stay float64 and exact."""
+    hidden = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(5, 11, bias=False).double()
+    rows, targets = torch.tensor([0, 1, 3]), torch.tensor([2, 4, 10])
+    got = fused_head.target_logps(hidden, head, rows, targets, softmax_kernel=True)
+    assert got.dtype == torch.float64
+    assert_close(got, torch.log_softmax(head(hidden), -1)[rows, targets], atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("attention", ["spans", "masked"])

@@ -1,0 +1,120 @@
+// The LM head's softmax over the vocabulary, row by row, for hybridpo/fast/fused_head.py (which
+// states why and what was measured): the log-sum-exp of each row of a block of logits, and the
+// backward's in-place dL/dlogits = -p Σg = -exp(logits - lse) Σg. Each is one pass per row over
+// the row (a 49,152-token row is 192 KB, read again from L2 by the second pass of the log-sum-exp)
+// with e^x by simd.h's exp16 (2 ulp), on torch's threads a block of rows each.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "simd.h"
+
+namespace {
+
+constexpr int64_t kLanes = 16;
+constexpr int64_t kChunk = 1024;  // terms per first-level sum of a row's e^{x - max}
+
+void check_logits(const at::Tensor& logits) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && logits.scalar_type() == at::kFloat && logits.device().is_cpu(),
+              "logits: a contiguous (n, V) fp32 CPU tensor");
+}
+
+void check_rows(const at::Tensor& v, int64_t n, const char* what) {
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous() && v.scalar_type() == at::kFloat, what, ": (", n,
+              ",) contiguous fp32");
+}
+
+__mmask16 tail_mask(int64_t left) { return static_cast<__mmask16>((1u << left) - 1); }
+
+// log Σ_j e^{x_j} of one row: its max, then Σ e^{x_j - max} (a row of -inf gives -inf, one holding
+// +inf or NaN gives that max, as torch's logsumexp does).
+float row_lse(const float* x, int64_t V) {
+  const int64_t whole = V / kLanes * kLanes;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  __m512 top = _mm512_set1_ps(neg_inf);
+  __mmask16 nan = 0;
+  for (int64_t j = 0; j < whole; j += kLanes) {
+    const __m512 v = _mm512_loadu_ps(x + j);
+    nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    top = _mm512_max_ps(top, v);
+  }
+  if (whole < V) {
+    const __mmask16 t = tail_mask(V - whole);
+    const __m512 v = _mm512_maskz_loadu_ps(t, x + whole);
+    nan |= _mm512_mask_cmp_ps_mask(t, v, v, _CMP_UNORD_Q);
+    top = _mm512_mask_max_ps(top, t, top, v);
+  }
+  if (nan) return std::numeric_limits<float>::quiet_NaN();
+  const float m = _mm512_reduce_max_ps(top);
+  if (!std::isfinite(m)) return m;
+  const __m512 mv = _mm512_set1_ps(m);
+  // two levels: 2 x 16 lanes over a chunk of kChunk, the chunks' sums added after (a lane sums at
+  // most kChunk / 32 terms, then the chunks': fp32 within ~1e-7 of the float64 sum on 49,152 terms)
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t c = 0; c < whole; c += kChunk) {
+    const int64_t stop = std::min(whole, c + kChunk);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t j = c;
+    for (; j + 2 * kLanes <= stop; j += 2 * kLanes) {
+      s0 = _mm512_add_ps(s0, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv)));
+      s1 = _mm512_add_ps(s1, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j + kLanes), mv)));
+    }
+    for (; j < stop; j += kLanes) s0 = _mm512_add_ps(s0, exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv)));
+    total = _mm512_add_ps(total, _mm512_add_ps(s0, s1));
+  }
+  if (whole < V) {
+    const __mmask16 t = tail_mask(V - whole);
+    total = _mm512_add_ps(total, _mm512_maskz_mov_ps(t, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + whole), mv))));
+  }
+  return m + std::log(_mm512_reduce_add_ps(total));
+}
+
+// (n,) log-sum-exp of each row of logits (n, V)
+at::Tensor head_lse(const at::Tensor& logits) {
+  check_logits(logits);
+  const int64_t n = logits.size(0), V = logits.size(1);
+  at::Tensor out = at::empty({n}, logits.options());
+  const float* x = logits.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) o[r] = row_lse(x + r * V, V);
+  });
+  return out;
+}
+
+// logits (n, V) <- exp(logits - lse[r]) * scale[r] per row r, in place; returns logits
+at::Tensor head_scaled_softmax_(at::Tensor& logits, const at::Tensor& lse, const at::Tensor& scale) {
+  check_logits(logits);
+  const int64_t n = logits.size(0), V = logits.size(1), whole = V / kLanes * kLanes;
+  check_rows(lse, n, "lse");
+  check_rows(scale, n, "scale");
+  float* x = logits.data_ptr<float>();
+  const float* l = lse.data_ptr<float>();
+  const float* s = scale.data_ptr<float>();
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = x + r * V;
+      const __m512 lv = _mm512_set1_ps(l[r]), sv = _mm512_set1_ps(s[r]);
+      int64_t j = 0;
+      for (; j < whole; j += kLanes)
+        _mm512_storeu_ps(row + j, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), lv)), sv));
+      if (j < V) {
+        const __mmask16 t = tail_mask(V - j);
+        _mm512_mask_storeu_ps(row + j, t, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, row + j), lv)), sv));
+      }
+    }
+  });
+  return logits;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(hybridpo_panel, m) {
+  m.def("head_lse(Tensor logits) -> Tensor", &head_lse);
+  m.def("head_scaled_softmax_(Tensor(a!) logits, Tensor lse, Tensor scale) -> Tensor(a!)", &head_scaled_softmax_);
+}
