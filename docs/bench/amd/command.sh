@@ -39,3 +39,7 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 .venv/bin/hybridpo bench speed --repeats 1 --workload smollm2-rloo --out docs/bench/amd/rloo
 # the LM head's softmax over the vocabulary on csrc/head_softmax.cpp against torch's ops: the ops alone, then a DPO batch's model work
 .venv/bin/python docs/bench/head_softmax.py --repeats 4 > docs/bench/amd/head_softmax.md
+.venv/bin/python docs/bench/head_softmax_hypo.py --repeats 3 > docs/bench/amd/head_softmax_hypo.md
+# the HyPO/DPO bar and DPO's share with the head softmax kernel, 3 fresh processes per variant (run twice: the machine drifted)
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_softmax_repeats
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_softmax_repeats_2
