@@ -20,7 +20,6 @@ alone, are timed with each, and the decode once more with the block fused around
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -28,15 +27,7 @@ from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import build_model, get_workload
 from hybridpo.fast import neox_decode, panel_linear
 from hybridpo.fast.llama_decode import LlamaDecoder
-
-
-def best(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from paired import best
 
 
 def main():

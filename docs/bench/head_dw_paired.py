@@ -12,23 +12,16 @@ batch are compared. The optimizer is left out. The op alone: docs/bench/head_dw.
     .venv/bin/python docs/bench/head_dw_paired.py --repeats 3 > docs/bench/amd/head_dw_paired.md
 """
 
-import contextlib
-
 import paired
 from hybridpo.fast import onednn_gemm
 
 _ONEDNN = onednn_gemm.add_mm_tn
 
 
-@contextlib.contextmanager
 def head_dw(setting: str):
     """Within: the head's dW as `setting` says ("onednn": as `auto` has it; "addmm": MKL's addmm_)."""
-    if setting == "addmm":
-        onednn_gemm.add_mm_tn = lambda acc, a, b, onednn=None: _ONEDNN(acc, a, b, onednn=False)
-    try:
-        yield
-    finally:
-        onednn_gemm.add_mm_tn = _ONEDNN
+    return paired.swapped(onednn_gemm, "add_mm_tn", lambda acc, a, b, onednn=None: _ONEDNN(acc, a, b, onednn=False),
+                          when=setting == "addmm")
 
 
 def work(model, prompts, pairs, pad: int, setting: str):

@@ -12,8 +12,7 @@ backward), every other speed setting as `auto` has it; the two settings run one 
     .venv/bin/python docs/bench/head_softmax.py --repeats 4 > docs/bench/amd/head_softmax.md
 """
 
-import contextlib
-import time
+import functools
 
 import torch
 
@@ -21,32 +20,17 @@ import paired
 from hybridpo.fast import fused_head
 from hybridpo.fast.cpu_memory import configure
 
-_PAYS = fused_head.softmax_kernel_pays
+best = functools.partial(paired.best, reps=7)
 
 
-@contextlib.contextmanager
 def softmax(setting: str):
     """Within: the head's softmax as `setting` says ("kernel": as `auto` has it here; "torch": torch's ops)."""
-    if setting == "torch":
-        fused_head.softmax_kernel_pays = lambda: False
-    try:
-        yield
-    finally:
-        fused_head.softmax_kernel_pays = _PAYS
+    return paired.swapped(fused_head, "softmax_kernel_pays", lambda: False, when=setting == "torch")
 
 
 def work(model, prompts, pairs, pad: int, setting: str):
     with softmax(setting):
         return paired.dpo_work(model, prompts, pairs, pad)
-
-
-def best(fn, reps: int = 7) -> float:
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def ops_alone() -> None:
@@ -75,7 +59,7 @@ def ops_alone() -> None:
 
 def main() -> None:
     configure("on")  # as `hybridpo train` and the bench's runs have it on a CPU
-    if not _PAYS():
+    if not fused_head.softmax_kernel_pays():
         raise SystemExit("the head's softmax kernel is not taken here (hybridpo.fast.fused_head.softmax_kernel_pays)")
     ops_alone()
     paired.dpo_two_settings(__doc__, "head softmax", ("torch", "kernel"), work)

@@ -2,6 +2,7 @@
 loaded as the training runs load it, and two settings alternated in one process, so that a drift
 of the machine's load hits both alike."""
 
+import contextlib
 import statistics
 import time
 
@@ -79,6 +80,28 @@ def hypo_work(model, w, prompts, offline, pad: int, eos: int, seed: int, decode_
     both = [o + s for o, s in zip(offline, samples.responses)]
     times = (t1 - t0, t2 - t1, *_scored(model, prompts, both, pad, pp)[1])
     return samples, (*times, sum(times))
+
+
+def best(fn, reps: int) -> float:
+    """The fastest of `reps` calls of fn(), in seconds."""
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@contextlib.contextmanager
+def swapped(owner, name: str, value, when: bool = True):
+    """Within (where `when`): owner.name is `value`; restored after."""
+    original = getattr(owner, name)
+    if when:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
 
 
 def alternate(settings: tuple[str, ...], step, repeats: int) -> dict[str, list]:
