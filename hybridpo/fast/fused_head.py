@@ -27,10 +27,10 @@ temporaries at ~1.5 G e^x a second, the backward's three in-place passes likewis
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
-
-import functools
 
 from hybridpo.fast import kernels, onednn_gemm
 

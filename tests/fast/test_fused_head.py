@@ -71,6 +71,13 @@ def test_the_softmax_kernel_turns_off_where_it_cannot_serve():
     assert_close(got, torch.log_softmax(head(hidden), -1)[rows, targets], atol=1e-12, rtol=0)
 
 
+def test_asking_for_the_softmax_kernel_where_it_does_not_build_says_why(monkeypatch):
+    monkeypatch.setattr(kernels, "load", lambda: "no C++ compiler on PATH (c++, or $CXX)")
+    hidden, head = torch.randn(2, 5), torch.nn.Linear(5, 11)
+    with pytest.raises(ValueError, match="softmax_kernel=True is not available: no C\\+\\+ compiler"):
+        fused_head.target_logps(hidden, head, torch.tensor([0]), torch.tensor([3]), softmax_kernel=True)
+
+
 @pytest.mark.parametrize("attention", ["spans", "masked"])
 @pytest.mark.parametrize("arch", ["gpt-neox", "llama"])  # untied head; tied to the embedding (SmolLM2's)
 def test_fused_head_through_each_layout_equals_padded(arch, attention):

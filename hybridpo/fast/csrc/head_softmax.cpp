@@ -31,8 +31,8 @@ void check_rows(const at::Tensor& v, int64_t n, const char* what) {
 
 __mmask16 tail_mask(int64_t left) { return static_cast<__mmask16>((1u << left) - 1); }
 
-// log Σ_j e^{x_j} of one row: its max, then Σ e^{x_j - max} (a row of -inf gives -inf, one holding
-// +inf or NaN gives that max, as torch's logsumexp does).
+// log Σ_j e^{x_j} of one row: its max, then Σ e^{x_j - max}. As torch's logsumexp: a row of -inf
+// gives -inf, one holding NaN gives NaN, one holding +inf (and no NaN) gives +inf.
 float row_lse(const float* x, int64_t V) {
   const int64_t whole = V / kLanes * kLanes;
   const float neg_inf = -std::numeric_limits<float>::infinity();
