@@ -15,12 +15,10 @@ import statistics
 import paired
 from head_softmax import softmax
 from hybridpo.bench.record import machine
-from hybridpo.fast.cpu_memory import configure
 
 
 def main() -> None:
     args = paired.arguments(__doc__, 3).parse_args()
-    configure("on")  # as `hybridpo train` and the bench's runs have it on a CPU
     w, tokenizer, model, batch = paired.setup("smollm2-hypo", args.batch)
     prompts, offline = paired.prompts_and_pairs(batch)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id

@@ -10,6 +10,14 @@ Two layouts give the same scores (tested, values and gradients): "padded", each 
 response) its own right-padded row, and "packed" (the default where the model takes a 4D mask):
 each prompt once, followed by all of its responses, as hybridpo.forward.layout packs them for
 log-probs. A pair then costs one prompt pass instead of two.
+
+The backbone runs inside hybridpo.fast.block_scope, as the log-prob forwards do: its products on
+the faster library where `auto` measured one (oneDNN on an AMD EPYC), the SwiGLU MLP keeping two of
+its four tensors, the elementwise chains compiled on wide models. Outside it, a reward model on an
+AMD EPYC multiplied at MKL's ~180 GFLOP/s: `make demo`'s reward model took 190 s for 32 steps there
+against 91 s on an Intel Xeon (docs/demo.md). SmolLM2-135M as a reward model on a DPO batch of 8
+pairs, forward + backward, the two alternated in one process: 21.04 -> 15.08 s inside, scores within
+5.1e-6 (docs/bench/amd/reward_scope.md).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hybridpo.fast import block_scope
 from hybridpo.forward import hf
 from hybridpo.forward import layout as lay
 
@@ -53,8 +62,9 @@ def reward_scores(model: nn.Module, prompts: list[list[int]], responses: list[li
         window = hf.sliding_window(inner.config)
         mask = lay.packed_attention_mask(packed.segment.to(device), head.weight.dtype, packed.group.to(device),
                                          packed.position_ids.to(device), window)
-        hidden = backbone(input_ids=packed.input_ids.to(device), attention_mask=mask,
-                          position_ids=packed.position_ids.to(device), use_cache=False).last_hidden_state  # (R, T, H)
+        with block_scope(model):
+            hidden = backbone(input_ids=packed.input_ids.to(device), attention_mask=mask,
+                              position_ids=packed.position_ids.to(device), use_cache=False).last_hidden_state  # (R, T, H)
         h_last = hidden.reshape(-1, hidden.shape[-1])[packed.response_last.to(device)]  # (N, H)
         return head(h_last).squeeze(-1).float()
     width = max(len(s) for s in seqs)
@@ -63,7 +73,8 @@ def reward_scores(model: nn.Module, prompts: list[list[int]], responses: list[li
     for row, s in enumerate(seqs):
         ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
         attn[row, : len(s)] = 1
-    hidden = backbone(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).last_hidden_state  # (N, T, H)
+    with block_scope(model):
+        hidden = backbone(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).last_hidden_state  # (N, T, H)
     last = torch.tensor([len(s) - 1 for s in seqs], device=device)  # (N,) last real token
     h_last = hidden[torch.arange(len(seqs), device=device), last]  # (N, H)
     return head(h_last).squeeze(-1).float()  # (N,)

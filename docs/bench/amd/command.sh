@@ -43,3 +43,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 # the HyPO/DPO bar and DPO's share with the head softmax kernel, 3 fresh processes per variant (run twice: the machine drifted)
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_softmax_repeats
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_softmax_repeats_2
+# a reward model's training work with its backbone inside hybridpo.fast.block_scope or outside, alternated in one process
+.venv/bin/python docs/bench/reward_scope.py --repeats 4 > docs/bench/amd/reward_scope.md
