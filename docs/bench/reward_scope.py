@@ -3,9 +3,9 @@ hybridpo.fast.block_scope (as hybridpo.forward.reward_scores runs it) or outside
 products and modules as transformers has them), the two alternated in one process.
 
 The reward model is the checkpoint as AutoModelForSequenceClassification with one label (a fresh
-scalar head, as `make demo`'s first stage builds it). The work: the Bradley-Terry scores of a batch
-of the smollm2-dpo workload (8 pairs, packed: each prompt once, its two responses after it) with
-grad, then the backward of Σ scores; every weight trained. Medians of `--repeats` alternated
+scalar head, as `make demo`'s first stage builds it). The work: the reward scores of a batch of the
+smollm2-dpo workload (8 pairs, packed: each prompt once, its two responses after it) with grad, then
+the backward of their sum (the Bradley-Terry loss costs the same); every weight trained. Medians of `--repeats` alternated
 rounds after one warm-up each; before the timing the two settings' scores and gradients are compared.
 
     .venv/bin/python docs/bench/reward_scope.py --repeats 4 > docs/bench/amd/reward_scope.md
