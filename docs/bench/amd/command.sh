@@ -45,3 +45,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/head_softmax_repeats_2
 # a reward model's training work with its backbone inside hybridpo.fast.block_scope or outside, alternated in one process
 .venv/bin/python docs/bench/reward_scope.py --repeats 4 > docs/bench/amd/reward_scope.md
+# the earlier workloads with the head softmax kernel
+.venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/amd/existing_head_softmax > docs/bench/amd/existing_head_softmax/run.log
