@@ -31,7 +31,9 @@ cost), and panels in memory mapped per call outside glibc's heap (the page fault
 
 On an AMD EPYC (Zen 5, docs/bench/amd/decode_bandwidth.md) MKL's product is far slower: the 113 MB
 head at 7.8 GB/s against the kernel's 23.5, the step's products 74.7 -> 26.2 ms, the decode 6.54 s
-with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too.
+with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too. There the kernel
+takes a grid of more than 8 rows in one pass over each panel (`one_pass`): the decode 1.38 ->
+1.07 s against the pairs (docs/bench/amd/panel_one_pass.md).
 
 Same numbers as the library path to float rounding (each output is a sum over K in another
 order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the
@@ -59,6 +61,18 @@ MIN_PARAMETERS = 100_000_000  # "auto" only for models this large (measured on S
 def unsupported_reason() -> str | None:
     """None when the kernel is built and loaded here; otherwise why not."""
     return kernels.load()
+
+
+def one_pass() -> bool:
+    """Whether the kernel takes a grid of more than 8 rows in one pass over each panel (all rows in
+    registers, one broadcast of x per FMA) rather than in two passes over pairs of panels; chosen
+    by CPU vendor, as measured on each. AMD EPYC (Zen 5): one pass; the two alternated in one
+    process, a decode step's 121 products at 16 rows 22.7 -> 16.4 ms, the 113 MB head 27.4 -> 40.9
+    GB/s, a 53-token decode of 8 prompts x 2 samples 1.38 -> 1.07 s, a HyPO step's sampling 1.50 ->
+    1.16 s (docs/bench/amd/panel_one_pass.md). Intel Xeon: pairs (one pass held a thread to ~1 FMA a cycle
+    on weights in L2, 11.9 against 16.9 GB/s; streaming, both ran 19-20 GB/s and a decode was 2%
+    faster in pairs; docs/bench/history.md)."""
+    return kernels.vendor() == "AuthenticAMD"
 
 
 def pays_here(model) -> str | None:
@@ -89,6 +103,7 @@ class PanelLinear(PackedLinear):
         if why is not None:
             raise RuntimeError(f"PanelLinear: {why}")
         self.panels = None
+        self.one_pass = one_pass()  # the kernel's form for more than 8 rows (a bench may set it)
         super().__init__(weight, bias, rows, copy)
 
     def pack(self, rows: int) -> None:
@@ -105,7 +120,7 @@ class PanelLinear(PackedLinear):
     def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.panels is not None and x.shape[0] <= ROWS and x.is_contiguous() and (
                 residual is None or residual.is_contiguous()):
-            return torch.ops.hybridpo_panel.linear(x, self.panels, self.bias, residual)
+            return torch.ops.hybridpo_panel.linear(x, self.panels, self.bias, residual, self.one_pass)
         return super().__call__(x, residual)
 
 
@@ -124,6 +139,7 @@ class PanelLlamaDecoder(LlamaDecoder):
     def __init__(self, model, rows: int, linear=None):
         super().__init__(model, rows, linear=linear or PanelLinear)
         self.fused = self._all_on_kernel()
+        self.one_pass = one_pass()  # the kernel's form for more than 8 rows (a bench may set it)
 
     def repack(self, rows: int) -> None:
         super().repack(rows)
@@ -138,17 +154,17 @@ class PanelLlamaDecoder(LlamaDecoder):
              rotations: Tensor) -> Tensor:
         if not self.fused:
             return super().step(tok, positions, caches, bias, width, rotations)
-        ops = torch.ops.hybridpo_panel
+        ops, one = torch.ops.hybridpo_panel, self.one_pass
         P, k = tok.shape
         x = self.embed[tok.reshape(-1)]  # (P*k, d)
         rotation = torch.view_as_real(rotations[positions]).contiguous()  # (P, R/2, 2): cos | sin
         for (_, _, qkv, o, up, down, _), (eps1, eps2), cache in zip(self.layers, self.eps, caches):
-            fused = ops.norm_linear(x, eps1, None, qkv.panels, qkv.bias)  # γ folded into W
-            x = ops.linear(ops.attend(fused, rotation, cache, bias, width, self.heads), o.panels, o.bias, x)
-            x = ops.linear(ops.norm_glu(x, eps2, up.panels, up.bias), down.panels, down.bias, x)
+            fused = ops.norm_linear(x, eps1, None, qkv.panels, qkv.bias, one)  # γ folded into W
+            x = ops.linear(ops.attend(fused, rotation, cache, bias, width, self.heads), o.panels, o.bias, x, one)
+            x = ops.linear(ops.norm_glu(x, eps2, up.panels, up.bias, one), down.panels, down.bias, x, one)
         if getattr(self.head, "panels", None) is None:  # a vocabulary that is not whole panels of 16
             return self.head(self.final_norm(x)).view(P, k, -1)
-        return ops.norm_linear(x, self.final_eps, self.final_gamma, self.head.panels, None).view(P, k, -1)
+        return ops.norm_linear(x, self.final_eps, self.final_gamma, self.head.panels, None, one).view(P, k, -1)
 
 
 def to_panels(weight: Tensor) -> Tensor:

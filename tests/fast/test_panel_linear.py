@@ -33,19 +33,27 @@ def close(actual, wanted):
 
 
 @needs_kernel
+@pytest.mark.parametrize("one_pass", [False, True])  # pairs of panels; more than 8 rows in one pass
 @pytest.mark.parametrize("shape", [(16, 8), (48, 33), (960, 576), (64, 1536)])
-def test_kernel_gives_the_product_at_every_row_count(shape):
+def test_kernel_gives_the_product_at_every_row_count(shape, one_pass):
     N, K = shape
     g = torch.Generator().manual_seed(N + K)
     weight, bias = torch.randn(N, K, generator=g), torch.randn(N, generator=g)
     for rows in range(1, panel_linear.ROWS + 1):
         x, residual = torch.randn(rows, K, generator=g), torch.randn(rows, N, generator=g)
         linear = panel_linear.PanelLinear(weight, bias, rows)
+        plain = panel_linear.PanelLinear(weight, None, rows)
         assert linear.panels is not None  # the kernel, not the fallback
+        linear.one_pass = plain.one_pass = one_pass
         close(linear(x), expected(x, weight, bias))
         close(linear(x, residual=residual), expected(x, weight, bias, residual))
-        plain = panel_linear.PanelLinear(weight, None, rows)
         close(plain(x, residual=residual), expected(x, weight, None, residual))
+
+
+@pytest.mark.parametrize(("vendor", "one_pass"), [("AuthenticAMD", True), ("GenuineIntel", False)])
+def test_the_kernels_form_follows_the_measured_vendor(monkeypatch, vendor, one_pass):
+    monkeypatch.setattr(kernels, "vendor", lambda: vendor)
+    assert panel_linear.one_pass() is one_pass
 
 
 @needs_kernel
@@ -169,8 +177,9 @@ def rms_normed(x, eps, gamma=None):
 
 
 @needs_kernel
+@pytest.mark.parametrize("one_pass", [False, True])
 @pytest.mark.parametrize("K,N", [(48, 96), (64, 80)])  # K off the 16-lane grid; 5 panels: an odd one alone
-def test_norm_linear_and_norm_glu_against_float64(K, N):
+def test_norm_linear_and_norm_glu_against_float64(K, N, one_pass):
     g = torch.Generator().manual_seed(K * N)
     weight, bias, gamma = torch.randn(N, K, generator=g), torch.randn(N, generator=g), 1 + torch.rand(K, generator=g)
     F = 64
@@ -179,11 +188,14 @@ def test_norm_linear_and_norm_glu_against_float64(K, N):
     for rows in (1, 3, 8, 9, 16):
         x = 3 * torch.randn(rows, K, generator=g)
         lin = panel_linear.PanelLinear(weight, bias, rows)
-        close(ops.norm_linear(x, 1e-5, None, lin.panels, lin.bias), (rms_normed(x, 1e-5) @ weight.double().t() + bias).float())
-        close(ops.norm_linear(x, 1e-6, gamma, lin.panels, None), (rms_normed(x, 1e-6, gamma) @ weight.double().t()).float())
+        close(ops.norm_linear(x, 1e-5, None, lin.panels, lin.bias, one_pass),
+              (rms_normed(x, 1e-5) @ weight.double().t() + bias).float())
+        close(ops.norm_linear(x, 1e-6, gamma, lin.panels, None, one_pass),
+              (rms_normed(x, 1e-6, gamma) @ weight.double().t()).float())
         glu = panel_linear.PanelLinear(gate_up, gu_bias, rows)
         both = rms_normed(x, 1e-5) @ gate_up.double().t() + gu_bias.double()
-        close(ops.norm_glu(x, 1e-5, glu.panels, glu.bias), (torch.nn.functional.silu(both[:, :F]) * both[:, F:]).float())
+        close(ops.norm_glu(x, 1e-5, glu.panels, glu.bias, one_pass),
+              (torch.nn.functional.silu(both[:, :F]) * both[:, F:]).float())
     odd = panel_linear.PanelLinear(torch.randn(96, K, generator=g), None, 4)  # 3 + 3 panels: not pairs
     with pytest.raises(RuntimeError, match="even count"):
         ops.norm_glu(torch.randn(4, K, generator=g), 1e-5, odd.panels, None)
@@ -237,10 +249,12 @@ def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
 
 
 @needs_kernel
+@pytest.mark.parametrize("one_pass", [False, True])  # the decode's 12 rows in pairs of panels; in one pass
 @pytest.mark.parametrize("arch,vocab", [("llama", 128), ("qwen2", VOCAB)])  # the head on the kernel; on the library (97)
-def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, monkeypatch):
+def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, one_pass, monkeypatch):
     """Head size 16 and MLP width 64: every block of the decode runs the five fused calls
     (PanelLlamaDecoder); its log-probs of the library decode's recorded samples match at 1e-5."""
+    monkeypatch.setattr(panel_linear, "one_pass", lambda: one_pass)
     model = zoo.random_model(arch, "tiny", vocab, seed=0, initializer_range=0.3, max_position_embeddings=256,
                              pad_token_id=PAD, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=64).eval()
@@ -250,6 +264,7 @@ def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, mon
     replayed_with_both(model, "llama", monkeypatch)
     assert fused and all(fused)
     decoder = panel_linear.PanelLlamaDecoder(model, rows=12)
+    assert decoder.one_pass is one_pass
     decoder.repack(32)  # a grid of more than 16 rows: the library's products, LlamaDecoder's step
     assert fused[-1] is False
     decoder.repack(8)  # half the prompts left the grid: the kernel and the fused step again

@@ -47,3 +47,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 .venv/bin/python docs/bench/reward_scope.py --repeats 4 > docs/bench/amd/reward_scope.md
 # the earlier workloads with the head softmax kernel
 .venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/amd/existing_head_softmax > docs/bench/amd/existing_head_softmax/run.log
+# the panel kernel's two forms for a decode grid of more than 8 rows (pairs of panels, one pass over each panel), alternated in one process
+.venv/bin/python docs/bench/panel_one_pass.py --repeats 5 --hypo-repeats 3 > docs/bench/amd/panel_one_pass.md

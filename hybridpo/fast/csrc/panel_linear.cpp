@@ -4,11 +4,18 @@
 // Built and loaded by hybridpo/fast/panel_linear.py (which states why and what was measured).
 //
 // panels: W (N, K) laid out as (N / 16, K, 16): panel p holds output columns 16p .. 16p + 15, one
-// 64-byte row of 16 weights per input k, so a panel is one contiguous stream. A task takes two
-// panels; over blocks of 128 inputs it keeps 8 rows x 2 panels of outputs in 16 AVX-512 registers
-// and adds x[r, k] * W[16p .. 16p + 31, k] for every k of the block, then the next 8 rows over the
-// same block from L1: every weight is read once from memory for all M rows together, with one
-// broadcast of x per two FMAs (one per FMA held a single thread to ~1 FMA a cycle, loads-bound).
+// 64-byte row of 16 weights per input k, so a panel is one contiguous stream. Every weight is read
+// once from memory for all M rows together, in one of two forms (the caller picks, by CPU):
+// - pairs: a task takes two panels; over blocks of 128 inputs it keeps 8 rows x 2 panels of outputs
+//   in 16 AVX-512 registers and adds x[r, k] * W[16p .. 16p + 31, k] for every k of the block, then
+//   the next 8 rows over the same block from L1, with one broadcast of x per two FMAs (one per FMA
+//   held a single thread of an Intel Xeon to ~1 FMA a cycle, loads-bound), prefetching 16 KB ahead
+//   into L2;
+// - one pass: a task takes one panel and keeps all M <= 16 rows' outputs in M registers over the
+//   whole of K, one broadcast per FMA, prefetching 8 KB ahead into L1. On the AMD EPYC (Zen 5) the
+//   weights then stream without the pairs' second, memory-idle pass over each block: a decode
+//   step's 121 products at 16 rows 22.7 -> 16.4 ms, the 113 MB head 27.4 -> 40.9 GB/s
+//   (docs/bench/amd/panel_one_pass.md).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -28,21 +35,25 @@
 namespace {
 
 constexpr int64_t kWidth = 16;       // outputs per panel: one AVX-512 register of fp32
-constexpr int64_t kPrefetch = 256;   // inputs k ahead to prefetch (16 KB of one panel), into L2
-constexpr int64_t kBlock = 128;      // inputs k per block: two panels' 2 x 128 x 64 B = 16 KB stay in L1
-constexpr int kChunk = 8;            // rows per pass over a block (8 rows x 2 panels = 16 accumulators)
+constexpr int64_t kAheadL2 = 256;    // pairs: inputs k ahead to prefetch (16 KB of one panel), into L2
+constexpr int64_t kAheadL1 = 128;    // one pass: inputs k ahead to prefetch (8 KB), into L1
+constexpr int64_t kBlock = 128;      // pairs: inputs k per block (two panels' 2 x 128 x 64 B = 16 KB stay in L1)
+constexpr int kChunk = 8;            // pairs: rows per pass over a block (8 rows x 2 panels = 16 accumulators)
+
+enum Prefetch { kNone, kToL2, kToL1 };
 
 // acc (R, G, 16) += x^T[k0:k1, r0:r0+R]^T W_g[k0:k1] for the G panels w[0..G-1]: per k, G weight
 // loads and R broadcasts for R x G FMAs, the accumulators in registers. xt is x transposed (K, M).
-template <int R, int G>
-void block(const float* xt, int64_t M, const float* const* w, int64_t k0, int64_t k1, float* acc, bool prefetch) {
+template <int R, int G, Prefetch F>
+void block(const float* xt, int64_t M, const float* const* w, int64_t k0, int64_t k1, float* acc) {
   __m512 a[R][G];
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) a[r][g] = _mm512_loadu_ps(acc + (r * G + g) * kWidth);
   for (int64_t k = k0; k < k1; ++k) {
     __m512 wk[G];
     for (int g = 0; g < G; ++g) {
-      if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(w[g] + (k + kPrefetch) * kWidth), _MM_HINT_T1);
+      if (F == kToL2) _mm_prefetch(reinterpret_cast<const char*>(w[g] + (k + kAheadL2) * kWidth), _MM_HINT_T1);
+      if (F == kToL1) _mm_prefetch(reinterpret_cast<const char*>(w[g] + (k + kAheadL1) * kWidth), _MM_HINT_T0);
       wk[g] = _mm512_loadu_ps(w[g] + k * kWidth);
     }
     const float* xk = xt + k * M;
@@ -59,7 +70,11 @@ template <int G>
 void block_rows(int R, const float* xt, int64_t M, const float* const* w, int64_t k0, int64_t k1, float* acc,
                 bool prefetch) {
   switch (R) {
-#define HYBRIDPO_ROWS(m) case m: block<m, G>(xt, M, w, k0, k1, acc, prefetch); break;
+#define HYBRIDPO_ROWS(m) \
+  case m: \
+    if (prefetch) block<m, G, kToL2>(xt, M, w, k0, k1, acc); \
+    else block<m, G, kNone>(xt, M, w, k0, k1, acc); \
+    break;
     HYBRIDPO_ROWS(1) HYBRIDPO_ROWS(2) HYBRIDPO_ROWS(3) HYBRIDPO_ROWS(4)
     HYBRIDPO_ROWS(5) HYBRIDPO_ROWS(6) HYBRIDPO_ROWS(7) HYBRIDPO_ROWS(8)
 #undef HYBRIDPO_ROWS
@@ -82,25 +97,58 @@ void panels_product(const float* xt, int64_t M, int64_t K, const float* const* w
   }
 }
 
-// y = residual + x W^T + b: a task per pair of panels (the last one alone where their count is odd).
+// acc (M, 16) = x W^T for the one panel w, all M <= 16 rows in registers in a single pass over K.
+void panel_one_pass(const float* xt, int64_t M, int64_t K, const float* w, float* acc) {
+  std::memset(acc, 0, sizeof(float) * M * kWidth);
+  const float* ws[1] = {w};
+  switch (M) {
+#define HYBRIDPO_ROWS(m) case m: block<m, 1, kToL1>(xt, M, ws, 0, K, acc); break;
+    HYBRIDPO_ROWS(1) HYBRIDPO_ROWS(2) HYBRIDPO_ROWS(3) HYBRIDPO_ROWS(4)
+    HYBRIDPO_ROWS(5) HYBRIDPO_ROWS(6) HYBRIDPO_ROWS(7) HYBRIDPO_ROWS(8)
+    HYBRIDPO_ROWS(9) HYBRIDPO_ROWS(10) HYBRIDPO_ROWS(11) HYBRIDPO_ROWS(12)
+    HYBRIDPO_ROWS(13) HYBRIDPO_ROWS(14) HYBRIDPO_ROWS(15) HYBRIDPO_ROWS(16)
+#undef HYBRIDPO_ROWS
+  }
+}
+
+// Rows over kChunk need two passes over a block in pairs, one in one pass, where the caller asks.
+bool take_one_pass(bool one_pass, int64_t M) { return one_pass && M > kChunk; }
+
+// y[:, 16p .. 16p + 16G) = residual + acc + b for the G panels from p, acc (M, G, 16).
+void emit(const float* acc, int64_t M, int64_t p, int64_t G, int64_t N, float* y, const float* bias, const float* res) {
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t col = (p + g) * kWidth;
+      __m512 v = _mm512_loadu_ps(acc + (r * G + g) * kWidth);
+      if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + col));
+      if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + r * N + col));
+      _mm512_storeu_ps(y + r * N + col, v);
+    }
+}
+
+// y = residual + x W^T + b: a task per panel in one pass, else per pair of panels (the last one
+// alone where their count is odd).
 void run(const float* xt, int64_t M, int64_t K, const float* w, int64_t panels, float* y, const float* bias,
-         const float* res) {
-  const int64_t N = panels * kWidth, pairs = (panels + 1) / 2;
-  at::parallel_for(0, pairs, 8, [&](int64_t begin, int64_t end) {
+         const float* res, bool one_pass) {
+  const int64_t N = panels * kWidth;
+  if (take_one_pass(one_pass, M)) {
+    at::parallel_for(0, panels, 16, [&](int64_t begin, int64_t end) {
+      alignas(64) float acc[16 * kWidth];
+      for (int64_t p = begin; p < end; ++p) {
+        panel_one_pass(xt, M, K, w + p * K * kWidth, acc);
+        emit(acc, M, p, 1, N, y, bias, res);
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, (panels + 1) / 2, 8, [&](int64_t begin, int64_t end) {
     alignas(64) float acc[16 * 2 * kWidth];
     for (int64_t pair = begin; pair < end; ++pair) {
       const int64_t p = 2 * pair, G = std::min<int64_t>(2, panels - p);
       const float* ws[2] = {w + p * K * kWidth, w + (p + 1) * K * kWidth};
       if (G == 2) panels_product<2>(xt, M, K, ws, acc);
       else panels_product<1>(xt, M, K, ws, acc);
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < G; ++g) {
-          const int64_t col = (p + g) * kWidth;
-          __m512 v = _mm512_loadu_ps(acc + (r * G + g) * kWidth);
-          if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + col));
-          if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + r * N + col));
-          _mm512_storeu_ps(y + r * N + col, v);
-        }
+      emit(acc, M, p, G, N, y, bias, res);
     }
   });
 }
@@ -150,15 +198,15 @@ at::Tensor transposed(const at::Tensor& x, bool norm, double eps, const float* g
 }
 
 // y = residual + xt^T W^T + b for xt = x transposed (K, M), M <= 16, W as panels.
-at::Tensor product(const at::Tensor& xt, const at::Tensor& panels, const float* b, const float* r) {
+at::Tensor product(const at::Tensor& xt, const at::Tensor& panels, const float* b, const float* r, bool one_pass) {
   const int64_t K = xt.size(0), M = xt.size(1), P = panels.size(0);
   at::Tensor y = at::empty({M, P * kWidth}, xt.options());
-  run(xt.data_ptr<float>(), M, K, panels.data_ptr<float>(), P, y.data_ptr<float>(), b, r);
+  run(xt.data_ptr<float>(), M, K, panels.data_ptr<float>(), P, y.data_ptr<float>(), b, r, one_pass);
   return y;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
-                  const c10::optional<at::Tensor>& residual) {
+                  const c10::optional<at::Tensor>& residual, bool one_pass) {
   check_rows(x);
   check_panels(panels, x.size(1));
   const int64_t M = x.size(0), N = panels.size(0) * kWidth;
@@ -168,45 +216,52 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::opti
                 residual->scalar_type() == at::kFloat, "residual: a contiguous (M, N) fp32 tensor");
     r = residual->data_ptr<float>();
   }
-  return product(transposed(x, false, 0., nullptr), panels, vector_of(bias, N, "bias"), r);
+  return product(transposed(x, false, 0., nullptr), panels, vector_of(bias, N, "bias"), r, one_pass);
 }
 
 // rms_norm(x) W^T + b: the norm (its scale gamma folded into W, or given here) before the product.
 at::Tensor norm_linear(const at::Tensor& x, double eps, const c10::optional<at::Tensor>& gamma,
-                       const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+                       const at::Tensor& panels, const c10::optional<at::Tensor>& bias, bool one_pass) {
   check_rows(x);
   check_panels(panels, x.size(1));
   const at::Tensor xt = transposed(x, true, eps, vector_of(gamma, x.size(1), "gamma"));
-  return product(xt, panels, vector_of(bias, panels.size(0) * kWidth, "bias"), nullptr);
+  return product(xt, panels, vector_of(bias, panels.size(0) * kWidth, "bias"), nullptr, one_pass);
 }
 
 // silu(g) * u for (g | u) = rms_norm(x) W^T + b, W the gate's F rows then the up's F rows: a task
 // streams gate panels j, j + 1 and up panels j, j + 1 and writes output columns 16 j .. 16 j + 31.
-at::Tensor norm_glu(const at::Tensor& x, double eps, const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+at::Tensor norm_glu(const at::Tensor& x, double eps, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
+                    bool one_pass) {
   check_rows(x);
   check_panels(panels, x.size(1));
   TORCH_CHECK(panels.size(0) % 4 == 0, "panels: the gate's then the up's, as many of each, an even count");
   const int64_t M = x.size(0), K = x.size(1), half = panels.size(0) / 2, F = half * kWidth;
+  const int64_t G = take_one_pass(one_pass, M) ? 1 : 2;  // gate (and up) panels a task: one pass, or a pair
   const at::Tensor xt = transposed(x, true, eps, nullptr);
   const float* b = vector_of(bias, 2 * F, "bias");
   at::Tensor y = at::empty({M, F}, x.options());
   const float* xp = xt.data_ptr<float>();
   const float* wp = panels.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  at::parallel_for(0, half / 2, 4, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, half / G, 8 / G, [&](int64_t begin, int64_t end) {
     alignas(64) float gate[16 * 2 * kWidth];
     alignas(64) float up[16 * 2 * kWidth];
-    for (int64_t pair = begin; pair < end; ++pair) {
-      const int64_t j = 2 * pair;
-      const float* gw[2] = {wp + j * K * kWidth, wp + (j + 1) * K * kWidth};
-      const float* uw[2] = {wp + (half + j) * K * kWidth, wp + (half + j + 1) * K * kWidth};
-      panels_product<2>(xp, M, K, gw, gate);
-      panels_product<2>(xp, M, K, uw, up);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t j = G * task;
+      if (G == 1) {
+        panel_one_pass(xp, M, K, wp + j * K * kWidth, gate);
+        panel_one_pass(xp, M, K, wp + (half + j) * K * kWidth, up);
+      } else {
+        const float* gw[2] = {wp + j * K * kWidth, wp + (j + 1) * K * kWidth};
+        const float* uw[2] = {wp + (half + j) * K * kWidth, wp + (half + j + 1) * K * kWidth};
+        panels_product<2>(xp, M, K, gw, gate);
+        panels_product<2>(xp, M, K, uw, up);
+      }
       for (int64_t r = 0; r < M; ++r)
-        for (int64_t g = 0; g < 2; ++g) {
+        for (int64_t g = 0; g < G; ++g) {
           const int64_t col = (j + g) * kWidth;
-          __m512 gv = _mm512_load_ps(gate + (r * 2 + g) * kWidth);
-          __m512 uv = _mm512_load_ps(up + (r * 2 + g) * kWidth);
+          __m512 gv = _mm512_load_ps(gate + (r * G + g) * kWidth);
+          __m512 uv = _mm512_load_ps(up + (r * G + g) * kWidth);
           if (b) {
             gv = _mm512_add_ps(gv, _mm512_loadu_ps(b + col));
             uv = _mm512_add_ps(uv, _mm512_loadu_ps(b + F + col));
@@ -348,9 +403,11 @@ at::Tensor pack(const at::Tensor& weight, at::Tensor& panels) {
 }  // namespace
 
 TORCH_LIBRARY(hybridpo_panel, m) {
-  m.def("linear(Tensor x, Tensor panels, Tensor? bias, Tensor? residual) -> Tensor", &linear);
+  // one_pass: rows over 8 in one pass over each panel (the AMD EPYC's form), else in pairs of panels
+  m.def("linear(Tensor x, Tensor panels, Tensor? bias, Tensor? residual, bool one_pass=False) -> Tensor", &linear);
   m.def("pack(Tensor weight, Tensor(a!) panels) -> Tensor(a!)", &pack);
-  m.def("norm_linear(Tensor x, float eps, Tensor? gamma, Tensor panels, Tensor? bias) -> Tensor", &norm_linear);
-  m.def("norm_glu(Tensor x, float eps, Tensor panels, Tensor? bias) -> Tensor", &norm_glu);
+  m.def("norm_linear(Tensor x, float eps, Tensor? gamma, Tensor panels, Tensor? bias, bool one_pass=False) -> Tensor",
+        &norm_linear);
+  m.def("norm_glu(Tensor x, float eps, Tensor panels, Tensor? bias, bool one_pass=False) -> Tensor", &norm_glu);
   m.def("attend(Tensor(a!) qkv, Tensor rotation, Tensor(b!) cache, Tensor bias, int width, int heads) -> Tensor", &attend);
 }
