@@ -49,3 +49,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/primitive_cache.py
 .venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/amd/existing_head_softmax > docs/bench/amd/existing_head_softmax/run.log
 # the panel kernel's two forms for a decode grid of more than 8 rows (pairs of panels, one pass over each panel), alternated in one process
 .venv/bin/python docs/bench/panel_one_pass.py --repeats 5 --hypo-repeats 3 > docs/bench/amd/panel_one_pass.md
+# smollm2-hypo with the one-pass panel kernel, 3 fresh-process repeats
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/amd/one_pass_repeats > docs/bench/amd/one_pass_repeats/run.log
