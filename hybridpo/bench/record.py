@@ -46,18 +46,32 @@ def current_rss() -> int:
     return 0
 
 
+def describe_cpu(cpuinfo: str) -> str | None:
+    """The first processor of a /proc/cpuinfo text as "model name (family F, model M, vectors)",
+    vectors the widest set our kernels care about (AVX-512, AVX2); None without a model name."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's fields only
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    if "model name" not in fields:
+        return None
+    flags = fields.get("flags", "").split()
+    vectors = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}, {vectors})"
+
+
 def machine(device: str = "cpu") -> str:
-    """The machine a benchmark ran on, for its table: CPU model (Intel and AMD rates differ),
-    logical CPUs, OS, and the GPU when `device` is CUDA."""
-    cpu = platform.processor() or platform.machine()
+    """The machine a benchmark ran on, for its table: the CPU (Intel and AMD rates differ, and so do
+    AMD's generations under one "AMD EPYC" name; our kernels need AVX-512), logical CPUs, OS, and
+    the GPU when `device` is CUDA."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+            cpu = describe_cpu(f.read())
     except OSError:
-        pass
+        cpu = None
+    cpu = cpu or platform.processor() or platform.machine()
     gpu = ""
     if device.startswith("cuda"):
         import torch

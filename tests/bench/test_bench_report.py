@@ -139,3 +139,14 @@ def test_hypo_over_dpo_on_the_same_batches():
     text = "\n".join(bars([dpo, uneven]))  # other step counts: no pairing, the medians carry the verdict
     assert "same timed batches" not in text
     assert "HyPO step 3.30 s / DPO step 3.00 s = 1.10x = 0.92x the needed-FLOP ratio (bar <= 1.1x): met" in text
+
+
+def test_the_machine_line_names_the_cpus_family_and_vector_set():
+    from hybridpo.bench.record import describe_cpu
+
+    zen2 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 23\nmodel\t\t: 49\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: another\nflags\t\t: avx512f\n")
+    assert describe_cpu(zen2) == "AMD EPYC (family 23, model 49, AVX2)"  # the first processor's fields only
+    xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: avx2 avx512f\n"
+    assert describe_cpu(xeon) == "Intel(R) Xeon(R) Platinum (family 6, model 143, AVX-512)"
+    assert describe_cpu("processor\t: 0\nflags\t\t: sse2\n") is None  # no model name: the caller falls back
