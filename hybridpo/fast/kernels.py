@@ -8,6 +8,9 @@ kernel ran on one thread: 3.70 s for a 2.19 s decode), into ~/.cache/hybridpo/ke
 never loads half a library. The kernels use AVX-512F; where they cannot build or load (no
 compiler, no AVX-512F) `load()` says why, and every caller keeps its library path.
 
+csrc/avx2/ is a second library, torch.ops.hybridpo_panel_avx2, built the same way where AVX2 is
+(`load_avx2()`): the decode's few-row product alone, for CPUs without AVX-512.
+
 Users: hybridpo.fast.panel_linear (the decode's few-row products, the fused Llama block) and
 hybridpo.fast.varlen_attention (training attention span by span).
 """
@@ -61,12 +64,31 @@ def measured_cpu() -> str | None:
     return f"measured on Intel and AMD (Zen 5) CPUs only, this one is {name or 'unknown'}"
 
 
+# the CPUs "auto" takes the AVX2 panel product on (csrc/avx2/, for CPUs without AVX-512), where it
+# was measured against MKL's packed product: AMD's Zen 2 (family 23 from model 0x30; an EPYC of
+# model 49, docs/bench/zen2/). Zen 1 (family 23 below 0x30), Zen 3 and Zen 4 (family 25) and Intel
+# CPUs without AVX-512 were not measured.
+MEASURED_AVX2_AMD = (23, 0x30)  # family, first model
+
+
+def measured_avx2_cpu() -> str | None:
+    """None where "auto" may take the AVX2 panel product on this CPU (the measured one above);
+    otherwise why not. Cheap: nothing is built."""
+    name, family, model = vendor(), _cpuinfo("cpu family"), _cpuinfo("model")
+    if (name == "AuthenticAMD" and family.isdigit() and model.isdigit()
+            and int(family) == MEASURED_AVX2_AMD[0] and int(model) >= MEASURED_AVX2_AMD[1]):
+        return None
+    return (f"the AVX2 form was measured on AMD's Zen 2 (family 23, model 48 on) only, this one is "
+            f"{name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}")
+
+
 def _cpuinfo(field: str) -> str:
     """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(field):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() == field:  # "model" is not "model name"
+                return value.strip()
     except OSError:
         pass
     return ""
@@ -78,16 +100,34 @@ def _load() -> str | None:
         return None
     if torch.backends.cpu.get_cpu_capability() != "AVX512":
         return f"no AVX-512 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
+    return _built_and_loaded("hybridpo_kernels", sorted(CSRC.glob("*.cpp")), sorted(CSRC.glob("*.[ch]*")))
+
+
+def load_avx2() -> str | None:
+    """None when the AVX2 panel product (csrc/avx2/, torch.ops.hybridpo_panel_avx2: the decode's
+    few-row products on CPUs without AVX-512) is built and loaded here; otherwise why not."""
+    return _load_avx2()
+
+
+@functools.cache
+def _load_avx2() -> str | None:
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return f"no AVX2 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
+    sources = sorted((CSRC / "avx2").glob("*.cpp"))
+    return _built_and_loaded("hybridpo_avx2", sources, [*sources, CSRC / "panels.h"])
+
+
+def _built_and_loaded(name: str, sources: list[Path], texts: list[Path]) -> str | None:
+    """Build `sources` into the library `name` (once per the `texts` they include, torch version, CPU
+    and compiler) and load it; None when loaded, otherwise why not."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
         return "no C++ compiler on PATH (c++, or $CXX)"
     flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
-    sources = sorted(CSRC.glob("*.cpp"))
-    text = [p.read_bytes() for p in sorted(CSRC.glob("*.[ch]*"))]
-    key = hashlib.sha256(b"\0".join([*text, torch.__version__.encode(), " ".join(flags).encode(),
+    key = hashlib.sha256(b"\0".join([*(p.read_bytes() for p in texts), torch.__version__.encode(), " ".join(flags).encode(),
                                      (_cpuinfo("flags") or sys.platform).encode(), compiler.encode()])).hexdigest()[:16]
     root = Path(os.environ.get("HYBRIDPO_KERNEL_DIR", Path.home() / ".cache" / "hybridpo" / "kernels"))
-    library = root / f"hybridpo_kernels-{key}.so"
+    library = root / f"{name}-{key}.so"
     if not library.exists():
         why = _build(compiler, flags, sources, library)
         if why is not None:

@@ -35,13 +35,23 @@ with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too. 
 takes a grid of more than 8 rows in one pass over each panel (`one_pass`): the decode 1.38 ->
 1.07 s against the pairs (docs/bench/amd/panel_one_pass.md).
 
+On a CPU without AVX-512 (an AMD EPYC of the Zen 2 generation, AVX2 only) the AVX-512 kernels do
+not build; there csrc/avx2/panel_avx2.cpp takes the products alone, in the same panels (one panel a
+task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs, then the next
+rows from L1), and the block is not fused. Its 16-row products are bound by the FMA units rather
+than by memory there (2 threads, a matmul peak of ~148 GFLOP/s): the head 6.4 -> 12.0 GB/s against
+MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of 8 prompts x 2
+samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). `pays_here` takes it on the CPUs
+kernels.measured_avx2_cpu allows.
+
 Same numbers as the library path to float rounding (each output is a sum over K in another
 order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the
 product at every row count, the fused norms and attention against float64, and the fused decode's
 log-probs of replayed samples at 1e-5.
 
-The kernel is built and loaded with the others of csrc/ by hybridpo.fast.kernels; where it cannot
-build (no compiler, no AVX-512F) it is unavailable, and `unsupported_reason` says why.
+The kernel is built and loaded with the others of csrc/ by hybridpo.fast.kernels, its AVX2 form as
+a library of its own; where neither can build (no compiler, no AVX2) it is unavailable, and
+`unsupported_reason` says why.
 """
 
 from __future__ import annotations
@@ -59,8 +69,19 @@ MIN_PARAMETERS = 100_000_000  # "auto" only for models this large (measured on S
 
 
 def unsupported_reason() -> str | None:
-    """None when the kernel is built and loaded here; otherwise why not."""
-    return kernels.load()
+    """None when a form of the kernel is built and loaded here (AVX-512, else the AVX2 product
+    alone); otherwise why not."""
+    avx512 = kernels.load()
+    if avx512 is None:
+        return None
+    avx2 = kernels.load_avx2()
+    return None if avx2 is None else f"{avx512}; the AVX2 form: {avx2}"
+
+
+def _ops():
+    """The loaded kernel's ops: AVX-512 (the products, the fused block's calls) where it loads, else
+    AVX2's (the products and the pack alone)."""
+    return torch.ops.hybridpo_panel if kernels.load() is None else torch.ops.hybridpo_panel_avx2
 
 
 def one_pass() -> bool:
@@ -76,12 +97,13 @@ def one_pass() -> bool:
 
 
 def pays_here(model) -> str | None:
-    """None where "auto" takes the kernel (the measured case: a CPU kernels.measured_cpu allows, a
-    Llama-family model of at least MIN_PARAMETERS in fp32); otherwise why not."""
+    """None where "auto" takes the kernel (the measured case: a CPU kernels.measured_cpu allows for
+    the AVX-512 form, or, where that form does not load, one kernels.measured_avx2_cpu allows for the
+    AVX2 product; a Llama-family model of at least MIN_PARAMETERS in fp32); otherwise why not."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPES:
         return f"measured on Llama-family models only ({', '.join(MODEL_TYPES)}), this is {model_type}"
-    why = kernels.measured_cpu()
+    why = kernels.measured_cpu() if kernels.load() is None else kernels.measured_avx2_cpu()  # the form that loads
     if why is not None:
         return why
     weight = next(model.parameters())
@@ -99,10 +121,11 @@ class PanelLinear(PackedLinear):
     CPU, takes PackedLinear's path."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None, rows: int, copy: bool = True):
-        why = kernels.load()
+        why = unsupported_reason()
         if why is not None:
             raise RuntimeError(f"PanelLinear: {why}")
         self.panels = None
+        self.avx512 = kernels.load() is None  # the AVX-512 form, else the AVX2 one (a test may set it)
         self.one_pass = one_pass()  # the kernel's form for more than 8 rows (a bench may set it)
         super().__init__(weight, bias, rows, copy)
 
@@ -120,7 +143,9 @@ class PanelLinear(PackedLinear):
     def __call__(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         if self.panels is not None and x.shape[0] <= ROWS and x.is_contiguous() and (
                 residual is None or residual.is_contiguous()):
-            return torch.ops.hybridpo_panel.linear(x, self.panels, self.bias, residual, self.one_pass)
+            if self.avx512:
+                return torch.ops.hybridpo_panel.linear(x, self.panels, self.bias, residual, self.one_pass)
+            return torch.ops.hybridpo_panel_avx2.linear(x, self.panels, self.bias, residual)
         return super().__call__(x, residual)
 
 
@@ -147,7 +172,8 @@ class PanelLlamaDecoder(LlamaDecoder):
 
     def _all_on_kernel(self) -> bool:
         blocks = [lin for lin in self._linears() if lin is not self.head]  # the head may take the library product
-        return (self.head_dim % WIDTH == 0 and all(getattr(lin, "panels", None) is not None for lin in blocks)
+        return (kernels.load() is None  # the fused calls are the AVX-512 library's
+                and self.head_dim % WIDTH == 0 and all(getattr(lin, "panels", None) is not None for lin in blocks)
                 and all(f % (2 * WIDTH) == 0 for *_, f in self.layers))
 
     def step(self, tok: Tensor, positions: Tensor, caches: list[Tensor], bias: Tensor, width: int,
@@ -171,4 +197,4 @@ def to_panels(weight: Tensor) -> Tensor:
     """W (N, K) laid out as (N / 16, K, 16) by the kernel's parallel pack (0.06 s for SmolLM2's
     538 MB of decode weights, against 0.10 s for MKL's packing)."""
     N, K = weight.shape
-    return torch.ops.hybridpo_panel.pack(weight.contiguous(), weight.new_empty((N // WIDTH, K, WIDTH)))
+    return _ops().pack(weight.contiguous(), weight.new_empty((N // WIDTH, K, WIDTH)))

@@ -1,7 +1,8 @@
-"""hybridpo.fast.panel_linear: the decode step's few-row products with our panel kernel give
-residual + x Wᵀ + b (against a float64 product, at every row count the kernel takes), fall back to
-the library product where the kernel does not serve, and leave the lean decoders' log-probs where
-MKL's product leaves them (the same recorded samples, tests/replay.py, 1e-5 in fp32 on any CPU)."""
+"""hybridpo.fast.panel_linear: the decode step's few-row products with our panel kernel (AVX-512 in
+two forms, and the AVX2 form, which an AVX-512 CPU runs too) give residual + x Wᵀ + b (against a
+float64 product, at every row count the kernel takes), fall back to the library product where the
+kernel does not serve, and leave the lean decoders' log-probs where MKL's product leaves them (the
+same recorded samples, tests/replay.py, 1e-5 in fp32 on any CPU)."""
 
 import pytest
 import torch
@@ -13,8 +14,19 @@ from hybridpo.fast.neox_decode import PackedLinear
 import replay
 from test_varlen_attention import PAD, VOCAB, model_of
 
-WHY = panel_linear.unsupported_reason()
+WHY = panel_linear.unsupported_reason()  # None where either form loads
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"panel kernel unavailable here: {WHY}")
+AVX512_WHY, AVX2_WHY = kernels.load(), kernels.load_avx2()
+needs_avx512 = pytest.mark.skipif(AVX512_WHY is not None, reason=f"the AVX-512 kernels are unavailable here: {AVX512_WHY}")
+# the product's forms: AVX-512 in pairs of panels or in one pass, AVX2 (which an AVX-512 CPU runs too)
+FORMS = [pytest.param(form, marks=pytest.mark.skipif(why is not None, reason=f"unavailable here: {why}"), id=form)
+         for form, why in (("pairs", AVX512_WHY), ("one pass", AVX512_WHY), ("avx2", AVX2_WHY))]
+
+
+def in_form(linear, form: str):
+    """`linear` (a PanelLinear) set to run its products in `form`."""
+    linear.avx512, linear.one_pass = form != "avx2", form == "one pass"
+    return linear
 
 
 def expected(x, weight, bias=None, residual=None):
@@ -32,19 +44,17 @@ def close(actual, wanted):
     assert_close(actual, wanted, rtol=1e-5, atol=1e-5 * float(wanted.abs().max()))
 
 
-@needs_kernel
-@pytest.mark.parametrize("one_pass", [False, True])  # pairs of panels; more than 8 rows in one pass
-@pytest.mark.parametrize("shape", [(16, 8), (48, 33), (960, 576), (64, 1536)])
-def test_kernel_gives_the_product_at_every_row_count(shape, one_pass):
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("shape", [(16, 8), (48, 33), (960, 576), (64, 1536)])  # K across AVX2's blocks of 128 too
+def test_kernel_gives_the_product_at_every_row_count(shape, form):
     N, K = shape
     g = torch.Generator().manual_seed(N + K)
     weight, bias = torch.randn(N, K, generator=g), torch.randn(N, generator=g)
     for rows in range(1, panel_linear.ROWS + 1):
         x, residual = torch.randn(rows, K, generator=g), torch.randn(rows, N, generator=g)
-        linear = panel_linear.PanelLinear(weight, bias, rows)
-        plain = panel_linear.PanelLinear(weight, None, rows)
+        linear = in_form(panel_linear.PanelLinear(weight, bias, rows), form)
+        plain = in_form(panel_linear.PanelLinear(weight, None, rows), form)
         assert linear.panels is not None  # the kernel, not the fallback
-        linear.one_pass = plain.one_pass = one_pass
         close(linear(x), expected(x, weight, bias))
         close(linear(x, residual=residual), expected(x, weight, bias, residual))
         close(plain(x, residual=residual), expected(x, weight, None, residual))
@@ -56,13 +66,14 @@ def test_the_kernels_form_follows_the_measured_vendor(monkeypatch, vendor, one_p
     assert panel_linear.one_pass() is one_pass
 
 
-@needs_kernel
-def test_kernel_refuses_what_it_cannot_take():
+@pytest.mark.parametrize("form", [f for f in FORMS if f.id != "one pass"])
+def test_kernel_refuses_what_it_cannot_take(form):
     panels = panel_linear.PanelLinear(torch.randn(32, 8), None, 4).panels
+    ops = torch.ops.hybridpo_panel_avx2 if form == "avx2" else torch.ops.hybridpo_panel
     with pytest.raises(RuntimeError, match="1 to 16 rows"):
-        torch.ops.hybridpo_panel.linear(torch.randn(17, 8), panels, None, None)
+        ops.linear(torch.randn(17, 8), panels, None, None)
     with pytest.raises(RuntimeError, match="inputs"):
-        torch.ops.hybridpo_panel.linear(torch.randn(4, 9), panels, None, None)
+        ops.linear(torch.randn(4, 9), panels, None, None)
 
 
 @needs_kernel
@@ -90,12 +101,20 @@ def test_the_library_product_serves_where_the_kernel_does_not():
     assert_close(double(x64), x64 @ double.weight.t())
 
 
-@needs_kernel
+@pytest.mark.parametrize("form", [f for f in FORMS if f.id != "one pass"])  # 12 rows: pairs of panels; AVX2
 @pytest.mark.parametrize("arch,decoder", [("llama", "llama"), ("qwen2", "llama"), ("gpt-neox", "neox")])
-def test_lean_decode_log_probs_as_with_the_library_product(arch, decoder, monkeypatch):
+def test_lean_decode_log_probs_as_with_the_library_product(arch, decoder, form, monkeypatch):
     """The library product's decode draws; the panel kernel's decode replays those tokens: the same
-    per-token log-probs (6 prompts x 2 samples = 12 rows, samples ending at EOS on the way)."""
+    per-token log-probs (6 prompts x 2 samples = 12 rows, samples ending at EOS on the way). In the
+    AVX2 form the AVX-512 kernels read as absent, as on a CPU without them."""
+    calls = []  # per product: whether it ran the AVX-512 form (None: the library's, as where N is not whole panels)
+    original = panel_linear.PanelLinear.__call__
+    monkeypatch.setattr(panel_linear.PanelLinear, "__call__", lambda self, x, residual=None: calls.append(
+        None if self.panels is None else self.avx512) or original(self, x, residual))
+    if form == "avx2":
+        monkeypatch.setattr(kernels, "load", lambda: "AVX-512 taken away by the test")
     replayed_with_both(model_of(arch).eval(), decoder, monkeypatch)
+    assert (form != "avx2") in calls and set(calls) <= {form != "avx2", None}
 
 
 def replayed_with_both(model, decoder, monkeypatch):
@@ -120,10 +139,13 @@ def replayed_with_both(model, decoder, monkeypatch):
     assert_close(panels.tok_logps, library.tok_logps, atol=1e-5, rtol=0)
 
 
-def a_cpu(monkeypatch, vendor: str, family: str) -> None:
-    """Make /proc/cpuinfo read as `vendor`, `family` for the kernels' rules."""
+def a_cpu(monkeypatch, vendor: str, family: str, avx512: bool = True, model: str = "49") -> None:
+    """Make /proc/cpuinfo read as `vendor`, `family`, `model` for the kernels' rules, and the AVX-512
+    kernels as loaded (`avx512`) or not."""
+    fields = {"vendor_id": vendor, "cpu family": family, "model": model}
     monkeypatch.setattr(kernels, "vendor", lambda: vendor)
-    monkeypatch.setattr(kernels, "_cpuinfo", lambda field: {"vendor_id": vendor, "cpu family": family}.get(field, ""))
+    monkeypatch.setattr(kernels, "_cpuinfo", lambda field: fields.get(field, ""))
+    monkeypatch.setattr(kernels, "load", lambda: None if avx512 else "no AVX-512 on this CPU")
 
 
 @pytest.mark.parametrize(("vendor", "family", "measured"), [
@@ -140,6 +162,21 @@ def test_auto_takes_our_kernels_on_the_measured_cpus_only(monkeypatch, vendor, f
         assert "parameters" in panel_linear.pays_here(tiny)  # the next rule: the tiny model's size
     else:
         assert panel_linear.pays_here(tiny) == why
+
+
+@pytest.mark.parametrize(("vendor", "family", "model", "measured"), [
+    ("AuthenticAMD", "23", "49", True), ("AuthenticAMD", "23", "113", True), ("AuthenticAMD", "23", "1", False),
+    ("AuthenticAMD", "25", "33", False), ("AuthenticAMD", "26", "2", False), ("GenuineIntel", "6", "85", False)])
+def test_without_avx512_auto_takes_the_avx2_product_on_the_measured_cpus_only(monkeypatch, vendor, family, model, measured):
+    """Where the AVX-512 kernels do not load, the AVX2 product was measured on AMD's Zen 2 (family
+    23, models from 0x30) alone; Zen 1, Zen 3 / 4, Intel without AVX-512 keep MKL's product."""
+    a_cpu(monkeypatch, vendor, family, avx512=False, model=model)
+    tiny = model_of("llama", hidden_size=64, num_attention_heads=4)
+    assert (kernels.measured_avx2_cpu() is None) == measured
+    if measured:
+        assert "parameters" in panel_linear.pays_here(tiny)  # the next rule: the tiny model's size
+    else:
+        assert panel_linear.pays_here(tiny) == kernels.measured_avx2_cpu() and "Zen 2" in panel_linear.pays_here(tiny)
 
 
 def test_rule_takes_the_kernel_only_where_measured(monkeypatch):
@@ -176,7 +213,7 @@ def rms_normed(x, eps, gamma=None):
     return y if gamma is None else y * gamma.double()
 
 
-@needs_kernel
+@needs_avx512
 @pytest.mark.parametrize("one_pass", [False, True])
 @pytest.mark.parametrize("K,N", [(48, 96), (64, 80)])  # K off the 16-lane grid; 5 panels: an odd one alone
 def test_norm_linear_and_norm_glu_against_float64(K, N, one_pass):
@@ -224,7 +261,7 @@ def attention_by_hand(qkv, rotation, cache, bias, width, H):
     return out.view(P * k, H * D), qkv, cache
 
 
-@needs_kernel
+@needs_avx512
 @pytest.mark.parametrize("H,KV,D,R", [(4, 2, 32, 16), (3, 3, 16, 16)])  # grouped heads with partial rotary; plain heads
 def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
     g = torch.Generator().manual_seed(H * D + R)
@@ -248,7 +285,7 @@ def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
         torch.ops.hybridpo_panel.attend(torch.randn(2, 40), rotation[:1], torch.randn(1, 1, 4, 16), bias[:1, :, :, :4], 2, 3)
 
 
-@needs_kernel
+@needs_avx512
 @pytest.mark.parametrize("one_pass", [False, True])  # the decode's 12 rows in pairs of panels; in one pass
 @pytest.mark.parametrize("arch,vocab", [("llama", 128), ("qwen2", VOCAB)])  # the head on the kernel; on the library (97)
 def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, one_pass, monkeypatch):

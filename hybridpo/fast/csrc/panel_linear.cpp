@@ -30,11 +30,16 @@
 #include <cstring>
 #include <limits>
 
+#include "panels.h"
 #include "simd.h"
 
 namespace {
 
-constexpr int64_t kWidth = 16;       // outputs per panel: one AVX-512 register of fp32
+using hybridpo_panels::check_panels;
+using hybridpo_panels::check_rows;
+using hybridpo_panels::kWidth;
+using hybridpo_panels::vector_of;
+
 constexpr int64_t kAheadL2 = 256;    // pairs: inputs k ahead to prefetch (16 KB of one panel), into L2
 constexpr int64_t kAheadL1 = 128;    // one pass: inputs k ahead to prefetch (8 KB), into L1
 constexpr int64_t kBlock = 128;      // pairs: inputs k per block (two panels' 2 x 128 x 64 B = 16 KB stay in L1)
@@ -151,24 +156,6 @@ void run(const float* xt, int64_t M, int64_t K, const float* w, int64_t panels, 
       emit(acc, M, p, G, N, y, bias, res);
     }
   });
-}
-
-void check_rows(const at::Tensor& x) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.scalar_type() == at::kFloat && x.device().is_cpu(),
-              "x: a contiguous (M, K) fp32 CPU tensor");
-  TORCH_CHECK(x.size(0) >= 1 && x.size(0) <= 16, "the panel kernel takes 1 to 16 rows, got ", x.size(0));
-}
-
-void check_panels(const at::Tensor& panels, int64_t K) {
-  TORCH_CHECK(panels.dim() == 3 && panels.size(2) == kWidth && panels.is_contiguous() &&
-              panels.scalar_type() == at::kFloat, "panels: a contiguous (N / 16, K, 16) fp32 tensor");
-  TORCH_CHECK(panels.size(1) == K, "x has ", K, " inputs, the panels ", panels.size(1));
-}
-
-const float* vector_of(const c10::optional<at::Tensor>& v, int64_t n, const char* what) {
-  if (!v) return nullptr;
-  TORCH_CHECK(v->numel() == n && v->is_contiguous() && v->scalar_type() == at::kFloat, what, ": (", n, ",) fp32");
-  return v->data_ptr<float>();
 }
 
 // x (M, K) transposed to (K, M), each row first RMS-normalised where `norm`: x / sqrt(mean(x^2) +
@@ -379,33 +366,12 @@ at::Tensor attend(at::Tensor& qkv, const at::Tensor& rotation, at::Tensor& cache
   return out;
 }
 
-// panels[p, k, j] = weight[16 p + j, k], written into `panels` (N / 16, K, 16), a panel per task:
-// its 16 rows of W are read along k while its panel is written in order.
-at::Tensor pack(const at::Tensor& weight, at::Tensor& panels) {
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.scalar_type() == at::kFloat &&
-              weight.size(0) % kWidth == 0, "weight: a contiguous (N, K) fp32 tensor, N a multiple of 16");
-  const int64_t N = weight.size(0), K = weight.size(1), P = N / kWidth;
-  TORCH_CHECK(panels.is_contiguous() && panels.numel() == N * K && panels.scalar_type() == at::kFloat,
-              "panels: a contiguous fp32 tensor of N x K elements");
-  const float* w = weight.data_ptr<float>();
-  float* out = panels.data_ptr<float>();
-  at::parallel_for(0, P, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
-      const float* rows = w + p * kWidth * K;
-      float* dst = out + p * K * kWidth;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t j = 0; j < kWidth; ++j) dst[k * kWidth + j] = rows[j * K + k];
-    }
-  });
-  return panels;
-}
-
 }  // namespace
 
 TORCH_LIBRARY(hybridpo_panel, m) {
   // one_pass: rows over 8 in one pass over each panel (the AMD EPYC's form), else in pairs of panels
   m.def("linear(Tensor x, Tensor panels, Tensor? bias, Tensor? residual, bool one_pass=False) -> Tensor", &linear);
-  m.def("pack(Tensor weight, Tensor(a!) panels) -> Tensor(a!)", &pack);
+  m.def("pack(Tensor weight, Tensor(a!) panels) -> Tensor(a!)", &hybridpo_panels::pack);
   m.def("norm_linear(Tensor x, float eps, Tensor? gamma, Tensor panels, Tensor? bias, bool one_pass=False) -> Tensor",
         &norm_linear);
   m.def("norm_glu(Tensor x, float eps, Tensor panels, Tensor? bias, bool one_pass=False) -> Tensor", &norm_glu);
