@@ -14,7 +14,8 @@ floor (weights / bandwidth), the one-time weight packing per `sample` call, and 
 a 16-row product streams the head: with MKL's packed GEMM (`speed.decode_gemm` "library") and
 with our panel kernel (hybridpo.fast.panel_linear, "panels"); the decode, and the step's products
 alone, are timed with each, and the decode once more with the block fused around the kernel
-(hybridpo.fast.panel_linear.PanelLlamaDecoder, what "panels" runs for Llama-family models).
+(hybridpo.fast.panel_linear.PanelLlamaDecoder, what "panels" runs for Llama-family models, where
+the AVX-512 kernels load; on a CPU without AVX-512 "panels" is the AVX2 product, unfused).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import torch
 
 from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import build_model, get_workload
-from hybridpo.fast import neox_decode, panel_linear
+from hybridpo.fast import kernels, neox_decode, panel_linear
 from hybridpo.fast.llama_decode import LlamaDecoder
-from paired import best
+from paired import best, prefilled
 
 
 def main():
@@ -61,18 +62,7 @@ def main():
 
     model = build_model(get_workload("smollm2-hypo")).eval()
     P, k, W, T = args.prompts, args.k, args.prompt_length, args.new_tokens
-    prompt = torch.randint(100, model.config.vocab_size, (P, W))
-    attn = torch.ones(P, W, dtype=torch.long)
-    with torch.no_grad():
-        out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    logits = out.logits[:, -1]
-    eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
-
-    def draw(lg, rows, t):  # a fixed token that is never EOS: every row runs all T steps
-        tok = torch.full((lg.shape[0],), 500 + t, dtype=torch.long)
-        zero = torch.zeros(lg.shape[0])
-        return tok, zero, zero
+    kv, attn, logits, eos, draw = prefilled(model, P, W)
 
     weights = sum(p.numel() for p in model.model.layers.parameters()) + model.get_output_embeddings().weight.numel()
     step_bytes = weights * 4
@@ -82,7 +72,7 @@ def main():
     print(f"| weights read per decode step (30 blocks + tied head) | {step_bytes / 1e6:.0f} MB |")
     print(f"| floor: weights / read bandwidth per step, x {T - 1} steps | {step_bytes / bandwidth * (T - 1):.2f} s |")
     decoders = {kind: (LlamaDecoder, linear) for kind, linear in kinds.items()}
-    if "panels" in kinds:  # the block fused around the kernel's products (what "panels" runs for Llama models)
+    if "panels" in kinds and kernels.load() is None:  # the block fused around the AVX-512 kernel's products (what "panels" runs for Llama models)
         decoders["panels, fused block"] = (panel_linear.PanelLlamaDecoder, panel_linear.PanelLinear)
     for kind, (decoder, linear) in decoders.items():
         decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,

@@ -82,6 +82,25 @@ def hypo_work(model, w, prompts, offline, pad: int, eos: int, seed: int, decode_
     return samples, (*times, sum(times))
 
 
+def prefilled(model, prompts: int, width: int, generator=None):
+    """A decode's start on `model` (eval mode): `prompts` random prompts of `width` tokens prefilled.
+    Returns (the cache as (keys, values) per layer, the attention mask, the last position's logits,
+    the EOS id, a draw that takes a fixed token, never EOS, so that every row runs every step)."""
+    prompt = torch.randint(100, model.config.vocab_size, (prompts, width), generator=generator)
+    attn = torch.ones(prompts, width, dtype=torch.long)
+    with torch.no_grad():
+        out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
+    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
+
+    def draw(lg, rows, t):
+        tok = torch.full((lg.shape[0],), 500 + t, dtype=torch.long)
+        zero = torch.zeros(lg.shape[0])
+        return tok, zero, zero
+
+    return kv, attn, out.logits[:, -1], eos, draw
+
+
 def best(fn, reps: int) -> float:
     """The fastest of `reps` calls of fn(), in seconds."""
     times = []

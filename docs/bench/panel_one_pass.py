@@ -25,18 +25,7 @@ FORMS = {"pairs": False, "one pass": True}
 
 def decode_part(model, rounds: int) -> None:
     P, k, W, T = 8, 2, 128, 53
-    prompt = torch.randint(100, model.config.vocab_size, (P, W), generator=torch.Generator().manual_seed(0))
-    attn = torch.ones(P, W, dtype=torch.long)
-    with torch.no_grad():
-        out = model(input_ids=prompt, attention_mask=attn, use_cache=True)
-    kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    logits = out.logits[:, -1]
-    eos = model.config.eos_token_id if isinstance(model.config.eos_token_id, int) else 0
-
-    def draw(lg, rows, t):  # a fixed token that is never EOS: every row runs all T steps
-        tok = torch.full((lg.shape[0],), 500 + t, dtype=torch.long)
-        zero = torch.zeros(lg.shape[0])
-        return tok, zero, zero
+    kv, attn, logits, eos, draw = paired.prefilled(model, P, W, torch.Generator().manual_seed(0))
 
     dec = panel_linear.PanelLlamaDecoder(model, rows=P * k)
     products = list(dec._linears())  # the head, then q|k|v, o, gate|up, down per block
