@@ -35,10 +35,7 @@
 
 namespace {
 
-using hybridpo_panels::check_panels;
-using hybridpo_panels::check_rows;
-using hybridpo_panels::kWidth;
-using hybridpo_panels::vector_of;
+using namespace hybridpo_panels;  // kWidth, check_rows, check_panels, vector_of, pack
 
 constexpr int64_t kAheadL2 = 256;    // pairs: inputs k ahead to prefetch (16 KB of one panel), into L2
 constexpr int64_t kAheadL1 = 128;    // one pass: inputs k ahead to prefetch (8 KB), into L1

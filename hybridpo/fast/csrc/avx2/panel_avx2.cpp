@@ -23,10 +23,7 @@
 
 namespace {
 
-using hybridpo_panels::check_panels;
-using hybridpo_panels::check_rows;
-using hybridpo_panels::kWidth;
-using hybridpo_panels::vector_of;
+using namespace hybridpo_panels;  // kWidth, check_rows, check_panels, vector_of, pack
 
 constexpr int64_t kBlock = 128;  // inputs k per block: the panel's 128 x 64 B = 8 KB stay in L1
 constexpr int kChunk = 6;        // rows per pass over a block: 6 rows x 2 registers = 12 accumulators
