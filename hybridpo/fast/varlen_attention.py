@@ -5,8 +5,8 @@ as wide as the widest group and hides what a token may not see with a 4D float m
 costs twice (measured on SmolLM2-135M, 8 UltraFeedback pairs, one thread, one block forward +
 backward): the rows are 23% padding that every projection and MLP computes, and SDPA's flash
 kernel cannot skip a masked block, so it scores every (query, key) pair of every row (202 ms)
-while the scores a token needs take 105 ms when computed span by span (`sdpa_bench` in
-docs/bench/performance.md). Here every group lies back to back in ONE row without padding, and
+while the scores a token needs take 105 ms when computed span by span (measured while building
+this module; no script of it was kept, the rule's figures are in hybridpo/fast/__init__.py). Here every group lies back to back in ONE row without padding, and
 attention runs once per span with the keys the span may see:
 
     a prompt                    its own tokens, causal (the flash kernel's is_causal: no mask)
