@@ -33,6 +33,7 @@ VARIANTS: dict[str, tuple[str, str, dict]] = {
     "hybridpo hypo shared-prompt": ("hybridpo_runner", "run_hypo", {"share_prompt": "on"}),
     "hybridpo hypo eager-elementwise": ("hybridpo_runner", "run_hypo", {"elementwise": "eager"}),
     "hybridpo hypo library-gemm": ("hybridpo_runner", "run_hypo", {"decode_gemm": "library"}),
+    "hybridpo hypo panels-gemm": ("hybridpo_runner", "run_hypo", {"decode_gemm": "panels"}),  # where auto keeps MKL's
     "hybridpo hypo flash-kernel": ("hybridpo_runner", "run_hypo", {"span_kernel": "flash"}),
     "hybridpo hypo library-train-gemm": ("hybridpo_runner", "run_hypo", {"train_gemm": "library"}),
     "hybridpo hypo library-gemm flash-kernel": ("hybridpo_runner", "run_hypo", {"decode_gemm": "library", "span_kernel": "flash"}),

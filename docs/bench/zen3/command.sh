@@ -1,0 +1,11 @@
+# The measurements on a 2-core AMD EPYC of the Zen 3 generation (family 25, model 1: AVX2, no
+# AVX-512), 2026-12-03, in the order they ran. Run from the repository root.
+export HYBRIDPO_HOME=${HYBRIDPO_HOME:-$PWD/.cache/hybridpo}
+# the decode with MKL's packed products and with the AVX2 panel product (then measured here only on Zen 2)
+(cd docs/bench && PYTHONPATH=../.. ../../.venv/bin/python decode_bandwidth.py --threads 2 > zen3/decode_bandwidth.md)
+# the training products: MKL against oneDNN (MKL as fast or faster here, so speed.train_gemm stays on MKL)
+PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmul_paths.md
+# a HyPO batch's model work, speed.decode_gemm library and panels alternated in one process
+(cd docs/bench && ../../.venv/bin/python decode_gemm_paired.py --repeats 3 > zen3/decode_gemm_paired.md)
+# the bars, with auto's decode (MKL's, before the rule took Zen 3) and the AVX2 panels forced, a fresh process each
+.venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo,hybridpo hypo panels-gemm" --out docs/bench/zen3/hypo > docs/bench/zen3/hypo/run.log
