@@ -65,20 +65,23 @@ def measured_cpu() -> str | None:
 
 
 # the CPUs "auto" takes the AVX2 panel product on (csrc/avx2/, for CPUs without AVX-512), where it
-# was measured against MKL's packed product: AMD's Zen 2 (family 23 from model 0x30; an EPYC of
-# model 49, docs/bench/zen2/). Zen 1 (family 23 below 0x30), Zen 3 and Zen 4 (family 25) and Intel
-# CPUs without AVX-512 were not measured.
-MEASURED_AVX2_AMD = (23, 0x30)  # family, first model
+# was measured against MKL's packed product, as (AMD family, first model, last model, generation):
+# Zen 2 (family 23 from model 0x30; an EPYC of model 49, docs/bench/zen2/) and the EPYCs of Zen 3
+# (family 25, models 0x00-0x0F; one of model 1, docs/bench/zen3/). Zen 1 (family 23 below 0x30),
+# the other Zen 3 models, Zen 4 (family 25, which the AVX-512 rule above leaves to the libraries)
+# and Intel CPUs without AVX-512 were not measured.
+MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2"), (25, 0x00, 0x0F, "Zen 3"))
 
 
 def measured_avx2_cpu() -> str | None:
-    """None where "auto" may take the AVX2 panel product on this CPU (the measured one above);
+    """None where "auto" may take the AVX2 panel product on this CPU (the measured ones above);
     otherwise why not. Cheap: nothing is built."""
     name, family, model = vendor(), _cpuinfo("cpu family"), _cpuinfo("model")
-    if (name == "AuthenticAMD" and family.isdigit() and model.isdigit()
-            and int(family) == MEASURED_AVX2_AMD[0] and int(model) >= MEASURED_AVX2_AMD[1]):
-        return None
-    return (f"the AVX2 form was measured on AMD's Zen 2 (family 23, model 48 on) only, this one is "
+    if name == "AuthenticAMD" and family.isdigit() and model.isdigit():
+        if any(int(family) == f and first <= int(model) <= last for f, first, last, _ in MEASURED_AVX2_AMD):
+            return None
+    measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen in MEASURED_AVX2_AMD)
+    return (f"the AVX2 form was measured on AMD's {measured} only, this one is "
             f"{name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}")
 
 

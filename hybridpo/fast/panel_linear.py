@@ -41,8 +41,9 @@ task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs
 rows from L1), and the block is not fused. Its 16-row products are bound by the FMA units rather
 than by memory there (2 threads, a matmul peak of ~148 GFLOP/s): the head 6.4 -> 12.0 GB/s against
 MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of 8 prompts x 2
-samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). `pays_here` takes it on the CPUs
-kernels.measured_avx2_cpu allows.
+samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). On an EPYC of the Zen 3 generation
+the same decode takes 8.13 -> 5.64 s, and a HyPO step's sampling 7.41 -> 5.78 s
+(docs/bench/zen3/). `pays_here` takes it on the CPUs kernels.measured_avx2_cpu allows.
 
 Same numbers as the library path to float rounding (each output is a sum over K in another
 order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the

@@ -166,10 +166,12 @@ def test_auto_takes_our_kernels_on_the_measured_cpus_only(monkeypatch, vendor, f
 
 @pytest.mark.parametrize(("vendor", "family", "model", "measured"), [
     ("AuthenticAMD", "23", "49", True), ("AuthenticAMD", "23", "113", True), ("AuthenticAMD", "23", "1", False),
+    ("AuthenticAMD", "25", "1", True), ("AuthenticAMD", "25", "15", True), ("AuthenticAMD", "25", "16", False),
     ("AuthenticAMD", "25", "33", False), ("AuthenticAMD", "26", "2", False), ("GenuineIntel", "6", "85", False)])
 def test_without_avx512_auto_takes_the_avx2_product_on_the_measured_cpus_only(monkeypatch, vendor, family, model, measured):
     """Where the AVX-512 kernels do not load, the AVX2 product was measured on AMD's Zen 2 (family
-    23, models from 0x30) alone; Zen 1, Zen 3 / 4, Intel without AVX-512 keep MKL's product."""
+    23, models from 0x30) and Zen 3 EPYCs (family 25, models 0x00-0x0F); Zen 1, other Zen 3 models,
+    Zen 4 and Intel without AVX-512 keep MKL's product."""
     a_cpu(monkeypatch, vendor, family, avx512=False, model=model)
     tiny = model_of("llama", hidden_size=64, num_attention_heads=4)
     assert (kernels.measured_avx2_cpu() is None) == measured
