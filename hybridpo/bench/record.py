@@ -6,6 +6,8 @@ import os
 import platform
 from dataclasses import dataclass, field
 
+from hybridpo.fast.kernels import cpuinfo_fields
+
 
 class Unavailable(RuntimeError):
     """A variant cannot run here (optional dependency missing, method not built yet); says why."""
@@ -49,12 +51,7 @@ def current_rss() -> int:
 def describe_cpu(cpuinfo: str) -> str | None:
     """The first processor of a /proc/cpuinfo text as "model name (family F, model M, vectors)",
     vectors the widest set our kernels care about (AVX-512, AVX2); None without a model name."""
-    fields = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            break  # the first processor's fields only
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
+    fields = cpuinfo_fields(cpuinfo)
     if "model name" not in fields:
         return None
     flags = fields.get("flags", "").split()

@@ -85,16 +85,24 @@ def measured_avx2_cpu() -> str | None:
             f"{name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}")
 
 
+def cpuinfo_fields(cpuinfo: str) -> dict[str, str]:
+    """The first processor's fields of a /proc/cpuinfo text, name -> value ("model" and "model
+    name" are two fields)."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's fields only
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def _cpuinfo(field: str) -> str:
-    """The first `field` line's value in /proc/cpuinfo ("" where there is none)."""
+    """The first processor's `field` value in /proc/cpuinfo ("" where there is none)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == field:  # "model" is not "model name"
-                return value.strip()
+        return cpuinfo_fields(Path("/proc/cpuinfo").read_text()).get(field, "")
     except OSError:
-        pass
-    return ""
+        return ""
 
 
 @functools.cache
