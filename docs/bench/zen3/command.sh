@@ -9,3 +9,7 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmu
 (cd docs/bench && ../../.venv/bin/python decode_gemm_paired.py --repeats 3 > zen3/decode_gemm_paired.md)
 # the bars, with auto's decode (MKL's, before the rule took Zen 3) and the AVX2 panels forced, a fresh process each
 .venv/bin/hybridpo bench speed --steps 8 --repeats 1 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo,hybridpo hypo panels-gemm" --out docs/bench/zen3/hypo > docs/bench/zen3/hypo/run.log
+# DPO against TRL 1.16 on identical batches, 3 steps (1 warm-up + 2 timed), a fresh process each
+# (its speed.md re-read from speed.json afterwards, for the memory bar's like-for-like label)
+.venv/bin/hybridpo bench speed --steps 3 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/zen3/dpo_trl > docs/bench/zen3/dpo_trl/run.log
+.venv/bin/hybridpo bench speed --report-from docs/bench/zen3/dpo_trl --out docs/bench/zen3/dpo_trl > /dev/null
