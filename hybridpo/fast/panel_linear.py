@@ -35,13 +35,13 @@ with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too. 
 takes a grid of more than 8 rows in one pass over each panel (`one_pass`): the decode 1.38 ->
 1.07 s against the pairs (docs/bench/amd/panel_one_pass.md).
 
-On a CPU without AVX-512 (an AMD EPYC of the Zen 2 generation, AVX2 only) the AVX-512 kernels do
-not build; there csrc/avx2/panel_avx2.cpp takes the products alone, in the same panels (one panel a
-task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs, then the next
-rows from L1), and the block is not fused. Its 16-row products are bound by the FMA units rather
-than by memory there (2 threads, a matmul peak of ~148 GFLOP/s): the head 6.4 -> 12.0 GB/s against
-MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of 8 prompts x 2
-samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). On an EPYC of the Zen 3 generation
+On a CPU without AVX-512 (an AMD EPYC of the Zen 2 or Zen 3 generation, AVX2 only) the AVX-512
+kernels do not build; there csrc/avx2/panel_avx2.cpp takes the products alone, in the same panels
+(one panel a task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs, then
+the next rows from L1), and the block is not fused. Its 16-row products are bound by the FMA units
+rather than by memory on Zen 2 (2 threads, a matmul peak of ~148 GFLOP/s): the head 6.4 -> 12.0
+GB/s against MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of
+8 prompts x 2 samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). On an EPYC of Zen 3
 the same decode takes 8.13 -> 5.64 s, and a HyPO step's sampling 7.41 -> 5.78 s
 (docs/bench/zen3/). `pays_here` takes it on the CPUs kernels.measured_avx2_cpu allows.
 
