@@ -13,3 +13,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmu
 # (its speed.md re-read from speed.json afterwards, for the memory bar's like-for-like label)
 .venv/bin/hybridpo bench speed --steps 3 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/zen3/dpo_trl > docs/bench/zen3/dpo_trl/run.log
 .venv/bin/hybridpo bench speed --report-from docs/bench/zen3/dpo_trl --out docs/bench/zen3/dpo_trl > /dev/null
+# the HyPO/DPO bar with the AVX2 decode taken by auto, 2 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 2 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_repeats > docs/bench/zen3/hypo_repeats/run.log
