@@ -116,7 +116,8 @@ def _dpo_bars(rows, workload, need, rss_share, flops_share) -> list[str]:
             lowest = min((t for _, t in pairs), key=lambda r: r.peak_rss_gb)
             share = ours_low.peak_rss_gb / lowest.peak_rss_gb
             trained = "every weight trained" if kinds[0] else "last blocks trained"
-            lines.append(f"{workload}: peak RSS, like for like ({trained}), hybridpo's lowest ({ours_low.variant}) {ours_low.peak_rss_gb:.2f} GB "
+            lines.append(f"{workload}: peak RSS, like for like ({trained}), hybridpo's lowest ({ours_low.variant}) "
+                         f"{ours_low.peak_rss_gb:.2f} GB "
                          f"vs TRL's lowest ({lowest.variant}) {lowest.peak_rss_gb:.2f} GB = {share:.0%} "
                          f"(bar <= {rss_share:.0%}): {_verdict(share <= rss_share)}")
     steady = _get(rows, workload, "hybridpo dpo")
