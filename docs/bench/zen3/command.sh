@@ -15,3 +15,10 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmu
 .venv/bin/hybridpo bench speed --report-from docs/bench/zen3/dpo_trl --out docs/bench/zen3/dpo_trl > /dev/null
 # the HyPO/DPO bar with the AVX2 decode taken by auto, 2 fresh processes per variant
 .venv/bin/hybridpo bench speed --steps 8 --repeats 2 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_repeats > docs/bench/zen3/hypo_repeats/run.log
+# Dec 3, evening: the AVX2 product with named accumulators (GCC 12 had kept the array of them on the
+# stack, storing all 12 on every k), against its source at 219f192, alternated in one process
+.venv/bin/python docs/bench/avx2_accumulators.py --before 219f192 --repeats 5 > docs/bench/zen3/avx2_accumulators.md
+# the decode again, with the named accumulators
+(cd docs/bench && PYTHONPATH=../.. ../../.venv/bin/python decode_bandwidth.py --threads 2 > zen3/decode_bandwidth_registers.md)
+# the HyPO/DPO bar with them, 3 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_registers > docs/bench/zen3/hypo_registers/run.log

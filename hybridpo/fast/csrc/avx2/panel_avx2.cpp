@@ -1,12 +1,15 @@
 // The decode's few-row products y = residual + x W^T + b on CPUs with AVX2 and FMA but no AVX-512
-// (an AMD EPYC of the Zen 2 generation): W as 16-column panels (../panels.h), every weight read
-// once from memory for all M <= 16 rows together.
+// (AMD EPYCs of the Zen 2 and Zen 3 generations): W as 16-column panels (../panels.h), every
+// weight read once from memory for all M <= 16 rows together.
 // Built and loaded by hybridpo/fast/kernels.py (load_avx2), called by hybridpo/fast/panel_linear.py.
 //
 // A task takes one panel. Over blocks of 128 inputs (the panel's 8 KB stay in L1) it keeps up to
 // 6 rows x 16 outputs in 12 of AVX2's 16 registers and adds x[r, k] * W[16p .. 16p + 15, k] for
 // every k of the block, then the next rows over the same block from L1; the first pass over a
-// block prefetches the panel 8 KB ahead.
+// block prefetches the panel 8 KB ahead. The accumulators are named variables: as an array GCC 12
+// kept them on the stack and stored all 12 on every k, which halved the rate (Zen 3, 2 threads,
+// alternated in one process: the 113 MB head at 16 rows 13.5 -> 8.2 ms, the Llama block's products
+// 1.8-2.5x; docs/bench/zen3/avx2_accumulators.md).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -33,25 +36,26 @@ constexpr int64_t kAhead = 128;  // inputs k ahead to prefetch (8 KB of the pane
 // broadcasts for 2R FMAs. xt is x transposed (K, M), offset to the chunk's first row.
 template <int R, bool Prefetch>
 void block(const float* xt, int64_t M, const float* w, int64_t k0, int64_t k1, float* acc) {
-  __m256 a[R][2];
-  for (int r = 0; r < R; ++r) {
-    a[r][0] = _mm256_loadu_ps(acc + r * kWidth);
-    a[r][1] = _mm256_loadu_ps(acc + r * kWidth + 8);
-  }
+  // named accumulators, not an array (see the top of this file)
+  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
+#define HYBRIDPO_LOAD(r) if constexpr (R > r) { a##r##0 = _mm256_loadu_ps(acc + r * kWidth); \
+                                               a##r##1 = _mm256_loadu_ps(acc + r * kWidth + 8); }
+  HYBRIDPO_LOAD(0) HYBRIDPO_LOAD(1) HYBRIDPO_LOAD(2) HYBRIDPO_LOAD(3) HYBRIDPO_LOAD(4) HYBRIDPO_LOAD(5)
+#undef HYBRIDPO_LOAD
   for (int64_t k = k0; k < k1; ++k) {
     if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + (k + kAhead) * kWidth), _MM_HINT_T0);
     const __m256 w0 = _mm256_loadu_ps(w + k * kWidth), w1 = _mm256_loadu_ps(w + k * kWidth + 8);
     const float* xk = xt + k * M;
-    for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_broadcast_ss(xk + r);
-      a[r][0] = _mm256_fmadd_ps(x, w0, a[r][0]);
-      a[r][1] = _mm256_fmadd_ps(x, w1, a[r][1]);
-    }
+#define HYBRIDPO_FMA(r) if constexpr (R > r) { const __m256 x = _mm256_broadcast_ss(xk + r); \
+                                              a##r##0 = _mm256_fmadd_ps(x, w0, a##r##0);  \
+                                              a##r##1 = _mm256_fmadd_ps(x, w1, a##r##1); }
+    HYBRIDPO_FMA(0) HYBRIDPO_FMA(1) HYBRIDPO_FMA(2) HYBRIDPO_FMA(3) HYBRIDPO_FMA(4) HYBRIDPO_FMA(5)
+#undef HYBRIDPO_FMA
   }
-  for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(acc + r * kWidth, a[r][0]);
-    _mm256_storeu_ps(acc + r * kWidth + 8, a[r][1]);
-  }
+#define HYBRIDPO_STORE(r) if constexpr (R > r) { _mm256_storeu_ps(acc + r * kWidth, a##r##0); \
+                                                _mm256_storeu_ps(acc + r * kWidth + 8, a##r##1); }
+  HYBRIDPO_STORE(0) HYBRIDPO_STORE(1) HYBRIDPO_STORE(2) HYBRIDPO_STORE(3) HYBRIDPO_STORE(4) HYBRIDPO_STORE(5)
+#undef HYBRIDPO_STORE
 }
 
 template <bool Prefetch>
