@@ -14,8 +14,8 @@ floor (weights / bandwidth), the one-time weight packing per `sample` call, and 
 a 16-row product streams the head: with MKL's packed GEMM (`speed.decode_gemm` "library") and
 with our panel kernel (hybridpo.fast.panel_linear, "panels"); the decode, and the step's products
 alone, are timed with each, and the decode once more with the block fused around the kernel
-(hybridpo.fast.panel_linear.PanelLlamaDecoder, what "panels" runs for Llama-family models, where
-the AVX-512 kernels load; on a CPU without AVX-512 "panels" is the AVX2 product, unfused).
+(hybridpo.fast.panel_linear.PanelLlamaDecoder, what "panels" runs for Llama-family models: on the
+AVX-512 kernels where they load, else on the AVX2 form's).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from hybridpo.bench.record import machine
 from hybridpo.bench.workloads import build_model, get_workload
-from hybridpo.fast import kernels, neox_decode, panel_linear
+from hybridpo.fast import neox_decode, panel_linear
 from hybridpo.fast.llama_decode import LlamaDecoder
 from paired import best, prefilled
 
@@ -72,7 +72,7 @@ def main():
     print(f"| weights read per decode step (30 blocks + tied head) | {step_bytes / 1e6:.0f} MB |")
     print(f"| floor: weights / read bandwidth per step, x {T - 1} steps | {step_bytes / bandwidth * (T - 1):.2f} s |")
     decoders = {kind: (LlamaDecoder, linear) for kind, linear in kinds.items()}
-    if "panels" in kinds and kernels.load() is None:  # the block fused around the AVX-512 kernel's products (what "panels" runs for Llama models)
+    if "panels" in kinds:  # the block fused around the kernel's products (what "panels" runs for Llama models)
         decoders["panels, fused block"] = (panel_linear.PanelLlamaDecoder, panel_linear.PanelLinear)
     for kind, (decoder, linear) in decoders.items():
         decode_s = best(lambda: neox_decode.decode(model, kv, attn, logits, k, T, eos_id=eos, pad_id=eos, draw=draw,

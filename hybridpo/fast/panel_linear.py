@@ -153,19 +153,23 @@ class PanelLinear(PackedLinear):
 class PanelLlamaDecoder(LlamaDecoder):
     """hybridpo.fast.llama_decode.LlamaDecoder on the panel kernel, its block fused into five calls
     where every product takes the kernel (a grid of at most ROWS rows, head size and MLP width
-    multiples of 16): rms_norm + q | k | v; rotary + the cache write + attention over the cache
-    (each query head reads its KV head's columns once, skipping those the bias hides); o + the
+    multiples of 16 and 32): rms_norm + q | k | v; rotary + the cache write + attention over the
+    cache (each query head reads its KV head's columns once, skipping those the bias hides); o + the
     residual; rms_norm + gate | up + silu(gate) * up; down + the residual. The head's call takes
-    the final norm with its γ. Elsewhere (a grid of more rows) LlamaDecoder's step runs.
+    the final norm with its γ. Elsewhere (a grid of more rows) LlamaDecoder's step runs. The calls
+    are the AVX-512 library's where it loads, else the AVX2 library's (one panel a task).
 
     Why: with the products on the kernel, the rest of the step was a third of it (SmolLM2-135M,
     8 prompts x 2 samples, 2 threads: 0.8 of a 2.4 s decode in ~14 ops per block, SDPA 0.30 s,
-    rms_norm 0.16 s, silu and mul 0.10 s); measured in docs/bench/smollm2/decode_bandwidth.md."""
+    rms_norm 0.16 s, silu and mul 0.10 s); measured in docs/bench/smollm2/decode_bandwidth.md. On
+    an AMD EPYC of Zen 3 (AVX2) it was half the step, 37.5 of 77.4 ms
+    (docs/bench/zen3/decode_bandwidth_registers.md)."""
 
     def __init__(self, model, rows: int, linear=None):
         super().__init__(model, rows, linear=linear or PanelLinear)
+        self.avx512 = kernels.load() is None  # the fused calls' library: AVX-512's, else AVX2's
         self.fused = self._all_on_kernel()
-        self.one_pass = one_pass()  # the kernel's form for more than 8 rows (a bench may set it)
+        self.one_pass = one_pass()  # the AVX-512 kernel's form for more than 8 rows (a bench may set it)
 
     def repack(self, rows: int) -> None:
         super().repack(rows)
@@ -173,25 +177,25 @@ class PanelLlamaDecoder(LlamaDecoder):
 
     def _all_on_kernel(self) -> bool:
         blocks = [lin for lin in self._linears() if lin is not self.head]  # the head may take the library product
-        return (kernels.load() is None  # the fused calls are the AVX-512 library's
-                and self.head_dim % WIDTH == 0 and all(getattr(lin, "panels", None) is not None for lin in blocks)
+        return (self.head_dim % WIDTH == 0 and all(getattr(lin, "panels", None) is not None for lin in blocks)
                 and all(f % (2 * WIDTH) == 0 for *_, f in self.layers))
 
     def step(self, tok: Tensor, positions: Tensor, caches: list[Tensor], bias: Tensor, width: int,
              rotations: Tensor) -> Tensor:
         if not self.fused:
             return super().step(tok, positions, caches, bias, width, rotations)
-        ops, one = torch.ops.hybridpo_panel, self.one_pass
+        # the AVX-512 calls take the product's form (one pass or pairs); AVX2's have one form
+        ops, form = (torch.ops.hybridpo_panel, (self.one_pass,)) if self.avx512 else (torch.ops.hybridpo_panel_avx2, ())
         P, k = tok.shape
         x = self.embed[tok.reshape(-1)]  # (P*k, d)
         rotation = torch.view_as_real(rotations[positions]).contiguous()  # (P, R/2, 2): cos | sin
         for (_, _, qkv, o, up, down, _), (eps1, eps2), cache in zip(self.layers, self.eps, caches):
-            fused = ops.norm_linear(x, eps1, None, qkv.panels, qkv.bias, one)  # γ folded into W
-            x = ops.linear(ops.attend(fused, rotation, cache, bias, width, self.heads), o.panels, o.bias, x, one)
-            x = ops.linear(ops.norm_glu(x, eps2, up.panels, up.bias, one), down.panels, down.bias, x, one)
+            fused = ops.norm_linear(x, eps1, None, qkv.panels, qkv.bias, *form)  # γ folded into W
+            x = ops.linear(ops.attend(fused, rotation, cache, bias, width, self.heads), o.panels, o.bias, x, *form)
+            x = ops.linear(ops.norm_glu(x, eps2, up.panels, up.bias, *form), down.panels, down.bias, x, *form)
         if getattr(self.head, "panels", None) is None:  # a vocabulary that is not whole panels of 16
             return self.head(self.final_norm(x)).view(P, k, -1)
-        return ops.norm_linear(x, self.final_eps, self.final_gamma, self.head.panels, None, one).view(P, k, -1)
+        return ops.norm_linear(x, self.final_eps, self.final_gamma, self.head.panels, None, *form).view(P, k, -1)
 
 
 def to_panels(weight: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ from test_varlen_attention import PAD, VOCAB, model_of
 WHY = panel_linear.unsupported_reason()  # None where either form loads
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"panel kernel unavailable here: {WHY}")
 AVX512_WHY, AVX2_WHY = kernels.load(), kernels.load_avx2()
-needs_avx512 = pytest.mark.skipif(AVX512_WHY is not None, reason=f"the AVX-512 kernels are unavailable here: {AVX512_WHY}")
 # the product's forms: AVX-512 in pairs of panels or in one pass, AVX2 (which an AVX-512 CPU runs too)
 FORMS = [pytest.param(form, marks=pytest.mark.skipif(why is not None, reason=f"unavailable here: {why}"), id=form)
          for form, why in (("pairs", AVX512_WHY), ("one pass", AVX512_WHY), ("avx2", AVX2_WHY))]
@@ -215,29 +214,54 @@ def rms_normed(x, eps, gamma=None):
     return y if gamma is None else y * gamma.double()
 
 
-@needs_avx512
-@pytest.mark.parametrize("one_pass", [False, True])
+def fused_ops(form: str):
+    """The fused block's calls in `form`: (the library's ops, the trailing arguments they take)."""
+    if form == "avx2":
+        return torch.ops.hybridpo_panel_avx2, ()
+    return torch.ops.hybridpo_panel, (form == "one pass",)
+
+
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("K,N", [(48, 96), (64, 80)])  # K off the 16-lane grid; 5 panels: an odd one alone
-def test_norm_linear_and_norm_glu_against_float64(K, N, one_pass):
+def test_norm_linear_and_norm_glu_against_float64(K, N, form):
     g = torch.Generator().manual_seed(K * N)
     weight, bias, gamma = torch.randn(N, K, generator=g), torch.randn(N, generator=g), 1 + torch.rand(K, generator=g)
     F = 64
     gate_up, gu_bias = torch.randn(2 * F, K, generator=g), torch.randn(2 * F, generator=g)
-    ops = torch.ops.hybridpo_panel
+    ops, extra = fused_ops(form)
     for rows in (1, 3, 8, 9, 16):
         x = 3 * torch.randn(rows, K, generator=g)
         lin = panel_linear.PanelLinear(weight, bias, rows)
-        close(ops.norm_linear(x, 1e-5, None, lin.panels, lin.bias, one_pass),
+        close(ops.norm_linear(x, 1e-5, None, lin.panels, lin.bias, *extra),
               (rms_normed(x, 1e-5) @ weight.double().t() + bias).float())
-        close(ops.norm_linear(x, 1e-6, gamma, lin.panels, None, one_pass),
+        close(ops.norm_linear(x, 1e-6, gamma, lin.panels, None, *extra),
               (rms_normed(x, 1e-6, gamma) @ weight.double().t()).float())
         glu = panel_linear.PanelLinear(gate_up, gu_bias, rows)
         both = rms_normed(x, 1e-5) @ gate_up.double().t() + gu_bias.double()
-        close(ops.norm_glu(x, 1e-5, glu.panels, glu.bias, one_pass),
+        close(ops.norm_glu(x, 1e-5, glu.panels, glu.bias, *extra),
               (torch.nn.functional.silu(both[:, :F]) * both[:, F:]).float())
-    odd = panel_linear.PanelLinear(torch.randn(96, K, generator=g), None, 4)  # 3 + 3 panels: not pairs
-    with pytest.raises(RuntimeError, match="even count"):
-        ops.norm_glu(torch.randn(4, K, generator=g), 1e-5, odd.panels, None)
+    if form != "avx2":  # AVX-512 takes gate and up panels in pairs; AVX2 one at a time
+        odd = panel_linear.PanelLinear(torch.randn(96, K, generator=g), None, 4)  # 3 + 3 panels: not pairs
+        with pytest.raises(RuntimeError, match="even count"):
+            ops.norm_glu(torch.randn(4, K, generator=g), 1e-5, odd.panels, None)
+
+
+@pytest.mark.parametrize("form", [f for f in FORMS if f.id != "pairs"])  # one e^x per library
+def test_the_glus_silu_holds_across_the_range_of_e_to_the_x(form):
+    """silu(g) for gates from about -100 to 100 (the gate 60 x the normed input, the up projection
+    its bias 1): within fp32's rounding of g (|g| 1e-7 relative, so 3e-5) down to g = -80; under
+    that e^-g is clamped at e^88.38 and silu reads as ~0, as it nearly is (|g e^g| < 2e-33)."""
+    x = torch.linspace(-1, 1, 16 * 64).view(16, 64)
+    weight = torch.cat([60 * torch.eye(64), torch.zeros(64, 64)])  # gate = 60 x̂, up = 0 x̂ + 1
+    glu = panel_linear.PanelLinear(weight, torch.cat([torch.zeros(64), torch.ones(64)]), 16)
+    ops, extra = fused_ops(form)
+    got = ops.norm_glu(x, 1e-5, glu.panels, glu.bias, *extra).double()
+    gates = 60 * rms_normed(x, 1e-5)
+    assert gates.min() < -95 and gates.max() > 95
+    wanted = torch.nn.functional.silu(gates)
+    live = gates > -80
+    assert_close(got[live], wanted[live], rtol=3e-5, atol=1e-35)
+    assert got[~live].abs().max() < 1e-30
 
 
 def attention_by_hand(qkv, rotation, cache, bias, width, H):
@@ -263,9 +287,9 @@ def attention_by_hand(qkv, rotation, cache, bias, width, H):
     return out.view(P * k, H * D), qkv, cache
 
 
-@needs_avx512
+@pytest.mark.parametrize("form", [f for f in FORMS if f.id != "one pass"])  # attend has one form per library
 @pytest.mark.parametrize("H,KV,D,R", [(4, 2, 32, 16), (3, 3, 16, 16)])  # grouped heads with partial rotary; plain heads
-def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
+def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R, form):
     g = torch.Generator().manual_seed(H * D + R)
     P, k, W, T = 3, 2, 5, 6
     C, t = W + k * T, 3
@@ -279,21 +303,25 @@ def test_attend_rotates_writes_the_cache_and_attends(H, KV, D, R):
     angle = torch.rand(P, R // 2, generator=g) * 6
     rotation = torch.stack([angle.cos(), angle.sin()], -1).contiguous()
     wanted, wanted_qkv, wanted_cache = attention_by_hand(qkv, rotation, cache, bias, width, H)
-    out = torch.ops.hybridpo_panel.attend(qkv, rotation, cache, bias, width, H)
+    ops, _ = fused_ops(form)
+    out = ops.attend(qkv, rotation, cache, bias, width, H)
     assert_close(out.double(), wanted, atol=1e-5, rtol=1e-5)
     assert_close(qkv.double(), wanted_qkv, atol=1e-6, rtol=1e-6)  # q and k rotated in place
     assert_close(cache.double(), wanted_cache, atol=1e-6, rtol=1e-6)  # the step's k columns written, no other
     with pytest.raises(RuntimeError, match="multiple of 16"):
-        torch.ops.hybridpo_panel.attend(torch.randn(2, 40), rotation[:1], torch.randn(1, 1, 4, 16), bias[:1, :, :, :4], 2, 3)
+        ops.attend(torch.randn(2, 40), rotation[:1], torch.randn(1, 1, 4, 16), bias[:1, :, :, :4], 2, 3)
 
 
-@needs_avx512
-@pytest.mark.parametrize("one_pass", [False, True])  # the decode's 12 rows in pairs of panels; in one pass
+@pytest.mark.parametrize("form", FORMS)  # the decode's 12 rows in pairs of panels; in one pass; AVX2's
 @pytest.mark.parametrize("arch,vocab", [("llama", 128), ("qwen2", VOCAB)])  # the head on the kernel; on the library (97)
-def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, one_pass, monkeypatch):
+def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, form, monkeypatch):
     """Head size 16 and MLP width 64: every block of the decode runs the five fused calls
-    (PanelLlamaDecoder); its log-probs of the library decode's recorded samples match at 1e-5."""
+    (PanelLlamaDecoder); its log-probs of the library decode's recorded samples match at 1e-5. In
+    the AVX2 form the AVX-512 kernels read as absent, as on a CPU without them."""
+    one_pass = form == "one pass"
     monkeypatch.setattr(panel_linear, "one_pass", lambda: one_pass)
+    if form == "avx2":
+        monkeypatch.setattr(kernels, "load", lambda: "AVX-512 taken away by the test")
     model = zoo.random_model(arch, "tiny", vocab, seed=0, initializer_range=0.3, max_position_embeddings=256,
                              pad_token_id=PAD, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=64).eval()
@@ -303,7 +331,7 @@ def test_fused_llama_step_log_probs_as_with_the_library_product(arch, vocab, one
     replayed_with_both(model, "llama", monkeypatch)
     assert fused and all(fused)
     decoder = panel_linear.PanelLlamaDecoder(model, rows=12)
-    assert decoder.one_pass is one_pass
+    assert decoder.one_pass is one_pass and decoder.avx512 is (form != "avx2")
     decoder.repack(32)  # a grid of more than 16 rows: the library's products, LlamaDecoder's step
     assert fused[-1] is False
     decoder.repack(8)  # half the prompts left the grid: the kernel and the fused step again

@@ -20,7 +20,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "panels.h"
 
@@ -31,6 +33,34 @@ using namespace hybridpo_panels;  // kWidth, check_rows, check_panels, vector_of
 constexpr int64_t kBlock = 128;  // inputs k per block: the panel's 128 x 64 B = 8 KB stay in L1
 constexpr int kChunk = 6;        // rows per pass over a block: 6 rows x 2 registers = 12 accumulators
 constexpr int64_t kAhead = 128;  // inputs k ahead to prefetch (8 KB of the panel), on a block's first pass
+
+// The sum of a register's 8 lanes.
+inline float sum8(__m256 v) {
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+}
+
+// e^x for 8 lanes, as ../simd.h's exp16 (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7
+// polynomial for e^r), 2^n built in the exponent bits. Inputs under -87.33 (2^n under the smallest
+// normal float) give 0, over 88.38 give e^88.38.
+inline __m256 exp8(__m256 x) {
+  const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365447505531f), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f)), _mm256_set1_ps(88.3762626647949f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
 
 // acc (R, 16) += x^T[k0:k1, r0:r0+R]^T W[k0:k1] for the panel w: per k, two weight loads and R
 // broadcasts for 2R FMAs. xt is x transposed (K, M), offset to the chunk's first row.
@@ -80,20 +110,36 @@ void panel_product(const float* xt, int64_t M, int64_t K, const float* w, float*
   }
 }
 
-at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
-                  const c10::optional<at::Tensor>& residual) {
-  check_rows(x);
-  check_panels(panels, x.size(1));
-  const int64_t M = x.size(0), K = x.size(1), P = panels.size(0), N = P * kWidth;
-  const float* res = nullptr;
-  if (residual) {
-    TORCH_CHECK(residual->sizes() == at::IntArrayRef({M, N}) && residual->is_contiguous() &&
-                residual->scalar_type() == at::kFloat, "residual: a contiguous (M, N) fp32 tensor");
-    res = residual->data_ptr<float>();
+// x (M, K) transposed to (K, M), each row first RMS-normalised where `norm`: x / sqrt(mean(x^2) +
+// eps) * gamma (gamma optional), in fp32 (the sum of squares 8 lanes at a time, then one square
+// root per row).
+at::Tensor transposed(const at::Tensor& x, bool norm, double eps, const float* gamma) {
+  const int64_t M = x.size(0), K = x.size(1), whole = K / 8 * 8;
+  at::Tensor out = at::empty({K, M}, x.options());
+  const float* xp = x.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t r = 0; r < M; ++r) {
+    const float* row = xp + r * K;
+    float scale = 1.f;
+    if (norm) {
+      __m256 squares = _mm256_setzero_ps();
+      for (int64_t k = 0; k < whole; k += 8) {
+        const __m256 v = _mm256_loadu_ps(row + k);
+        squares = _mm256_fmadd_ps(v, v, squares);
+      }
+      float sum = sum8(squares);
+      for (int64_t k = whole; k < K; ++k) sum += row[k] * row[k];
+      scale = 1.f / std::sqrt(sum / static_cast<float>(K) + static_cast<float>(eps));
+    }
+    for (int64_t k = 0; k < K; ++k) op[k * M + r] = norm ? row[k] * scale * (gamma ? gamma[k] : 1.f) : row[k];
   }
-  const float* b = vector_of(bias, N, "bias");
-  const at::Tensor xt = x.t().contiguous();  // (K, M): a row's inputs k apart, one broadcast each
-  at::Tensor y = at::empty({M, N}, x.options());
+  return out;
+}
+
+// y = residual + xt^T W^T + b for xt = x transposed (K, M), M <= 16, W as panels: a task per panel.
+at::Tensor product(const at::Tensor& xt, const at::Tensor& panels, const float* b, const float* res) {
+  const int64_t K = xt.size(0), M = xt.size(1), P = panels.size(0), N = P * kWidth;
+  at::Tensor y = at::empty({M, N}, xt.options());
   const float* xp = xt.data_ptr<float>();
   const float* wp = panels.data_ptr<float>();
   float* yp = y.data_ptr<float>();
@@ -114,9 +160,163 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::opti
   return y;
 }
 
+at::Tensor linear(const at::Tensor& x, const at::Tensor& panels, const c10::optional<at::Tensor>& bias,
+                  const c10::optional<at::Tensor>& residual) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  const int64_t M = x.size(0), N = panels.size(0) * kWidth;
+  const float* res = nullptr;
+  if (residual) {
+    TORCH_CHECK(residual->sizes() == at::IntArrayRef({M, N}) && residual->is_contiguous() &&
+                residual->scalar_type() == at::kFloat, "residual: a contiguous (M, N) fp32 tensor");
+    res = residual->data_ptr<float>();
+  }
+  return product(transposed(x, false, 0., nullptr), panels, vector_of(bias, N, "bias"), res);
+}
+
+// rms_norm(x) W^T + b: the norm (its scale gamma folded into W, or given here) before the product.
+at::Tensor norm_linear(const at::Tensor& x, double eps, const c10::optional<at::Tensor>& gamma,
+                       const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  const at::Tensor xt = transposed(x, true, eps, vector_of(gamma, x.size(1), "gamma"));
+  return product(xt, panels, vector_of(bias, panels.size(0) * kWidth, "bias"), nullptr);
+}
+
+// silu(g) * u for (g | u) = rms_norm(x) W^T + b, W the gate's F rows then the up's F rows: a task
+// streams gate panel j and up panel j and writes output columns 16 j .. 16 j + 15.
+at::Tensor norm_glu(const at::Tensor& x, double eps, const at::Tensor& panels, const c10::optional<at::Tensor>& bias) {
+  check_rows(x);
+  check_panels(panels, x.size(1));
+  TORCH_CHECK(panels.size(0) % 2 == 0, "panels: the gate's then the up's, as many of each");
+  const int64_t M = x.size(0), K = x.size(1), half = panels.size(0) / 2, F = half * kWidth;
+  const at::Tensor xt = transposed(x, true, eps, nullptr);
+  const float* b = vector_of(bias, 2 * F, "bias");
+  at::Tensor y = at::empty({M, F}, x.options());
+  const float* xp = xt.data_ptr<float>();
+  const float* wp = panels.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, half, 8, [&](int64_t begin, int64_t end) {
+    alignas(32) float gate[16 * kWidth];
+    alignas(32) float up[16 * kWidth];
+    for (int64_t j = begin; j < end; ++j) {
+      panel_product(xp, M, K, wp + j * K * kWidth, gate);
+      panel_product(xp, M, K, wp + (half + j) * K * kWidth, up);
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t h = 0; h < kWidth; h += 8) {
+          const int64_t col = j * kWidth + h;
+          __m256 gv = _mm256_load_ps(gate + r * kWidth + h), uv = _mm256_load_ps(up + r * kWidth + h);
+          if (b) {
+            gv = _mm256_add_ps(gv, _mm256_loadu_ps(b + col));
+            uv = _mm256_add_ps(uv, _mm256_loadu_ps(b + F + col));
+          }
+          const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+          _mm256_storeu_ps(yp + r * F + col, _mm256_mul_ps(silu, uv));
+        }
+    }
+  });
+  return y;
+}
+
+// One decode step's attention on the (prompt, sample) grid, as hybridpo_panel.attend (../panel_linear.cpp,
+// which describes the arguments): rotates q and k in place, writes k and v into the cache, and
+// returns softmax(q K^T + bias) V per query head (P k, H D), query head h reading KV head h / (H / KV).
+at::Tensor attend(at::Tensor& qkv, const at::Tensor& rotation, at::Tensor& cache, const at::Tensor& bias,
+                  int64_t width, int64_t heads) {
+  TORCH_CHECK(cache.dim() == 4 && cache.is_contiguous() && cache.scalar_type() == at::kFloat,
+              "cache: a contiguous (P, KV, C, 2D) fp32 tensor");
+  const int64_t P = cache.size(0), KV = cache.size(1), C = cache.size(2), D = cache.size(3) / 2, H = heads;
+  TORCH_CHECK(D % kWidth == 0 && D <= 256, "head size ", D, ": a multiple of 16, at most 256");
+  TORCH_CHECK(H % KV == 0, heads, " query heads over ", KV, " KV heads");
+  TORCH_CHECK(bias.dim() == 4 && bias.size(0) == P && bias.size(1) == 1 && bias.size(3) == C && bias.is_contiguous() &&
+              bias.scalar_type() == at::kFloat, "bias: a contiguous (P, 1, k, C) fp32 tensor");
+  const int64_t k = bias.size(2), R = rotation.dim() == 3 ? 2 * rotation.size(1) : -1;
+  TORCH_CHECK(qkv.dim() == 2 && qkv.size(0) == P * k && qkv.size(1) == (H + 2 * KV) * D && qkv.is_contiguous() &&
+              qkv.scalar_type() == at::kFloat, "qkv: a contiguous (P k, (H + 2 KV) D) fp32 tensor");
+  TORCH_CHECK(rotation.dim() == 3 && rotation.size(0) == P && rotation.size(2) == 2 && R <= D && rotation.is_contiguous() &&
+              rotation.scalar_type() == at::kFloat, "rotation: a contiguous (P, R / 2, 2) fp32 tensor, R <= D");
+  TORCH_CHECK(width >= k && width <= C, "width ", width, " outside ", k, " .. ", C);
+  const int64_t row = (H + 2 * KV) * D, group = H / KV, chunks = D / 8;
+  float* q = qkv.data_ptr<float>();
+  float* kc = cache.data_ptr<float>();
+  const float* rot = rotation.data_ptr<float>();
+  const float* mask = bias.data_ptr<float>();
+  for (int64_t p = 0; p < P; ++p) {  // rotary on q and k, then k | v into the cache
+    const float* cs = rot + p * R;
+    for (int64_t j = 0; j < k; ++j) {
+      float* r = q + (p * k + j) * row;
+      for (int64_t h = 0; h < H + KV; ++h) {
+        float* v = r + h * D;
+        for (int64_t i = 0; i < R / 2; ++i) {
+          const float a = v[2 * i], b = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+          v[2 * i] = a * c - b * s;
+          v[2 * i + 1] = a * s + b * c;
+        }
+      }
+      for (int64_t g = 0; g < KV; ++g) {
+        float* dst = kc + ((p * KV + g) * C + width - k + j) * 2 * D;
+        std::memcpy(dst, r + (H + g) * D, D * sizeof(float));
+        std::memcpy(dst + D, r + (H + KV + g) * D, D * sizeof(float));
+      }
+    }
+  }
+  at::Tensor out = at::empty({P * k, H * D}, qkv.options());
+  at::Tensor scratch = at::empty({P * KV, width + 8}, qkv.options());  // + a tail of 8 for the last exp8
+  float* op = out.data_ptr<float>();
+  float* sp = scratch.data_ptr<float>();
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, P * KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / KV, g = task % KV;
+      const float* keys = kc + (p * KV + g) * C * 2 * D;
+      float* score = sp + task * (width + 8);
+      for (int64_t j = 0; j < k; ++j) {
+        const float* allowed = mask + (p * k + j) * C;
+        for (int64_t hh = 0; hh < group; ++hh) {
+          const int64_t h = g * group + hh;
+          const float* query = q + (p * k + j) * row + h * D;
+          float top = neg_inf;
+          for (int64_t col = 0; col < width; ++col) {
+            if (allowed[col] == neg_inf) { score[col] = neg_inf; continue; }
+            const float* key = keys + col * 2 * D;
+            __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(query), _mm256_loadu_ps(key));
+            for (int64_t c = 1; c < chunks; ++c)
+              acc = _mm256_fmadd_ps(_mm256_loadu_ps(query + c * 8), _mm256_loadu_ps(key + c * 8), acc);
+            const float s = sum8(acc) + allowed[col];
+            score[col] = s;
+            top = std::max(top, s);
+          }
+          for (int64_t col = width; col < width + 8; ++col) score[col] = neg_inf;  // the tail: e^-inf = 0
+          __m256 total = _mm256_setzero_ps();
+          for (int64_t col = 0; col < width; col += 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(score + col), _mm256_set1_ps(top)));
+            _mm256_storeu_ps(score + col, e);
+            total = _mm256_add_ps(total, e);
+          }
+          const __m256 inv = _mm256_set1_ps(1.f / sum8(total));
+          __m256 acc[32];
+          for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm256_setzero_ps();
+          for (int64_t col = 0; col < width; ++col) {
+            if (score[col] == 0.f) continue;  // masked (or underflowed) columns add nothing
+            const __m256 wgt = _mm256_set1_ps(score[col]);
+            const float* value = keys + col * 2 * D + D;
+            for (int64_t c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(wgt, _mm256_loadu_ps(value + c * 8), acc[c]);
+          }
+          float* dst = op + (p * k + j) * H * D + h * D;
+          for (int64_t c = 0; c < chunks; ++c) _mm256_storeu_ps(dst + c * 8, _mm256_mul_ps(acc[c], inv));
+        }
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(hybridpo_panel_avx2, m) {
   m.def("linear(Tensor x, Tensor panels, Tensor? bias, Tensor? residual) -> Tensor", &linear);
   m.def("pack(Tensor weight, Tensor(a!) panels) -> Tensor(a!)", &hybridpo_panels::pack);
+  m.def("norm_linear(Tensor x, float eps, Tensor? gamma, Tensor panels, Tensor? bias) -> Tensor", &norm_linear);
+  m.def("norm_glu(Tensor x, float eps, Tensor panels, Tensor? bias) -> Tensor", &norm_glu);
+  m.def("attend(Tensor(a!) qkv, Tensor rotation, Tensor(b!) cache, Tensor bias, int width, int heads) -> Tensor", &attend);
 }
