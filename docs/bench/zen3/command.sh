@@ -22,3 +22,7 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmu
 (cd docs/bench && PYTHONPATH=../.. ../../.venv/bin/python decode_bandwidth.py --threads 2 > zen3/decode_bandwidth_registers.md)
 # the HyPO/DPO bar with them, 3 fresh processes per variant
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_registers > docs/bench/zen3/hypo_registers/run.log
+# the decode with the Llama block fused on the AVX2 form too (the "panels, fused block" rows)
+(cd docs/bench && PYTHONPATH=../.. ../../.venv/bin/python decode_bandwidth.py --threads 2 > zen3/decode_bandwidth_fused.md)
+# the HyPO/DPO bar with the fused block, 3 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_fused > docs/bench/zen3/hypo_fused/run.log
