@@ -9,7 +9,8 @@ never loads half a library. The kernels use AVX-512F; where they cannot build or
 compiler, no AVX-512F) `load()` says why, and every caller keeps its library path.
 
 csrc/avx2/ is a second library, torch.ops.hybridpo_panel_avx2, built the same way where AVX2 is
-(`load_avx2()`): the decode's few-row product alone, for CPUs without AVX-512.
+(`load_avx2()`): the decode's few-row products and the Llama block fused around them, for CPUs
+without AVX-512.
 
 Users: hybridpo.fast.panel_linear (the decode's few-row products, the fused Llama block) and
 hybridpo.fast.varlen_attention (training attention span by span).
@@ -116,7 +117,7 @@ def _load() -> str | None:
 
 def load_avx2() -> str | None:
     """None when the AVX2 panel product (csrc/avx2/, torch.ops.hybridpo_panel_avx2: the decode's
-    few-row products on CPUs without AVX-512) is built and loaded here; otherwise why not."""
+    few-row products and the fused block on CPUs without AVX-512) is built and loaded here; otherwise why not."""
     return _load_avx2()
 
 

@@ -36,14 +36,18 @@ takes a grid of more than 8 rows in one pass over each panel (`one_pass`): the d
 1.07 s against the pairs (docs/bench/amd/panel_one_pass.md).
 
 On a CPU without AVX-512 (an AMD EPYC of the Zen 2 or Zen 3 generation, AVX2 only) the AVX-512
-kernels do not build; there csrc/avx2/panel_avx2.cpp takes the products alone, in the same panels
-(one panel a task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs, then
-the next rows from L1), and the block is not fused. Its 16-row products are bound by the FMA units
-rather than by memory on Zen 2 (2 threads, a matmul peak of ~148 GFLOP/s): the head 6.4 -> 12.0
-GB/s against MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of
-8 prompts x 2 samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). On an EPYC of Zen 3
-the same decode takes 8.13 -> 5.64 s, and a HyPO step's sampling 7.41 -> 5.78 s
-(docs/bench/zen3/). `pays_here` takes it on the CPUs kernels.measured_avx2_cpu allows.
+kernels do not build; there csrc/avx2/panel_avx2.cpp takes the products, in the same panels (one
+panel a task, 6 rows x 16 outputs in 12 of AVX2's 16 registers over blocks of 128 inputs, then the
+next rows from L1), and the block's same five calls. On Zen 2 (2 threads, a matmul peak of ~148
+GFLOP/s), its products alone, before their accumulators were named (below): the head 6.4 -> 12.0
+GB/s against MKL's packed product, the step's 121 products 86.2 -> 49.2 ms, a 53-token decode of 8
+prompts x 2 samples 6.57 -> 4.12 s (docs/bench/zen2/decode_bandwidth.md). On an EPYC of Zen 3
+(docs/bench/zen3/), the same decode: 8.13 s with MKL; 5.64 s with the products as they were, whose
+12 accumulators GCC kept on the stack, stored on every input (that, not the FMA units, bound
+them); 4.02 s with them named (the step's products 66.2 -> 37.7 ms); 3.20 s with the block fused.
+HyPO's sampling over 7 timed steps of the smollm2-hypo workload went 41-43 -> 21-23 s. The fused
+block on AVX2 was measured on Zen 3 only. `pays_here` takes the kernel on the CPUs
+kernels.measured_avx2_cpu allows.
 
 Same numbers as the library path to float rounding (each output is a sum over K in another
 order; the softmax's exp is a polynomial within 2 ulp): tests/fast/test_panel_linear.py checks the
@@ -70,8 +74,8 @@ MIN_PARAMETERS = 100_000_000  # "auto" only for models this large (measured on S
 
 
 def unsupported_reason() -> str | None:
-    """None when a form of the kernel is built and loaded here (AVX-512, else the AVX2 product
-    alone); otherwise why not."""
+    """None when a form of the kernel is built and loaded here (AVX-512, else AVX2); otherwise why
+    not."""
     avx512 = kernels.load()
     if avx512 is None:
         return None
@@ -80,8 +84,8 @@ def unsupported_reason() -> str | None:
 
 
 def _ops():
-    """The loaded kernel's ops: AVX-512 (the products, the fused block's calls) where it loads, else
-    AVX2's (the products and the pack alone)."""
+    """The loaded kernel's ops (the products, the pack, the fused block's calls): AVX-512's where it
+    loads, else AVX2's."""
     return torch.ops.hybridpo_panel if kernels.load() is None else torch.ops.hybridpo_panel_avx2
 
 
