@@ -126,7 +126,7 @@ def _load_avx2() -> str | None:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"no AVX2 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
     sources = sorted((CSRC / "avx2").glob("*.cpp"))
-    return _built_and_loaded("hybridpo_avx2", sources, [*sources, CSRC / "panels.h"])
+    return _built_and_loaded("hybridpo_avx2", sources, [*sources, CSRC / "panels.h", CSRC / "simd.h"])
 
 
 def _built_and_loaded(name: str, sources: list[Path], texts: list[Path]) -> str | None:

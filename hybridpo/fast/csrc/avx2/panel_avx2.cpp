@@ -25,6 +25,7 @@
 #include <limits>
 
 #include "panels.h"
+#include "simd.h"
 
 namespace {
 
@@ -39,27 +40,6 @@ inline float sum8(__m256 v) {
   const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
   return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
-
-// e^x for 8 lanes, as ../simd.h's exp16 (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-7
-// polynomial for e^r), 2^n built in the exponent bits. Inputs under -87.33 (2^n under the smallest
-// normal float) give 0, over 88.38 give e^88.38.
-inline __m256 exp8(__m256 x) {
-  const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365447505531f), _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365447505531f)), _mm256_set1_ps(88.3762626647949f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
 }
 
 // acc (R, 16) += x^T[k0:k1, r0:r0+R]^T W[k0:k1] for the panel w: per k, two weight loads and R
@@ -223,43 +203,13 @@ at::Tensor norm_glu(const at::Tensor& x, double eps, const at::Tensor& panels, c
 // returns softmax(q K^T + bias) V per query head (P k, H D), query head h reading KV head h / (H / KV).
 at::Tensor attend(at::Tensor& qkv, const at::Tensor& rotation, at::Tensor& cache, const at::Tensor& bias,
                   int64_t width, int64_t heads) {
-  TORCH_CHECK(cache.dim() == 4 && cache.is_contiguous() && cache.scalar_type() == at::kFloat,
-              "cache: a contiguous (P, KV, C, 2D) fp32 tensor");
-  const int64_t P = cache.size(0), KV = cache.size(1), C = cache.size(2), D = cache.size(3) / 2, H = heads;
-  TORCH_CHECK(D % kWidth == 0 && D <= 256, "head size ", D, ": a multiple of 16, at most 256");
-  TORCH_CHECK(H % KV == 0, heads, " query heads over ", KV, " KV heads");
-  TORCH_CHECK(bias.dim() == 4 && bias.size(0) == P && bias.size(1) == 1 && bias.size(3) == C && bias.is_contiguous() &&
-              bias.scalar_type() == at::kFloat, "bias: a contiguous (P, 1, k, C) fp32 tensor");
-  const int64_t k = bias.size(2), R = rotation.dim() == 3 ? 2 * rotation.size(1) : -1;
-  TORCH_CHECK(qkv.dim() == 2 && qkv.size(0) == P * k && qkv.size(1) == (H + 2 * KV) * D && qkv.is_contiguous() &&
-              qkv.scalar_type() == at::kFloat, "qkv: a contiguous (P k, (H + 2 KV) D) fp32 tensor");
-  TORCH_CHECK(rotation.dim() == 3 && rotation.size(0) == P && rotation.size(2) == 2 && R <= D && rotation.is_contiguous() &&
-              rotation.scalar_type() == at::kFloat, "rotation: a contiguous (P, R / 2, 2) fp32 tensor, R <= D");
-  TORCH_CHECK(width >= k && width <= C, "width ", width, " outside ", k, " .. ", C);
+  const AttendShape shape = check_attend(qkv, rotation, cache, bias, width, heads);
+  const int64_t P = shape.P, KV = shape.KV, C = shape.C, D = shape.D, H = shape.H, k = shape.k;
   const int64_t row = (H + 2 * KV) * D, group = H / KV, chunks = D / 8;
   float* q = qkv.data_ptr<float>();
   float* kc = cache.data_ptr<float>();
-  const float* rot = rotation.data_ptr<float>();
   const float* mask = bias.data_ptr<float>();
-  for (int64_t p = 0; p < P; ++p) {  // rotary on q and k, then k | v into the cache
-    const float* cs = rot + p * R;
-    for (int64_t j = 0; j < k; ++j) {
-      float* r = q + (p * k + j) * row;
-      for (int64_t h = 0; h < H + KV; ++h) {
-        float* v = r + h * D;
-        for (int64_t i = 0; i < R / 2; ++i) {
-          const float a = v[2 * i], b = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
-          v[2 * i] = a * c - b * s;
-          v[2 * i + 1] = a * s + b * c;
-        }
-      }
-      for (int64_t g = 0; g < KV; ++g) {
-        float* dst = kc + ((p * KV + g) * C + width - k + j) * 2 * D;
-        std::memcpy(dst, r + (H + g) * D, D * sizeof(float));
-        std::memcpy(dst + D, r + (H + KV + g) * D, D * sizeof(float));
-      }
-    }
-  }
+  rotate_and_cache(q, rotation.data_ptr<float>(), kc, shape, width);
   at::Tensor out = at::empty({P * k, H * D}, qkv.options());
   at::Tensor scratch = at::empty({P * KV, width + 8}, qkv.options());  // + a tail of 8 for the last exp8
   float* op = out.data_ptr<float>();
