@@ -1,6 +1,7 @@
 // The decode's few-row products y = residual + x W^T + b on CPUs with AVX2 and FMA but no AVX-512
 // (AMD EPYCs of the Zen 2 and Zen 3 generations): W as 16-column panels (../panels.h), every
-// weight read once from memory for all M <= 16 rows together.
+// weight read once from memory for all M <= 16 rows together; and the Llama block's calls fused
+// around them, as ../panel_linear.cpp's (norm_linear, attend, norm_glu), 8 lanes at a time.
 // Built and loaded by hybridpo/fast/kernels.py (load_avx2), called by hybridpo/fast/panel_linear.py.
 //
 // A task takes one panel. Over blocks of 128 inputs (the panel's 8 KB stay in L1) it keeps up to
@@ -9,7 +10,7 @@
 // block prefetches the panel 8 KB ahead. The accumulators are named variables: as an array GCC 12
 // kept them on the stack and stored all 12 on every k, which halved the rate (Zen 3, 2 threads,
 // alternated in one process: the 113 MB head at 16 rows 13.5 -> 8.2 ms, the Llama block's products
-// 1.8-2.5x; docs/bench/zen3/avx2_accumulators.md).
+// 1.8-2.5x at 12-16 rows; docs/bench/zen3/avx2_accumulators.md).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
