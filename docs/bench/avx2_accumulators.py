@@ -16,11 +16,11 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+import paired
 from hybridpo.bench.record import machine
 from hybridpo.fast import kernels
 
@@ -35,10 +35,8 @@ def build_before(revision: str, folder: Path):
     text = subprocess.run(["git", "show", f"{revision}:{SOURCE}"], capture_output=True, text=True, check=True).stdout
     source = folder / "panel_avx2_before.cpp"
     source.write_text(text.replace("TORCH_LIBRARY(hybridpo_panel_avx2", "TORCH_LIBRARY(hybridpo_panel_before"))
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17",
-             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     library = folder / "before.so"
-    why = kernels._build(shutil.which(os.environ.get("CXX", "c++")), flags, [source], library)
+    why = kernels._build(shutil.which(os.environ.get("CXX", "c++")), kernels.compile_flags(), [source], library)
     if why is not None:
         raise SystemExit(why)
     torch.ops.load_library(str(library))
@@ -46,14 +44,9 @@ def build_before(revision: str, folder: Path):
 
 
 def timed(op, x, panels) -> float:
+    """Seconds a call: the best of 3 runs of enough calls for ~1e8 weights read."""
     reps = max(3, int(1e8 // panels.numel()))
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(reps):
-            op.linear(x, panels, None, None)
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best
+    return paired.best(lambda: [op.linear(x, panels, None, None) for _ in range(reps)], 3) / reps
 
 
 def main() -> None:

@@ -129,13 +129,20 @@ def _load_avx2() -> str | None:
     return _built_and_loaded("hybridpo_avx2", sources, [*sources, CSRC / "panels.h", CSRC / "simd.h"])
 
 
+def compile_flags() -> list[str]:
+    """The C++ compiler's flags for our kernels: optimised for this CPU, OpenMP (torch's threads),
+    a shared library with torch's C++ ABI."""
+    return ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17",
+            f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+
+
 def _built_and_loaded(name: str, sources: list[Path], texts: list[Path]) -> str | None:
     """Build `sources` into the library `name` (once per the `texts` they include, torch version, CPU
     and compiler) and load it; None when loaded, otherwise why not."""
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
         return "no C++ compiler on PATH (c++, or $CXX)"
-    flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    flags = compile_flags()
     key = hashlib.sha256(b"\0".join([*(p.read_bytes() for p in texts), torch.__version__.encode(), " ".join(flags).encode(),
                                      (_cpuinfo("flags") or sys.platform).encode(), compiler.encode()])).hexdigest()[:16]
     root = Path(os.environ.get("HYBRIDPO_KERNEL_DIR", Path.home() / ".cache" / "hybridpo" / "kernels"))
