@@ -33,6 +33,11 @@ ROWS = (16, 12, 8, 4)
 def build_before(revision: str, folder: Path):
     """The ops of SOURCE at `revision`, built as the library hybridpo_panel_before."""
     text = subprocess.run(["git", "show", f"{revision}:{SOURCE}"], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(["git", "ls-tree", "--name-only", revision, f"{Path(SOURCE).parent}/"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    for header in (name for name in listed if name.endswith(".h")):  # its own headers (tile.h), as they were then
+        shown = subprocess.run(["git", "show", f"{revision}:{header}"], capture_output=True, text=True, check=True)
+        (folder / Path(header).name).write_text(shown.stdout)
     source = folder / "panel_avx2_before.cpp"
     source.write_text(text.replace("TORCH_LIBRARY(hybridpo_panel_avx2", "TORCH_LIBRARY(hybridpo_panel_before"))
     library = folder / "before.so"

@@ -5,19 +5,14 @@
 // Built and loaded by hybridpo/fast/kernels.py (load_avx2), called by hybridpo/fast/panel_linear.py.
 //
 // A task takes one panel. Over blocks of 128 inputs (the panel's 8 KB stay in L1) it keeps up to
-// 6 rows x 16 outputs in 12 of AVX2's 16 registers and adds x[r, k] * W[16p .. 16p + 15, k] for
-// every k of the block, then the next rows over the same block from L1; the first pass over a
-// block prefetches the panel 8 KB ahead. The accumulators are named variables: as an array GCC 12
-// kept them on the stack and stored all 12 on every k, which halved the rate (Zen 3, 2 threads,
-// alternated in one process: the 113 MB head at 16 rows 13.5 -> 8.2 ms, the Llama block's products
-// 1.8-2.5x at 12-16 rows; docs/bench/zen3/avx2_accumulators.md).
+// 6 rows x 16 outputs in 12 of AVX2's 16 registers (tile.h's block, which says why its
+// accumulators are named) and adds x[r, k] * W[16p .. 16p + 15, k] for every k of the block, then
+// the next rows over the same block from L1; the first pass over a block prefetches the panel 8 KB
+// ahead.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#if !defined(__AVX2__) || !defined(__FMA__)
-#error "the AVX2 panel kernel needs AVX2 and FMA"
-#endif
 #include <immintrin.h>
 
 #include <algorithm>
@@ -27,56 +22,14 @@
 
 #include "panels.h"
 #include "simd.h"
+#include "tile.h"
 
 namespace {
 
 using namespace hybridpo_panels;  // kWidth, check_rows, check_panels, vector_of, pack
+using namespace hybridpo_avx2;    // block_rows, kChunk, sum8
 
 constexpr int64_t kBlock = 128;  // inputs k per block: the panel's 128 x 64 B = 8 KB stay in L1
-constexpr int kChunk = 6;        // rows per pass over a block: 6 rows x 2 registers = 12 accumulators
-constexpr int64_t kAhead = 128;  // inputs k ahead to prefetch (8 KB of the panel), on a block's first pass
-
-// The sum of a register's 8 lanes.
-inline float sum8(__m256 v) {
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
-
-// acc (R, 16) += x^T[k0:k1, r0:r0+R]^T W[k0:k1] for the panel w: per k, two weight loads and R
-// broadcasts for 2R FMAs. xt is x transposed (K, M), offset to the chunk's first row.
-template <int R, bool Prefetch>
-void block(const float* xt, int64_t M, const float* w, int64_t k0, int64_t k1, float* acc) {
-  // named accumulators, not an array (see the top of this file)
-  __m256 a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51;
-#define HYBRIDPO_LOAD(r) if constexpr (R > r) { a##r##0 = _mm256_loadu_ps(acc + r * kWidth); \
-                                               a##r##1 = _mm256_loadu_ps(acc + r * kWidth + 8); }
-  HYBRIDPO_LOAD(0) HYBRIDPO_LOAD(1) HYBRIDPO_LOAD(2) HYBRIDPO_LOAD(3) HYBRIDPO_LOAD(4) HYBRIDPO_LOAD(5)
-#undef HYBRIDPO_LOAD
-  for (int64_t k = k0; k < k1; ++k) {
-    if (Prefetch) _mm_prefetch(reinterpret_cast<const char*>(w + (k + kAhead) * kWidth), _MM_HINT_T0);
-    const __m256 w0 = _mm256_loadu_ps(w + k * kWidth), w1 = _mm256_loadu_ps(w + k * kWidth + 8);
-    const float* xk = xt + k * M;
-#define HYBRIDPO_FMA(r) if constexpr (R > r) { const __m256 x = _mm256_broadcast_ss(xk + r); \
-                                              a##r##0 = _mm256_fmadd_ps(x, w0, a##r##0);  \
-                                              a##r##1 = _mm256_fmadd_ps(x, w1, a##r##1); }
-    HYBRIDPO_FMA(0) HYBRIDPO_FMA(1) HYBRIDPO_FMA(2) HYBRIDPO_FMA(3) HYBRIDPO_FMA(4) HYBRIDPO_FMA(5)
-#undef HYBRIDPO_FMA
-  }
-#define HYBRIDPO_STORE(r) if constexpr (R > r) { _mm256_storeu_ps(acc + r * kWidth, a##r##0); \
-                                                _mm256_storeu_ps(acc + r * kWidth + 8, a##r##1); }
-  HYBRIDPO_STORE(0) HYBRIDPO_STORE(1) HYBRIDPO_STORE(2) HYBRIDPO_STORE(3) HYBRIDPO_STORE(4) HYBRIDPO_STORE(5)
-#undef HYBRIDPO_STORE
-}
-
-template <bool Prefetch>
-void block_rows(int R, const float* xt, int64_t M, const float* w, int64_t k0, int64_t k1, float* acc) {
-  switch (R) {
-#define HYBRIDPO_ROWS(m) case m: block<m, Prefetch>(xt, M, w, k0, k1, acc); break;
-    HYBRIDPO_ROWS(1) HYBRIDPO_ROWS(2) HYBRIDPO_ROWS(3) HYBRIDPO_ROWS(4) HYBRIDPO_ROWS(5) HYBRIDPO_ROWS(6)
-#undef HYBRIDPO_ROWS
-  }
-}
 
 // acc (M, 16) = x W^T for the one panel w, the rows in chunks of kChunk over each block of K.
 void panel_product(const float* xt, int64_t M, int64_t K, const float* w, float* acc) {
@@ -85,8 +38,8 @@ void panel_product(const float* xt, int64_t M, int64_t K, const float* w, float*
     const int64_t k1 = std::min(K, k0 + kBlock);
     for (int64_t r0 = 0; r0 < M; r0 += kChunk) {
       const int R = static_cast<int>(std::min<int64_t>(kChunk, M - r0));
-      if (r0 == 0) block_rows<true>(R, xt + r0, M, w, k0, k1, acc);
-      else block_rows<false>(R, xt + r0, M, w, k0, k1, acc + r0 * kWidth);
+      if (r0 == 0) block_rows<true>(R, xt, 1, M, w, k0, k1, acc, kWidth);
+      else block_rows<false>(R, xt + r0, 1, M, w, k0, k1, acc + r0 * kWidth, kWidth);
     }
   }
 }
