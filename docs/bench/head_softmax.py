@@ -1,5 +1,6 @@
 """The LM head's softmax over the vocabulary (hybridpo.fast.fused_head: the forward's logsumexp,
-the backward's exp(logits - lse)·(-Σg)) on csrc/head_softmax.cpp or on torch's ops: first the ops
+the backward's exp(logits - lse)·(-Σg)) on our kernel (csrc/head_softmax.cpp, or where the AVX-512
+form does not load csrc/avx2/head_softmax_avx2.cpp) or on torch's ops: first the ops
 alone on one of fused_head's blocks, then one SmolLM2 DPO batch's model work, the two alternated in
 one process.
 

@@ -40,27 +40,29 @@ def setup(workload: str, batch: int):
     return w, tokenizer, build_model(w).train(), batches(w, pairs)[batch]
 
 
-def _scored(model, prompts, responses, pad: int, pp=None, train_gemm: str = "auto"):
+def _scored(model, prompts, responses, pad: int, pp=None, **speed):
     """The policy's log-probs with grad (after the prompt pass `pp`, if given), the reference's
-    without (the same weights), the backward, the products as `train_gemm` says: (sequence
-    log-probs, (their three times in s))."""
+    without (the same weights), the backward, with response_logps's speed settings `speed`
+    (train_gemm=, span_kernel=, ...; set here, since response_logps enters their scopes itself):
+    (sequence log-probs, (their three times in s))."""
     from hybridpo.forward import response_logps
 
     t0 = time.perf_counter()
-    out = response_logps(model, prompts, responses, pad_id=pad, prompt_pass=pp, train_gemm=train_gemm)
+    out = response_logps(model, prompts, responses, pad_id=pad, prompt_pass=pp, **speed)
     t1 = time.perf_counter()
     with torch.no_grad():
-        response_logps(model, prompts, responses, pad_id=pad, train_gemm=train_gemm)
+        response_logps(model, prompts, responses, pad_id=pad, **speed)
     t2 = time.perf_counter()
     out.logps.sum().backward()
     return out.logps.detach(), (t1 - t0, t2 - t1, time.perf_counter() - t2)
 
 
-def dpo_work(model, prompts, pairs, pad: int, train_gemm: str = "auto"):
+def dpo_work(model, prompts, pairs, pad: int, **speed):
     """A DPO step's model work: the policy's log-probs with grad, the reference's without (the same
-    weights), the backward. Returns (the policy's sequence log-probs, (policy forward s, reference
-    forward s, backward s, total s)); the gradients are left on the model."""
-    logps, times = _scored(model, prompts, pairs, pad, train_gemm=train_gemm)
+    weights), the backward, with response_logps's speed settings `speed`. Returns (the policy's
+    sequence log-probs, (policy forward s, reference forward s, backward s, total s)); the gradients
+    are left on the model."""
+    logps, times = _scored(model, prompts, pairs, pad, **speed)
     return logps, (*times, sum(times))
 
 

@@ -1,6 +1,7 @@
 """One causal span's attention, forward and backward, on our kernel and on torch's CPU flash kernel.
 
-SmolLM2-135M's heads (9 query heads over 3 key / value heads, 64 wide) at the span lengths of
+Our kernel in the form that loads here (hybridpo.fast.varlen_attention.ours: the AVX-512 one, else
+the AVX2 one; the table's first line names it). SmolLM2-135M's heads (9 query heads over 3 key / value heads, 64 wide) at the span lengths of
 its UltraFeedback batches; the median of `--repeats` calls each after 3 warm-ups, 2 threads.
 
     PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/smollm2/span_kernel_one_span.md
@@ -13,7 +14,7 @@ import time
 import torch
 
 from hybridpo.bench.record import machine
-from hybridpo.fast import kernels
+from hybridpo.fast import kernels, varlen_attention
 
 
 def median_ms(f, repeats: int) -> float:
@@ -32,12 +33,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    why = kernels.load()
+    why = varlen_attention.ours_unsupported_reason()
     if why is not None:
         raise SystemExit(f"our kernels are unavailable here: {why}")
-    ops, aten = torch.ops.hybridpo_panel, torch.ops.aten
+    ops, aten = varlen_attention.ours(), torch.ops.aten
+    form = "AVX-512 (csrc/span_attention.cpp)" if kernels.load() is None else "AVX2 (csrc/avx2/span_attention_avx2.cpp)"
     print(f"{machine()}; torch threads 2, fp32; one causal span, 9 query heads over 3 key / value heads of 64; "
-          f"median of {args.repeats} calls.\n")
+          f"median of {args.repeats} calls; ours: the {form} form.\n")
     print("| span length | ours forward ms | flash forward ms | ours backward ms | flash backward ms | ours / flash, both |")
     print("|---:|---:|---:|---:|---:|---:|")
     g = torch.Generator().manual_seed(0)

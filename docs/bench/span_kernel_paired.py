@@ -11,12 +11,12 @@ the two kernels' log-probs and gradients on this batch are compared. The optimiz
 """
 
 import paired
-from hybridpo.fast import varlen_attention
 
 
 def work(model, prompts, pairs, pad: int, kernel: str):
-    with varlen_attention.kernel_scope(kernel):
-        return paired.dpo_work(model, prompts, pairs, pad)
+    # response_logps's span_kernel=, not an outer varlen_attention.kernel_scope: response_logps enters
+    # the scope of its own setting, so an outer scope is overridden ("auto" on both arms)
+    return paired.dpo_work(model, prompts, pairs, pad, span_kernel=kernel)
 
 
 def main() -> None:

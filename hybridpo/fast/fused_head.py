@@ -17,12 +17,15 @@ head's work), and a forward without grad (the reference) holds one block. Same n
 plain path to float rounding (tests/fast/test_fused_head.py, values and gradients).
 
 The softmax over the vocabulary, the forward's logsumexp and the backward's exp(logits - lse)·(-Σg),
-runs on a kernel of our own (csrc/head_softmax.cpp, one pass per row, e^x by AVX-512 polynomial)
+runs on a kernel of our own (csrc/head_softmax.cpp, one pass per row, e^x by AVX-512 polynomial;
+csrc/avx2/head_softmax_avx2.cpp, the same in 8 lanes, where the AVX-512 form does not load)
 where `softmax_kernel_pays()`: torch's logsumexp makes (logits - max) and its exp as full-size
 temporaries at ~1.5 G e^x a second, the backward's three in-place passes likewise. On a 341 x
 49,152 block (2 threads, AMD EPYC Zen 5; docs/bench/amd/head_softmax.md) the logsumexp took 13.4
 -> 2.3 ms, the backward's passes 10.4 -> 2.4 ms, a SmolLM2 DPO batch's model work 11.02 -> 10.47 s
-(the two alternated in one process); elsewhere, and for float64 models, torch's ops run.
+(the two alternated in one process); the AVX2 form on Zen 3 (docs/bench/zen3/head_softmax.md)
+28.4 -> 6.9 ms and 24.0 -> 4.6 ms, a DPO batch 23.36 -> 22.74 s; elsewhere, and for float64
+models, torch's ops run.
 """
 
 from __future__ import annotations
@@ -85,9 +88,28 @@ def head_of(model) -> torch.nn.Linear:
 
 @functools.cache
 def softmax_kernel_pays() -> bool:
-    """Whether the vocabulary softmax takes csrc/head_softmax.cpp here: on the CPUs where our
-    AVX-512 kernels were measured (hybridpo.fast.kernels.measured_cpu) and where they build."""
-    return kernels.measured_cpu() is None and kernels.load() is None
+    """Whether the vocabulary softmax takes our kernel here: csrc/head_softmax.cpp on the CPUs where
+    our AVX-512 kernels were measured (hybridpo.fast.kernels.measured_cpu) and where they build;
+    where they do not, csrc/avx2/head_softmax_avx2.cpp on the CPUs kernels.measured_avx2_cpu("head")
+    allows, where it builds."""
+    if kernels.load() is None:
+        return kernels.measured_cpu() is None
+    return kernels.measured_avx2_cpu("head") is None and kernels.load_avx2() is None
+
+
+def softmax_ops():
+    """The softmax kernel's ops in the form that loads (AVX-512, else AVX2), or None."""
+    if kernels.load() is None:
+        return torch.ops.hybridpo_panel
+    return torch.ops.hybridpo_panel_avx2 if kernels.load_avx2() is None else None
+
+
+def softmax_kernel_unavailable() -> str | None:
+    """None where a form of the softmax kernel loads; otherwise why not."""
+    why = kernels.load()
+    if why is None or kernels.load_avx2() is None:
+        return None
+    return f"{why}; {kernels.load_avx2()}"
 
 
 def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,
@@ -97,8 +119,8 @@ def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: T
     (default: where softmax_kernel_pays; it serves fp32 CPU logits only, others take torch's ops)."""
     weight, bias = head.weight, head.bias
     kernel = softmax_kernel_pays() if softmax_kernel is None else bool(softmax_kernel)
-    if kernel and kernels.load() is not None:
-        raise ValueError(f"softmax_kernel=True is not available: {kernels.load()}")
+    if kernel and softmax_kernel_unavailable() is not None:
+        raise ValueError(f"softmax_kernel=True is not available: {softmax_kernel_unavailable()}")
     kernel = kernel and _dtype(hidden) == torch.float32 and hidden.device.type == "cpu"
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
         return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute), kernel)
@@ -124,14 +146,14 @@ def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: fl
 def _lse(logits: Tensor, kernel: bool) -> Tensor:
     """logsumexp of each row of a block of logits."""
     if kernel and logits.is_contiguous():
-        return torch.ops.hybridpo_panel.head_lse(logits)
+        return softmax_ops().head_lse(logits)
     return logits.logsumexp(-1)
 
 
 def _scaled_softmax_(logits: Tensor, lse: Tensor, scale: Tensor, kernel: bool) -> Tensor:
     """logits <- exp(logits - lse) * scale, each row by its own lse and scale, in place."""
     if kernel and logits.is_contiguous():
-        return torch.ops.hybridpo_panel.head_scaled_softmax_(logits, lse.contiguous(), scale.contiguous())
+        return softmax_ops().head_scaled_softmax_(logits, lse.contiguous(), scale.contiguous())
     return logits.sub_(lse[:, None]).exp_().mul_(scale[:, None])
 
 

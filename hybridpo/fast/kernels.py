@@ -9,8 +9,8 @@ never loads half a library. The kernels use AVX-512F; where they cannot build or
 compiler, no AVX-512F) `load()` says why, and every caller keeps its library path.
 
 csrc/avx2/ is a second library, torch.ops.hybridpo_panel_avx2, built the same way where AVX2 is
-(`load_avx2()`): the decode's few-row products and the Llama block fused around them, for CPUs
-without AVX-512.
+(`load_avx2()`): the decode's few-row products, the Llama block fused around them, training
+attention span by span and the LM head's softmax, for CPUs without AVX-512.
 
 Users: hybridpo.fast.panel_linear (the decode's few-row products, the fused Llama block) and
 hybridpo.fast.varlen_attention (training attention span by span).
@@ -65,24 +65,30 @@ def measured_cpu() -> str | None:
     return f"measured on Intel and AMD (Zen 5) CPUs only, this one is {name or 'unknown'}"
 
 
-# the CPUs "auto" takes the AVX2 panel product on (csrc/avx2/, for CPUs without AVX-512), where it
-# was measured against MKL's packed product, as (AMD family, first model, last model, generation):
-# Zen 2 (family 23 from model 0x30; an EPYC of model 49, docs/bench/zen2/) and the EPYCs of Zen 3
-# (family 25, models 0x00-0x0F; one of model 1, docs/bench/zen3/). Zen 1 (family 23 below 0x30),
-# the other Zen 3 models, Zen 4 (family 25, which the AVX-512 rule above leaves to the libraries)
-# and Intel CPUs without AVX-512 were not measured.
-MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2"), (25, 0x00, 0x0F, "Zen 3"))
+# the CPUs "auto" takes the AVX2 kernels on (csrc/avx2/, for CPUs without AVX-512), where each was
+# measured against the library path (MKL's packed product for the decode, torch's CPU flash
+# attention for the spans, torch's logsumexp and exp for the head's softmax), as (AMD family, first model, last model, generation, the kernels
+# measured there): Zen 2 (family 23 from model 0x30; an EPYC of model 49, docs/bench/zen2/: the
+# decode) and the EPYCs of Zen 3 (family 25, models 0x00-0x0F; one of model 1, docs/bench/zen3/:
+# the decode, the spans and the head's softmax). Zen 1 (family 23 below 0x30), the other Zen 3 models, Zen 4 (family
+# 25, which the AVX-512 rule above leaves to the libraries) and Intel CPUs without AVX-512 were not
+# measured.
+AVX2_KERNELS = ("decode", "spans", "head")  # the decode's panel product and fused block; training attention span by span; the LM head's softmax
+MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2", ("decode",)), (25, 0x00, 0x0F, "Zen 3", ("decode", "spans", "head")))
 
 
-def measured_avx2_cpu() -> str | None:
-    """None where "auto" may take the AVX2 panel product on this CPU (the measured ones above);
-    otherwise why not. Cheap: nothing is built."""
+def measured_avx2_cpu(kernel: str = "decode") -> str | None:
+    """None where "auto" may take the AVX2 form of `kernel` (one of AVX2_KERNELS) on this CPU (the
+    measured ones above); otherwise why not. Cheap: nothing is built."""
+    if kernel not in AVX2_KERNELS:
+        raise ValueError(f"AVX2 kernel {kernel!r}; choose from {list(AVX2_KERNELS)}")
     name, family, model = vendor(), _cpuinfo("cpu family"), _cpuinfo("model")
+    rows = [row for row in MEASURED_AVX2_AMD if kernel in row[4]]
     if name == "AuthenticAMD" and family.isdigit() and model.isdigit():
-        if any(int(family) == f and first <= int(model) <= last for f, first, last, _ in MEASURED_AVX2_AMD):
+        if any(int(family) == f and first <= int(model) <= last for f, first, last, _, _ in rows):
             return None
-    measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen in MEASURED_AVX2_AMD)
-    return (f"the AVX2 form was measured on AMD's {measured} only, this one is "
+    measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen, _ in rows)
+    return (f"the AVX2 form of the {kernel} kernel was measured on AMD's {measured} only, this one is "
             f"{name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}")
 
 
@@ -116,8 +122,9 @@ def _load() -> str | None:
 
 
 def load_avx2() -> str | None:
-    """None when the AVX2 panel product (csrc/avx2/, torch.ops.hybridpo_panel_avx2: the decode's
-    few-row products and the fused block on CPUs without AVX-512) is built and loaded here; otherwise why not."""
+    """None when the AVX2 kernels (csrc/avx2/, torch.ops.hybridpo_panel_avx2: the decode's few-row
+    products, the fused block, the span attention and the head's softmax, for CPUs without AVX-512)
+    are built and loaded here; otherwise why not."""
     return _load_avx2()
 
 
@@ -126,7 +133,8 @@ def _load_avx2() -> str | None:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"no AVX2 on this CPU (torch reports {torch.backends.cpu.get_cpu_capability()})"
     sources = sorted((CSRC / "avx2").glob("*.cpp"))
-    return _built_and_loaded("hybridpo_avx2", sources, [*sources, CSRC / "panels.h", CSRC / "simd.h"])
+    headers = [*sorted((CSRC / "avx2").glob("*.h")), *sorted(CSRC.glob("*.h"))]  # its own, and csrc/'s it shares
+    return _built_and_loaded("hybridpo_avx2", sources, [*sources, *headers])
 
 
 def compile_flags() -> list[str]:
@@ -173,8 +181,9 @@ def _build(compiler: str, flags: list[str], sources: list[Path], library: Path) 
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            return f"the kernels did not compile ({compiler}): {last}"
+            lines = done.stderr.strip().splitlines()
+            first = next((line for line in lines if "error" in line), lines[-1] if lines else f"exit status {done.returncode}")
+            return f"the kernels did not compile ({compiler}): {first.strip()}"
         os.replace(partial, library)  # atomic: another process either sees the whole library or none
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"the kernels did not compile ({compiler}): {err}"

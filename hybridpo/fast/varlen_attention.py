@@ -24,8 +24,11 @@ through `kernel_scope`):
 - "ours": csrc/span_attention.cpp, every span in one call forward and one backward. The flash
   kernel ran SmolLM2's spans at ~70 GFLOP/s forward and its backward at 2.6x its forward's time;
   ours takes a span forward + backward in half the time (330 tokens: 6.67 -> 3.21 ms), a DPO
-  batch's model work 16.73 -> 14.23 s (docs/bench/smollm2/span_kernel_*.md). Calls it cannot take
-  (heads off the 16-lane grid, half precision) go to flash.
+  batch's model work 16.73 -> 14.23 s (docs/bench/smollm2/span_kernel_*.md). Where the AVX-512
+  library does not load, `ours()` is csrc/avx2/span_attention_avx2.cpp, the same algorithm in 8
+  lanes (Zen 3: 330 tokens 8.68 -> 4.30 ms, a DPO batch 25.16 -> 22.94 s;
+  docs/bench/zen3/span_kernel_*.md). Calls it cannot take (heads off the 16-lane grid, half
+  precision) go to flash.
 The numbers are attention's: tests/fast/test_varlen_attention.py checks values and gradients
 against the padded layout, tests/fast/test_span_attention.py our kernel against float64 and
 against the padded layout through a model.
@@ -196,7 +199,7 @@ def attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask,
     if _KERNEL.get() == "ours" and ours_serves(query, key, plan):
         if grad:
             return _OurSpanAttention.apply(query, key, value, plan, scale), None
-        return torch.ops.hybridpo_panel.span_attention(*_by_position(query, key, value), plan.table(), scale)[0][None], None
+        return ours().span_attention(*_by_position(query, key, value), plan.table(), scale)[0][None], None
     if grad:
         return _SpanAttention.apply(query, key, value, plan, scale), None
     return _forward(query, key, value, plan, scale)[0], None
@@ -215,20 +218,39 @@ def kernel_scope(kernel: str):
         _KERNEL.reset(token)
 
 
-def ours_unsupported_reason() -> str | None:
-    """None where our span kernel is built and loaded (hybridpo.fast.kernels); otherwise why not."""
+def ours():
+    """Our span kernel's ops: the AVX-512 form (csrc/span_attention.cpp, torch.ops.hybridpo_panel)
+    where it loads, else the AVX2 form (csrc/avx2/span_attention_avx2.cpp,
+    torch.ops.hybridpo_panel_avx2); the same two calls, the same numbers up to rounding."""
     from hybridpo.fast import kernels
 
-    return kernels.load()
+    why = ours_unsupported_reason()
+    if why is not None:
+        raise RuntimeError(f"our span kernel is unavailable here: {why}")
+    return torch.ops.hybridpo_panel if kernels.load() is None else torch.ops.hybridpo_panel_avx2
+
+
+def ours_unsupported_reason() -> str | None:
+    """None where a form of our span kernel is built and loaded (hybridpo.fast.kernels: the AVX-512
+    library, or where it does not load the AVX2 one); otherwise why not."""
+    from hybridpo.fast import kernels
+
+    why = kernels.load()
+    if why is None:
+        return None
+    why_avx2 = kernels.load_avx2()
+    return None if why_avx2 is None else f"{why}; {why_avx2}"
 
 
 def ours_pays_here(model) -> str | None:
-    """None where "auto" takes our kernel (the measured case: a CPU kernels.measured_cpu allows,
-    fp32 heads on the 16-lane grid); otherwise why not. Cheap: nothing is built."""
+    """None where "auto" takes our kernel (the measured case: a CPU kernels.measured_cpu allows for
+    the AVX-512 form, or, where that form does not load, one kernels.measured_avx2_cpu("spans")
+    allows for the AVX2 form; fp32 heads on the 16-lane grid); otherwise why not. Nothing is built
+    but the AVX-512 library, on a CPU with AVX-512 (as hybridpo.fast.panel_linear.pays_here)."""
     from hybridpo.fast import kernels
     from hybridpo.forward import hf
 
-    why = kernels.measured_cpu()
+    why = kernels.measured_cpu() if kernels.load() is None else kernels.measured_avx2_cpu("spans")  # the form that loads
     if why is not None:
         return why
     config = hf.unwrap_model(model).config
@@ -260,7 +282,7 @@ class _OurSpanAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan: Plan, scale: float):
         qn, kn, vn = _by_position(q, k, v)
-        out, lse = torch.ops.hybridpo_panel.span_attention(qn, kn, vn, plan.table(), scale)
+        out, lse = ours().span_attention(qn, kn, vn, plan.table(), scale)
         ctx.save_for_backward(qn, kn, vn, out, lse)
         ctx.plan, ctx.scale = plan, scale
         return out[None]
@@ -268,8 +290,8 @@ class _OurSpanAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         qn, kn, vn, out, lse = ctx.saved_tensors
-        dq, dk, dv = torch.ops.hybridpo_panel.span_attention_backward(grad[0].contiguous(), qn, kn, vn, out, lse,
-                                                                      ctx.plan.table(), ctx.scale)
+        dq, dk, dv = ours().span_attention_backward(grad[0].contiguous(), qn, kn, vn, out, lse, ctx.plan.table(),
+                                                    ctx.scale)
         return dq.transpose(0, 1)[None], dk.transpose(0, 1)[None], dv.transpose(0, 1)[None], None, None
 
 

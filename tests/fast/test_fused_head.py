@@ -9,11 +9,14 @@ from hybridpo.fast import fused_head, head_for, kernels
 from hybridpo.forward import prompt_pass, response_logps
 from hybridpo.forward.logprobs import log_softmax_at
 
+from test_panel_linear import a_cpu
 from test_varlen_attention import PAD, CASES, assert_same, batch, grads, model_of
 
-WHY = kernels.load()
+WHY = fused_head.softmax_kernel_unavailable()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"our kernels are unavailable here: {WHY}")
-SOFTMAX = [False, pytest.param(True, marks=needs_kernel)]  # torch's ops; csrc/head_softmax.cpp
+SOFTMAX = [False, pytest.param(True, marks=needs_kernel)]  # torch's ops; our kernel in the form that loads
+FORMS = [pytest.param(form, marks=pytest.mark.skipif(why is not None, reason=f"unavailable here: {why}"), id=form)
+         for form, why in (("avx512", kernels.load()), ("avx2", kernels.load_avx2()))]
 
 
 @pytest.mark.parametrize("softmax_kernel", SOFTMAX)
@@ -40,23 +43,28 @@ def test_target_logps_equal_the_plain_head_and_log_softmax(monkeypatch, recomput
                      want, atol=1e-6, rtol=0)
 
 
-@needs_kernel
-@pytest.mark.parametrize("V", [49152, 50, 7])  # SmolLM2's vocabulary (whole 1,024-term chunks), a tail, under 16 lanes
-def test_the_softmax_kernel_against_float64(V):
-    """head_lse and head_scaled_softmax_ against float64 on logits of a real head's spread (std 4),
-    to the rounding of their fp32 results; and torch's answers where a row holds -inf, +inf or NaN."""
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("V", [49152, 50, 7, 3])  # SmolLM2's vocabulary (whole 1,024-term chunks), a tail, under 16 / 8 lanes
+def test_the_softmax_kernel_against_float64(V, form, monkeypatch):
+    """head_lse and head_scaled_softmax_ (csrc/head_softmax.cpp, csrc/avx2/head_softmax_avx2.cpp)
+    against float64 on logits of a real head's spread (std 4), to the rounding of their fp32
+    results; and torch's answers where a row holds -inf, +inf or NaN."""
+    if form == "avx2":
+        monkeypatch.setattr(kernels, "load", lambda: "AVX-512 taken away by the test")
+    ops = fused_head.softmax_ops()
+    assert ops is (torch.ops.hybridpo_panel_avx2 if form == "avx2" else torch.ops.hybridpo_panel)
     g = torch.Generator().manual_seed(V)
     logits = torch.randn(37, V, generator=g) * 4
     logits[3, : V // 2] = float("-inf")  # masked tokens
     want = logits.double().logsumexp(-1)
-    got = torch.ops.hybridpo_panel.head_lse(logits)
+    got = ops.head_lse(logits)
     # the fp32 rounding of the result (half an ulp: 6e-8 of it) plus log(sum)'s own (~1e-7 absolute)
     assert_close(got.double(), want, atol=2e-7, rtol=2e-7)
     scale = torch.randn(37, generator=g)
-    soft = torch.ops.hybridpo_panel.head_scaled_softmax_(logits.clone(), want.float(), scale)
+    soft = ops.head_scaled_softmax_(logits.clone(), want.float(), scale)
     assert_close(soft.double(), (logits.double() - want[:, None]).exp() * scale[:, None].double(), atol=1e-7, rtol=1e-5)
     odd = torch.tensor([[0.0, float("-inf"), 1.0], [float("-inf")] * 3, [float("nan"), 0.0, 0.0], [float("inf"), 0.0, 1.0]])
-    assert_close(torch.ops.hybridpo_panel.head_lse(odd), odd.logsumexp(-1), equal_nan=True)
+    assert_close(ops.head_lse(odd), odd.logsumexp(-1), equal_nan=True)
 
 
 @needs_kernel
@@ -73,6 +81,7 @@ def test_the_softmax_kernel_turns_off_where_it_cannot_serve():
 
 def test_asking_for_the_softmax_kernel_where_it_does_not_build_says_why(monkeypatch):
     monkeypatch.setattr(kernels, "load", lambda: "no C++ compiler on PATH (c++, or $CXX)")
+    monkeypatch.setattr(kernels, "load_avx2", lambda: "no C++ compiler on PATH (c++, or $CXX)")
     hidden, head = torch.randn(2, 5), torch.nn.Linear(5, 11)
     with pytest.raises(ValueError, match="softmax_kernel=True is not available: no C\\+\\+ compiler"):
         fused_head.target_logps(hidden, head, torch.tensor([0]), torch.tensor([3]), softmax_kernel=True)
@@ -120,3 +129,15 @@ def test_a_hooked_head_stays_plain():
     model = model_of("llama")
     model.get_output_embeddings().register_forward_hook(lambda m, args, out: out + 1.0)
     assert head_for(model) == "plain"
+
+
+@pytest.mark.parametrize(("family", "model", "measured"), [("25", "1", True), ("25", "16", False), ("23", "49", False)])
+def test_without_avx512_the_softmax_kernel_is_taken_where_it_was_measured(monkeypatch, family, model, measured):
+    """Where the AVX-512 kernels do not load, the AVX2 softmax is taken on the Zen 3 EPYCs it was
+    measured on (family 25, models 0x00-0x0F), not on Zen 2."""
+    a_cpu(monkeypatch, "AuthenticAMD", family, avx512=False, model=model)
+    fused_head.softmax_kernel_pays.cache_clear()
+    try:
+        assert fused_head.softmax_kernel_pays() == (measured and kernels.load_avx2() is None)
+    finally:
+        fused_head.softmax_kernel_pays.cache_clear()  # the next caller reads this machine again

@@ -1,19 +1,34 @@
-"""Our span kernel (csrc/span_attention.cpp via hybridpo.fast.varlen_attention): each span's
-output, and q / k / v gradients, against a float64 loop over the spans; through a model, the
-packed and after-a-prompt-pass log-probs and parameter gradients against the padded reference
-(1e-5, fp32); and the cases it leaves to the flash kernel."""
+"""Our span kernel (csrc/span_attention.cpp, or csrc/avx2/span_attention_avx2.cpp where the
+AVX-512 form does not load, via hybridpo.fast.varlen_attention), in every form that loads here:
+each span's output, and q / k / v gradients, against a float64 loop over the spans; through a
+model, the packed and after-a-prompt-pass log-probs and parameter gradients against the padded
+reference (1e-5, fp32); the cases it leaves to the flash kernel; and where "auto" takes it."""
 
 import pytest
 import torch
 from torch.testing import assert_close
 
+from hybridpo.fast import kernels, span_kernel_for
 from hybridpo.fast import varlen_attention as va
 from hybridpo.forward import prompt_pass, response_logps
 from ragged import batch, grads
+from test_panel_linear import a_cpu
 from test_varlen_attention import PAD, VOCAB, assert_same, model_of
 
 WHY = va.ours_unsupported_reason()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"our kernels are unavailable here: {WHY}")
+FORMS = [pytest.param(form, marks=pytest.mark.skipif(why is not None, reason=f"unavailable here: {why}"), id=form)
+         for form, why in (("avx512", kernels.load()), ("avx2", kernels.load_avx2()))]
+
+
+def in_form(monkeypatch, form: str):
+    """The ops of `form`, and varlen_attention's kernel made that form: the AVX2 one is taken where
+    the AVX-512 library does not load, so for "avx2" the test hides it."""
+    if form == "avx2":
+        monkeypatch.setattr(kernels, "load", lambda: "AVX-512 taken away by the test")
+    ops = va.ours()
+    assert ops is (torch.ops.hybridpo_panel_avx2 if form == "avx2" else torch.ops.hybridpo_panel)
+    return ops
 
 
 def dense(q, k, v, plan, scale):
@@ -40,22 +55,23 @@ def layouts():
     return {"packed": packed, "after": after}
 
 
-@needs_kernel
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("heads,kv,d", [(4, 2, 16), (9, 3, 64), (6, 6, 32)])
 @pytest.mark.parametrize("layout", ["packed", "after"])
-def test_spans_equal_a_float64_loop(layout, heads, kv, d):
+def test_spans_equal_a_float64_loop(layout, heads, kv, d, form, monkeypatch):
+    ops = in_form(monkeypatch, form)
     plan = layouts()[layout]
     g = torch.Generator().manual_seed(heads * d)
     q = torch.randn(plan.queries, heads, d, generator=g)
     k, v = torch.randn(2, plan.keys, kv, d, generator=g).unbind(0)
     scale = d ** -0.5 * 2.0  # sharp: a wrong key set shows
-    out, lse = torch.ops.hybridpo_panel.span_attention(q, k, v, plan.table(), scale)
+    out, lse = ops.span_attention(q, k, v, plan.table(), scale)
     qd, kd, vd = (t.double().requires_grad_() for t in (q, k, v))
     want = dense(qd, kd, vd, plan, scale)
     assert_close(out.double(), want, atol=1e-5, rtol=0)
     grad = torch.randn(q.shape, generator=g)
     want.backward(grad.double())
-    dq, dk, dv = torch.ops.hybridpo_panel.span_attention_backward(grad, q, k, v, out, lse, plan.table(), scale)
+    dq, dk, dv = ops.span_attention_backward(grad, q, k, v, out, lse, plan.table(), scale)
     for got, ref in ((dq, qd.grad), (dk, kd.grad), (dv, vd.grad)):
         assert_close(got.double(), ref, atol=1e-5 * float(ref.abs().max()), rtol=0)
     cached = plan.keys - plan.queries  # keys no span reads get no gradient
@@ -63,9 +79,10 @@ def test_spans_equal_a_float64_loop(layout, heads, kv, d):
     assert all(float(dk[i].abs().max()) == 0 for i in range(cached) if i not in used)
 
 
-@needs_kernel
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt-neox"])
-def test_through_a_model_both_kernels_equal_padded(arch):
+def test_through_a_model_both_kernels_equal_padded(arch, form, monkeypatch):
+    in_form(monkeypatch, form)
     model = model_of(arch, hidden_size=64, num_attention_heads=4)
     assert model.config.hidden_size // model.config.num_attention_heads == 16
     prompts, responses = batch("mixed", VOCAB)
@@ -99,3 +116,20 @@ def test_ours_leaves_what_it_cannot_take_to_flash(monkeypatch):
 def test_kernel_scope_refuses_an_unknown_kernel():
     with pytest.raises(ValueError, match="span kernel 'fast'"), va.kernel_scope("fast"):
         pass
+
+
+@pytest.mark.parametrize(("family", "model", "measured"), [("25", "1", True), ("25", "15", True), ("25", "16", False),
+                                                           ("23", "49", False), ("26", "2", False)])
+def test_without_avx512_auto_takes_the_avx2_form_where_it_was_measured(monkeypatch, family, model, measured):
+    """Where the AVX-512 kernels do not load, "auto" takes the AVX2 span kernel on the Zen 3 EPYCs
+    it was measured on (family 25, models 0x00-0x0F); Zen 2, where only the AVX2 decode was
+    measured, keeps the flash kernel."""
+    a_cpu(monkeypatch, "AuthenticAMD", family, avx512=False, model=model)
+    tiny = model_of("llama", hidden_size=64, num_attention_heads=4)  # heads of 16, on the kernel's grid
+    why = va.ours_pays_here(tiny)
+    assert (why is None) == measured
+    if not measured:
+        assert why == kernels.measured_avx2_cpu("spans") and "Zen 3" in why and "Zen 2" not in why
+    assert span_kernel_for(tiny) == ("ours" if measured and kernels.load_avx2() is None else "flash")
+    with pytest.raises(ValueError, match="AVX2 kernel 'fast'"):
+        kernels.measured_avx2_cpu("fast")

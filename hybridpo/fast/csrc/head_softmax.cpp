@@ -12,22 +12,14 @@
 #include <cmath>
 #include <limits>
 
+#include "head_softmax.h"
 #include "simd.h"
 
 namespace {
 
+using namespace hybridpo_head;  // kSumChunk, check_logits, check_rows
+
 constexpr int64_t kLanes = 16;
-constexpr int64_t kChunk = 1024;  // terms per first-level sum of a row's e^{x - max}
-
-void check_logits(const at::Tensor& logits) {
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous() && logits.scalar_type() == at::kFloat && logits.device().is_cpu(),
-              "logits: a contiguous (n, V) fp32 CPU tensor");
-}
-
-void check_rows(const at::Tensor& v, int64_t n, const char* what) {
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == n && v.is_contiguous() && v.scalar_type() == at::kFloat, what, ": (", n,
-              ",) contiguous fp32");
-}
 
 __mmask16 tail_mask(int64_t left) { return static_cast<__mmask16>((1u << left) - 1); }
 
@@ -53,11 +45,11 @@ float row_lse(const float* x, int64_t V) {
   const float m = _mm512_reduce_max_ps(top);
   if (!std::isfinite(m)) return m;
   const __m512 mv = _mm512_set1_ps(m);
-  // two levels: 2 x 16 lanes over a chunk of kChunk, the chunks' sums added after (a lane sums at
-  // most kChunk / 32 terms, then the chunks': fp32 within ~1e-7 of the float64 sum on 49,152 terms)
+  // two levels: 2 x 16 lanes over a chunk of kSumChunk, the chunks' sums added after (a lane sums at
+  // most kSumChunk / 32 terms, then the chunks': fp32 within ~1e-7 of the float64 sum on 49,152 terms)
   __m512 total = _mm512_setzero_ps();
-  for (int64_t c = 0; c < whole; c += kChunk) {
-    const int64_t stop = std::min(whole, c + kChunk);
+  for (int64_t c = 0; c < whole; c += kSumChunk) {
+    const int64_t stop = std::min(whole, c + kSumChunk);
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t j = c;
     for (; j + 2 * kLanes <= stop; j += 2 * kLanes) {
