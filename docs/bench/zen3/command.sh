@@ -26,3 +26,13 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen3/matmu
 (cd docs/bench && PYTHONPATH=../.. ../../.venv/bin/python decode_bandwidth.py --threads 2 > zen3/decode_bandwidth_fused.md)
 # the HyPO/DPO bar with the fused block, 3 fresh processes per variant
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_fused > docs/bench/zen3/hypo_fused/run.log
+# Dec 3, night: the AVX2 product's block moved to csrc/avx2/tile.h (x read through two strides, for
+# the span kernel too), against its source at fe3e5ef, alternated in one process
+.venv/bin/python docs/bench/avx2_accumulators.py --before fe3e5ef --repeats 3 > docs/bench/zen3/avx2_tile.md
+# the AVX2 span kernel: one span against torch's flash kernel, then a DPO batch's model work, the two alternated
+PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/zen3/span_kernel_one_span.md
+.venv/bin/python docs/bench/span_kernel_paired.py --repeats 3 > docs/bench/zen3/span_kernel_paired.md
+# the AVX2 head softmax: the ops alone, then a DPO batch's model work, the two alternated
+(cd docs/bench && ../../.venv/bin/python head_softmax.py --repeats 3 > zen3/head_softmax.md)
+# the bars with both taken by auto, 3 fresh processes per variant
+.venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_spans > docs/bench/zen3/hypo_spans/run.log
