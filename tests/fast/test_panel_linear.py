@@ -207,6 +207,16 @@ def test_a_failed_build_says_why_and_leaves_no_library(tmp_path):
     assert not library.exists() and not list(library.parent.iterdir())  # no partial file left behind
 
 
+def test_a_failed_build_names_the_compilers_error_line(tmp_path):
+    """The reason quotes the first line that says "error", not the caret line GCC ends with."""
+    compiler = tmp_path / "cc"
+    compiler.write_text("#!/bin/sh\necho 'In file included from a.h:1,' >&2\n"
+                        "echo \"b.cpp:47:39: error: reference to 'kChunk' is ambiguous\" >&2\necho '   |   ^' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    why = kernels._build(str(compiler), ["-O3"], [], tmp_path / "out" / "k.so")
+    assert why == f"the kernels did not compile ({compiler}): b.cpp:47:39: error: reference to 'kChunk' is ambiguous"
+
+
 def rms_normed(x, eps, gamma=None):
     """RMSNorm in float64."""
     x = x.double()

@@ -17,7 +17,7 @@
 
 namespace {
 
-using namespace hybridpo_head;  // kSumChunk, check_logits, check_rows
+using namespace hybridpo_head;  // kSumChunk, head_lse, head_scaled_softmax_
 
 constexpr int64_t kLanes = 16;
 
@@ -66,47 +66,22 @@ float row_lse(const float* x, int64_t V) {
   return m + std::log(_mm512_reduce_add_ps(total));
 }
 
-// (n,) log-sum-exp of each row of logits (n, V)
-at::Tensor head_lse(const at::Tensor& logits) {
-  check_logits(logits);
-  const int64_t n = logits.size(0), V = logits.size(1);
-  at::Tensor out = at::empty({n}, logits.options());
-  const float* x = logits.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) o[r] = row_lse(x + r * V, V);
-  });
-  return out;
-}
-
-// logits (n, V) <- exp(logits - lse[r]) * scale[r] per row r, in place; returns logits
-at::Tensor head_scaled_softmax_(at::Tensor& logits, const at::Tensor& lse, const at::Tensor& scale) {
-  check_logits(logits);
-  const int64_t n = logits.size(0), V = logits.size(1), whole = V / kLanes * kLanes;
-  check_rows(lse, n, "lse");
-  check_rows(scale, n, "scale");
-  float* x = logits.data_ptr<float>();
-  const float* l = lse.data_ptr<float>();
-  const float* s = scale.data_ptr<float>();
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = x + r * V;
-      const __m512 lv = _mm512_set1_ps(l[r]), sv = _mm512_set1_ps(s[r]);
-      int64_t j = 0;
-      for (; j < whole; j += kLanes)
-        _mm512_storeu_ps(row + j, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), lv)), sv));
-      if (j < V) {
-        const __mmask16 t = tail_mask(V - j);
-        _mm512_mask_storeu_ps(row + j, t, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, row + j), lv)), sv));
-      }
-    }
-  });
-  return logits;
+// row[:V] <- exp(row - l) * s, in place
+void row_scaled(float* row, int64_t V, float l, float s) {
+  const int64_t whole = V / kLanes * kLanes;
+  const __m512 lv = _mm512_set1_ps(l), sv = _mm512_set1_ps(s);
+  int64_t j = 0;
+  for (; j < whole; j += kLanes)
+    _mm512_storeu_ps(row + j, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_loadu_ps(row + j), lv)), sv));
+  if (j < V) {
+    const __mmask16 t = tail_mask(V - j);
+    _mm512_mask_storeu_ps(row + j, t, _mm512_mul_ps(exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, row + j), lv)), sv));
+  }
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hybridpo_panel, m) {
-  m.def("head_lse(Tensor logits) -> Tensor", &head_lse);
-  m.def("head_scaled_softmax_(Tensor(a!) logits, Tensor lse, Tensor scale) -> Tensor(a!)", &head_scaled_softmax_);
+  m.def("head_lse(Tensor logits) -> Tensor", &head_lse<row_lse>);
+  m.def("head_scaled_softmax_(Tensor(a!) logits, Tensor lse, Tensor scale) -> Tensor(a!)", &head_scaled_softmax_<row_scaled>);
 }

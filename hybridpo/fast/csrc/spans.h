@@ -1,12 +1,16 @@
 // What the two span-attention kernels share (span_attention.cpp on AVX-512,
 // avx2/span_attention_avx2.cpp on AVX2): a span's keys and their two panel layouts, the task a
-// (span, key / value head) is, the argument checks, and the sum of each task's key gradients into
-// dk / dv. span_attention.cpp describes the spans and the algorithm.
+// (span, key / value head) is, the argument checks, the forward and backward over every task
+// (span_forward, span_backward), and the sum of each task's key gradients into dk / dv.
+// span_attention.cpp describes the spans and the algorithm. A form supplies its vector code as a
+// struct of static functions (span_forward's comment lists them).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -128,6 +132,110 @@ inline void sum_key_gradients(const Shape& s, const int64_t* sp, int64_t tasks, 
         }
       }
   });
+}
+
+// The forward over every task for a form `F` of the vector code, a struct of static functions:
+//   F::product(x, rs, ks, M, K, w, pstride, NP, out, ld, accumulate): out (M, 16 NP) = / += x (M, K) W,
+//     x[r rs + k ks], W as NP panels of (K, 16) pstride apart;
+//   F::softmax_row(row, limit, width, scale): row[:width] <- softmax(scale row[:limit]), 0 from limit
+//     on; returns the log-sum-exp of scale row[:limit];
+//   F::backward_row(p, d, limit, width, scale, lse, delta): p[:width] <- e^(scale p - lse), 0 from
+//     limit on; d[:width] <- scale p (d - delta);
+//   F::dot(a, b, D): the sum of a b over D (a multiple of 16).
+// Returns out (N, H, D) and lse (N, H).
+template <class F>
+std::vector<at::Tensor> span_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& spans,
+                                     double scale) {
+  const Shape s = shape_of(q, k, v, spans);
+  at::Tensor out = at::zeros({s.N, s.H, s.D}, q.options());
+  at::Tensor lse = at::zeros({s.N, s.H}, q.options());
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  float *op = out.data_ptr<float>(), *lp = lse.data_ptr<float>();
+  const int64_t* sp = spans.data_ptr<int64_t>();
+  const int64_t S = spans.size(0), D = s.D, G = s.G;
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, S * s.KV, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t = task_of(sp, task, s.KV);
+      if (t.n == 0) continue;
+      const Keys& ks = t.ks;
+      const int64_t g = t.g, q0 = t.q0, n = t.n, prefix = t.prefix, rows_max = kPositions * G;
+      std::vector<float> kbk(ks.m16 * D), vbd(ks.m16 * D), qb(rows_max * D), sb(rows_max * ks.m16), ob(rows_max * D);
+      gather(kp + g * D, s.KV * D, D, ks, kbk.data(), nullptr);
+      gather(vp + g * D, s.KV * D, D, ks, nullptr, vbd.data());
+      for (int64_t t0 = 0; t0 < n; t0 += kPositions) {
+        const int64_t bt = std::min(kPositions, n - t0), rows = bt * G;
+        for (int64_t tl = 0; tl < bt; ++tl)
+          std::memcpy(qb.data() + tl * G * D, qp + ((q0 + t0 + tl) * s.H + g * G) * D, G * D * sizeof(float));
+        const int64_t panels = (prefix + t0 + bt + kPanel - 1) / kPanel, width = panels * kPanel;
+        F::product(qb.data(), D, 1, rows, D, kbk.data(), D * kPanel, panels, sb.data(), ks.m16, false);  // S = Q K^T
+        for (int64_t r = 0; r < rows; ++r)
+          lp[(q0 + t0 + r / G) * s.H + g * G + r % G] = F::softmax_row(sb.data() + r * ks.m16, prefix + t0 + r / G + 1, width, sc);
+        F::product(sb.data(), ks.m16, 1, rows, width, vbd.data(), ks.m16 * kPanel, D / kPanel, ob.data(), D, false);  // O = P V
+        for (int64_t tl = 0; tl < bt; ++tl)
+          std::memcpy(op + ((q0 + t0 + tl) * s.H + g * G) * D, ob.data() + tl * G * D, G * D * sizeof(float));
+      }
+    }
+  });
+  return {out, lse};
+}
+
+// The backward of span_forward<F> for the output's gradient: dq (N, H, D), dk and dv (Nk, KV, D).
+template <class F>
+std::vector<at::Tensor> span_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& spans, double scale) {
+  const Shape s = shape_of(q, k, v, spans);
+  check_backward(s, q, grad, out, lse);
+  const int64_t S = spans.size(0), D = s.D, G = s.G, tasks = S * s.KV;
+  const int64_t* sp = spans.data_ptr<int64_t>();
+  const std::vector<int64_t> offset = task_offsets(sp, tasks, s.KV);  // each task's rows in the private dk | dv buffer
+  at::Tensor dq = at::zeros({s.N, s.H, D}, q.options());
+  at::Tensor own = at::zeros({2, offset[tasks], D}, q.options());
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  const float *gp = grad.data_ptr<float>(), *op = out.data_ptr<float>(), *lp = lse.data_ptr<float>();
+  float *dqp = dq.data_ptr<float>(), *dkp = own.data_ptr<float>(), *dvp = dkp + offset[tasks] * D;
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const Task t = task_of(sp, task, s.KV);
+      if (t.n == 0) continue;
+      const Keys& ks = t.ks;
+      const int64_t g = t.g, q0 = t.q0, n = t.n, prefix = t.prefix, rows_max = kPositions * G;
+      std::vector<float> kbk(ks.m16 * D), kbd(ks.m16 * D), vbk(ks.m16 * D), qb(rows_max * D), gb(rows_max * D),
+          qpan(rows_max * D), gpan(rows_max * D), pb(rows_max * ks.m16), db(rows_max * ks.m16), dqb(rows_max * D),
+          delta(rows_max), lrow(rows_max);
+      gather(kp + g * D, s.KV * D, D, ks, kbk.data(), kbd.data());
+      gather(vp + g * D, s.KV * D, D, ks, vbk.data(), nullptr);
+      float *dk = dkp + offset[task] * D, *dv = dvp + offset[task] * D;
+      for (int64_t t0 = 0; t0 < n; t0 += kPositions) {
+        const int64_t bt = std::min(kPositions, n - t0), rows = bt * G;
+        for (int64_t tl = 0; tl < bt; ++tl) {
+          const int64_t at = ((q0 + t0 + tl) * s.H + g * G) * D;
+          std::memcpy(qb.data() + tl * G * D, qp + at, G * D * sizeof(float));
+          std::memcpy(gb.data() + tl * G * D, gp + at, G * D * sizeof(float));
+          for (int64_t hh = 0; hh < G; ++hh) {
+            delta[tl * G + hh] = F::dot(gp + at + hh * D, op + at + hh * D, D);  // rowsum(dO O)
+            lrow[tl * G + hh] = lp[(q0 + t0 + tl) * s.H + g * G + hh];
+          }
+        }
+        by_dim_rows(qb.data(), rows, D, qpan.data());
+        by_dim_rows(gb.data(), rows, D, gpan.data());
+        const int64_t panels = (prefix + t0 + bt + kPanel - 1) / kPanel, width = panels * kPanel;
+        F::product(qb.data(), D, 1, rows, D, kbk.data(), D * kPanel, panels, pb.data(), ks.m16, false);  // S = Q K^T
+        F::product(gb.data(), D, 1, rows, D, vbk.data(), D * kPanel, panels, db.data(), ks.m16, false);  // dP = dO V^T
+        for (int64_t r = 0; r < rows; ++r)  // P = e^(S - lse), dS = scale P (dP - delta)
+          F::backward_row(pb.data() + r * ks.m16, db.data() + r * ks.m16, prefix + t0 + r / G + 1, width, sc, lrow[r], delta[r]);
+        F::product(db.data(), ks.m16, 1, rows, width, kbd.data(), ks.m16 * kPanel, D / kPanel, dqb.data(), D, false);  // dQ = dS K
+        for (int64_t tl = 0; tl < bt; ++tl)
+          std::memcpy(dqp + ((q0 + t0 + tl) * s.H + g * G) * D, dqb.data() + tl * G * D, G * D * sizeof(float));
+        F::product(db.data(), 1, ks.m16, width, rows, qpan.data(), rows * kPanel, D / kPanel, dk, D, true);  // dK += dS^T Q
+        F::product(pb.data(), 1, ks.m16, width, rows, gpan.data(), rows * kPanel, D / kPanel, dv, D, true);  // dV += P^T dO
+      }
+    }
+  });
+  at::Tensor dk = at::zeros_like(k), dv = at::zeros_like(v);
+  sum_key_gradients(s, sp, tasks, offset, dkp, dvp, dk.data_ptr<float>(), dv.data_ptr<float>());
+  return {dq, dk, dv};
 }
 
 }  // namespace hybridpo_spans

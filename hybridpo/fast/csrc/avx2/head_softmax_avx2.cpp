@@ -1,5 +1,6 @@
 // The LM head's softmax over the vocabulary on CPUs with AVX2 and FMA but no AVX-512: ../head_softmax.cpp's
-// two ops (which it describes), 8 lanes at a time, e^x by simd.h's exp8. Built and loaded by
+// two ops (which it describes; their loops over rows are ../head_softmax.h's), a row 8 lanes at a
+// time, e^x by simd.h's exp8. Built and loaded by
 // hybridpo/fast/kernels.py (load_avx2); called by hybridpo/fast/fused_head.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -17,7 +18,7 @@
 
 namespace {
 
-using namespace hybridpo_head;  // kSumChunk, check_logits, check_rows
+using namespace hybridpo_head;  // kSumChunk, head_lse, head_scaled_softmax_
 using namespace hybridpo_avx2;  // sum8, max8, lanes_below
 
 inline __m256i tail_of(int64_t left) { return _mm256_castps_si256(lanes_below(left)); }
@@ -61,43 +62,21 @@ float row_lse(const float* x, int64_t V) {
   return m + std::log(sum8(total));
 }
 
-at::Tensor head_lse_avx2(const at::Tensor& logits) {
-  check_logits(logits);
-  const int64_t n = logits.size(0), V = logits.size(1);
-  at::Tensor out = at::empty({n}, logits.options());
-  const float* x = logits.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) o[r] = row_lse(x + r * V, V);
-  });
-  return out;
-}
-
-at::Tensor head_scaled_softmax_avx2_(at::Tensor& logits, const at::Tensor& lse, const at::Tensor& scale) {
-  check_logits(logits);
-  const int64_t n = logits.size(0), V = logits.size(1), whole = V / 8 * 8;
-  check_rows(lse, n, "lse");
-  check_rows(scale, n, "scale");
-  float* x = logits.data_ptr<float>();
-  const float* l = lse.data_ptr<float>();
-  const float* s = scale.data_ptr<float>();
-  const __m256i tail = tail_of(V - whole);
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      float* row = x + r * V;
-      const __m256 lv = _mm256_set1_ps(l[r]), sv = _mm256_set1_ps(s[r]);
-      for (int64_t j = 0; j < whole; j += 8)
-        _mm256_storeu_ps(row + j, _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), lv)), sv));
-      if (whole < V)
-        _mm256_maskstore_ps(row + whole, tail, _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(row + whole, tail), lv)), sv));
-    }
-  });
-  return logits;
+// row[:V] <- exp(row - l) * s, in place
+void row_scaled(float* row, int64_t V, float l, float s) {
+  const int64_t whole = V / 8 * 8;
+  const __m256 lv = _mm256_set1_ps(l), sv = _mm256_set1_ps(s);
+  for (int64_t j = 0; j < whole; j += 8)
+    _mm256_storeu_ps(row + j, _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), lv)), sv));
+  if (whole < V) {
+    const __m256i tail = tail_of(V - whole);
+    _mm256_maskstore_ps(row + whole, tail, _mm256_mul_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(row + whole, tail), lv)), sv));
+  }
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(hybridpo_panel_avx2, m) {
-  m.def("head_lse(Tensor logits) -> Tensor", &head_lse_avx2);
-  m.def("head_scaled_softmax_(Tensor(a!) logits, Tensor lse, Tensor scale) -> Tensor(a!)", &head_scaled_softmax_avx2_);
+  m.def("head_lse(Tensor logits) -> Tensor", &head_lse<row_lse>);
+  m.def("head_scaled_softmax_(Tensor(a!) logits, Tensor lse, Tensor scale) -> Tensor(a!)", &head_scaled_softmax_<row_scaled>);
 }
