@@ -98,18 +98,13 @@ def softmax_kernel_pays() -> bool:
 
 
 def softmax_ops():
-    """The softmax kernel's ops in the form that loads (AVX-512, else AVX2), or None."""
-    if kernels.load() is None:
-        return torch.ops.hybridpo_panel
-    return torch.ops.hybridpo_panel_avx2 if kernels.load_avx2() is None else None
+    """The softmax kernel's ops in the form that loads (AVX-512, else AVX2: kernels.either_ops)."""
+    return kernels.either_ops()
 
 
 def softmax_kernel_unavailable() -> str | None:
     """None where a form of the softmax kernel loads; otherwise why not."""
-    why = kernels.load()
-    if why is None or kernels.load_avx2() is None:
-        return None
-    return f"{why}; {kernels.load_avx2()}"
+    return kernels.load_either()
 
 
 def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,

@@ -12,8 +12,9 @@ csrc/avx2/ is a second library, torch.ops.hybridpo_panel_avx2, built the same wa
 (`load_avx2()`): the decode's few-row products, the Llama block fused around them, training
 attention span by span and the LM head's softmax, for CPUs without AVX-512.
 
-Users: hybridpo.fast.panel_linear (the decode's few-row products, the fused Llama block) and
-hybridpo.fast.varlen_attention (training attention span by span).
+Users: hybridpo.fast.panel_linear (the decode's few-row products, the fused Llama block),
+hybridpo.fast.varlen_attention (training attention span by span) and hybridpo.fast.fused_head (the
+head's softmax); the last two take whichever library loads (`either_ops()`).
 """
 
 from __future__ import annotations
@@ -67,13 +68,14 @@ def measured_cpu() -> str | None:
 
 # the CPUs "auto" takes the AVX2 kernels on (csrc/avx2/, for CPUs without AVX-512), where each was
 # measured against the library path (MKL's packed product for the decode, torch's CPU flash
-# attention for the spans, torch's logsumexp and exp for the head's softmax), as (AMD family, first model, last model, generation, the kernels
-# measured there): Zen 2 (family 23 from model 0x30; an EPYC of model 49, docs/bench/zen2/: the
-# decode) and the EPYCs of Zen 3 (family 25, models 0x00-0x0F; one of model 1, docs/bench/zen3/:
-# the decode, the spans and the head's softmax). Zen 1 (family 23 below 0x30), the other Zen 3 models, Zen 4 (family
-# 25, which the AVX-512 rule above leaves to the libraries) and Intel CPUs without AVX-512 were not
-# measured.
-AVX2_KERNELS = ("decode", "spans", "head")  # the decode's panel product and fused block; training attention span by span; the LM head's softmax
+# attention for the spans, torch's logsumexp and exp for the head's softmax), as (AMD family, first
+# model, last model, generation, the kernels measured there): Zen 2 (family 23 from model 0x30; an
+# EPYC of model 49, docs/bench/zen2/: the decode) and the EPYCs of Zen 3 (family 25, models
+# 0x00-0x0F; one of model 1, docs/bench/zen3/: the decode, the spans and the head's softmax). Zen 1
+# (family 23 below 0x30), the other Zen 3 models, Zen 4 (family 25, which the AVX-512 rule above
+# leaves to the libraries) and Intel CPUs without AVX-512 were not measured.
+# the decode's panel product and fused block; training attention span by span; the LM head's softmax
+AVX2_KERNELS = ("decode", "spans", "head")
 MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2", ("decode",)), (25, 0x00, 0x0F, "Zen 3", ("decode", "spans", "head")))
 
 
@@ -135,6 +137,24 @@ def _load_avx2() -> str | None:
     sources = sorted((CSRC / "avx2").glob("*.cpp"))
     headers = [*sorted((CSRC / "avx2").glob("*.h")), *sorted(CSRC.glob("*.h"))]  # its own, and csrc/'s it shares
     return _built_and_loaded("hybridpo_avx2", sources, [*sources, *headers])
+
+
+def load_either() -> str | None:
+    """None where the AVX-512 library loads or, where it does not, the AVX2 one (the kernels with a
+    form in each: the span attention, the head's softmax); otherwise both reasons."""
+    why = load()
+    if why is None or load_avx2() is None:
+        return None
+    return f"{why}; {load_avx2()}"
+
+
+def either_ops():
+    """The ops of the library load_either found: torch.ops.hybridpo_panel (AVX-512) where it loads,
+    else torch.ops.hybridpo_panel_avx2; an error where neither does."""
+    why = load_either()
+    if why is not None:
+        raise RuntimeError(f"our kernels are unavailable here: {why}")
+    return torch.ops.hybridpo_panel if load() is None else torch.ops.hybridpo_panel_avx2
 
 
 def compile_flags() -> list[str]:

@@ -224,10 +224,7 @@ def ours():
     torch.ops.hybridpo_panel_avx2); the same two calls, the same numbers up to rounding."""
     from hybridpo.fast import kernels
 
-    why = ours_unsupported_reason()
-    if why is not None:
-        raise RuntimeError(f"our span kernel is unavailable here: {why}")
-    return torch.ops.hybridpo_panel if kernels.load() is None else torch.ops.hybridpo_panel_avx2
+    return kernels.either_ops()
 
 
 def ours_unsupported_reason() -> str | None:
@@ -235,11 +232,7 @@ def ours_unsupported_reason() -> str | None:
     library, or where it does not load the AVX2 one); otherwise why not."""
     from hybridpo.fast import kernels
 
-    why = kernels.load()
-    if why is None:
-        return None
-    why_avx2 = kernels.load_avx2()
-    return None if why_avx2 is None else f"{why}; {why_avx2}"
+    return kernels.load_either()
 
 
 def ours_pays_here(model) -> str | None:
