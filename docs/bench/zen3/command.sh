@@ -36,3 +36,6 @@ PYTHONPATH=. .venv/bin/python docs/bench/span_kernel_one_span.py > docs/bench/ze
 (cd docs/bench && ../../.venv/bin/python head_softmax.py --repeats 3 > zen3/head_softmax.md)
 # the bars with both taken by auto, 3 fresh processes per variant
 .venv/bin/hybridpo bench speed --steps 8 --repeats 3 --workload smollm2-hypo --variants "hybridpo dpo,hybridpo hypo" --out docs/bench/zen3/hypo_spans > docs/bench/zen3/hypo_spans/run.log
+# where a DPO step's time goes now (our kernels' calls are not timed by the op timer: the step's wall
+# time less the ops' sum is theirs, ~3 s; this run's matmuls ran at 144 GFLOP/s, a slow hour)
+.venv/bin/python docs/bench/op_breakdown.py --warmup 2 --elementwise auto --rows 25 > docs/bench/zen3/op_breakdown.md
