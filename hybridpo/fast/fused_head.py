@@ -97,16 +97,6 @@ def softmax_kernel_pays() -> bool:
     return kernels.measured_avx2_cpu("head") is None and kernels.load_avx2() is None
 
 
-def softmax_ops():
-    """The softmax kernel's ops in the form that loads (AVX-512, else AVX2: kernels.either_ops)."""
-    return kernels.either_ops()
-
-
-def softmax_kernel_unavailable() -> str | None:
-    """None where a form of the softmax kernel loads; otherwise why not."""
-    return kernels.load_either()
-
-
 def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: Tensor, temperature: float = 1.0,
                  recompute: bool = False, softmax_kernel: bool | None = None) -> Tensor:
     """log softmax(head(hidden) / τ)[rows, targets]: (U, d) hidden, (M,) rows and targets -> (M,) fp32
@@ -114,8 +104,8 @@ def target_logps(hidden: Tensor, head: torch.nn.Linear, rows: Tensor, targets: T
     (default: where softmax_kernel_pays; it serves fp32 CPU logits only, others take torch's ops)."""
     weight, bias = head.weight, head.bias
     kernel = softmax_kernel_pays() if softmax_kernel is None else bool(softmax_kernel)
-    if kernel and softmax_kernel_unavailable() is not None:
-        raise ValueError(f"softmax_kernel=True is not available: {softmax_kernel_unavailable()}")
+    if kernel and kernels.load_either() is not None:  # the AVX-512 form, or the AVX2 one
+        raise ValueError(f"softmax_kernel=True is not available: {kernels.load_either()}")
     kernel = kernel and _dtype(hidden) == torch.float32 and hidden.device.type == "cpu"
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias)):
         return _TargetLogps.apply(hidden, weight, bias, rows, targets, float(temperature), bool(recompute), kernel)
@@ -141,14 +131,14 @@ def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, temperature: fl
 def _lse(logits: Tensor, kernel: bool) -> Tensor:
     """logsumexp of each row of a block of logits."""
     if kernel and logits.is_contiguous():
-        return softmax_ops().head_lse(logits)
+        return kernels.either_ops().head_lse(logits)
     return logits.logsumexp(-1)
 
 
 def _scaled_softmax_(logits: Tensor, lse: Tensor, scale: Tensor, kernel: bool) -> Tensor:
     """logits <- exp(logits - lse) * scale, each row by its own lse and scale, in place."""
     if kernel and logits.is_contiguous():
-        return softmax_ops().head_scaled_softmax_(logits, lse.contiguous(), scale.contiguous())
+        return kernels.either_ops().head_scaled_softmax_(logits, lse.contiguous(), scale.contiguous())
     return logits.sub_(lse[:, None]).exp_().mul_(scale[:, None])
 
 

@@ -12,7 +12,7 @@ from hybridpo.forward.logprobs import log_softmax_at
 from test_panel_linear import a_cpu
 from test_varlen_attention import PAD, CASES, assert_same, batch, grads, model_of
 
-WHY = fused_head.softmax_kernel_unavailable()
+WHY = kernels.load_either()
 needs_kernel = pytest.mark.skipif(WHY is not None, reason=f"our kernels are unavailable here: {WHY}")
 SOFTMAX = [False, pytest.param(True, marks=needs_kernel)]  # torch's ops; our kernel in the form that loads
 FORMS = [pytest.param(form, marks=pytest.mark.skipif(why is not None, reason=f"unavailable here: {why}"), id=form)
@@ -51,7 +51,7 @@ def test_the_softmax_kernel_against_float64(V, form, monkeypatch):
     results; and torch's answers where a row holds -inf, +inf or NaN."""
     if form == "avx2":
         monkeypatch.setattr(kernels, "load", lambda: "AVX-512 taken away by the test")
-    ops = fused_head.softmax_ops()
+    ops = kernels.either_ops()
     assert ops is (torch.ops.hybridpo_panel_avx2 if form == "avx2" else torch.ops.hybridpo_panel)
     g = torch.Generator().manual_seed(V)
     logits = torch.randn(37, V, generator=g) * 4
