@@ -7,8 +7,9 @@ one process.
 The ops alone: a block of 341 x 49,152 logits of a real head's spread (std 4), best of 7, each
 against float64. The batch: a DPO step's model work on a batch of the smollm2-dpo workload (8
 pairs, every weight trained; the policy's log-probs with grad, the reference's without, the
-backward), every other speed setting as `auto` has it; the two settings run one after the other
-`--repeats` times, medians per phase, after their log-probs and gradients are compared.
+backward), every other speed setting as `auto` has it (the kernel is forced on where `auto` does
+not take it); the two settings run one after the other `--repeats` times, medians per phase,
+after their log-probs and gradients are compared.
 
     .venv/bin/python docs/bench/head_softmax.py --repeats 4 > docs/bench/amd/head_softmax.md
 """
@@ -18,15 +19,16 @@ import functools
 import torch
 
 import paired
-from hybridpo.fast import fused_head
+from hybridpo.fast import fused_head, kernels
 from hybridpo.fast.cpu_memory import configure
 
 best = functools.partial(paired.best, reps=7)
 
 
 def softmax(setting: str):
-    """Within: the head's softmax as `setting` says ("kernel": as `auto` has it here; "torch": torch's ops)."""
-    return paired.swapped(fused_head, "softmax_kernel_pays", lambda: False, when=setting == "torch")
+    """Within: the head's softmax as `setting` says ("kernel": our kernel, whether or not `auto`
+    takes it on this CPU; "torch": torch's ops)."""
+    return paired.swapped(fused_head, "softmax_kernel_pays", lambda: setting == "kernel")
 
 
 def work(model, prompts, pairs, pad: int, setting: str):
@@ -60,8 +62,8 @@ def ops_alone() -> None:
 
 def main() -> None:
     configure("on")  # as `hybridpo train` and the bench's runs have it on a CPU
-    if not fused_head.softmax_kernel_pays():
-        raise SystemExit("the head's softmax kernel is not taken here (hybridpo.fast.fused_head.softmax_kernel_pays)")
+    if kernels.load_either() is not None:
+        raise SystemExit(f"the head's softmax kernel does not load here: {kernels.load_either()}")
     ops_alone()
     paired.dpo_two_settings(__doc__, "head softmax", ("torch", "kernel"), work)
 

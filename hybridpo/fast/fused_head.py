@@ -89,11 +89,11 @@ def head_of(model) -> torch.nn.Linear:
 @functools.cache
 def softmax_kernel_pays() -> bool:
     """Whether the vocabulary softmax takes our kernel here: csrc/head_softmax.cpp on the CPUs where
-    our AVX-512 kernels were measured (hybridpo.fast.kernels.measured_cpu) and where they build;
+    our AVX-512 kernels were measured (hybridpo.fast.kernels.measured_cpu("head")) and where they build;
     where they do not, csrc/avx2/head_softmax_avx2.cpp on the CPUs kernels.measured_avx2_cpu("head")
     allows, where it builds."""
     if kernels.load() is None:
-        return kernels.measured_cpu() is None
+        return kernels.measured_cpu("head") is None
     return kernels.measured_avx2_cpu("head") is None and kernels.load_avx2() is None
 
 

@@ -44,54 +44,62 @@ def vendor() -> str:
     return _cpuinfo("vendor_id")
 
 
-# the CPUs "auto" takes our kernels on, where they were measured against the library paths (MKL's
-# packed products, torch's CPU flash attention): Intel with AVX-512 (a Xeon with AMX), and AMD from
-# family 26 (Zen 5, an EPYC: 2 threads, a 16-row product of the 113 MB head 7.8 -> 23.5 GB/s, a
-# 53-token decode 6.54 -> 1.49 s with the block fused, one causal span of 330 forward + backward
-# 7.42 -> 1.90 ms; docs/bench/amd/). AMD's family 25 (Zen 4, AVX-512 on 256-bit units) was not measured.
-MEASURED_AMD_FAMILY = 26
+# what "auto" may take of ours, by name: the decode's panel product and the Llama block fused
+# around it (hybridpo.fast.panel_linear), training attention span by span (varlen_attention), the
+# LM head's softmax (fused_head)
+KERNELS = ("decode", "spans", "head")
+
+# the CPUs "auto" takes each AVX-512 kernel (csrc/*.cpp) on, where it was measured against the
+# library path (MKL's packed product for the decode, torch's CPU flash attention for the spans,
+# torch's logsumexp and exp for the head's softmax): every Intel CPU with AVX-512 (a Xeon with AMX,
+# docs/bench/smollm2/), and AMD's as (family, first model, last model, generation, the kernels
+# measured there): the EPYCs of Zen 4 (family 25, models 0x10-0x1F; one of model 17, docs/bench/zen4/:
+# a 53-token decode 6.64 -> 1.79 s with the block fused, one causal span of 330 forward + backward
+# 7.80 -> 3.60 ms, the head's logsumexp of a 341 x 49,152 block 15.7 -> 4.1 ms) and Zen 5 (family 26;
+# an EPYC, docs/bench/amd/: the decode 6.54 -> 1.49 s, the span 7.42 -> 1.90 ms, the logsumexp
+# 13.4 -> 2.3 ms). Zen 4's other models (desktop and mobile, 0x60-0x7F; Bergamo and Siena, 0xA0-0xAF)
+# and later families were not measured.
+MEASURED_AMD = ((25, 0x10, 0x1F, "Zen 4", KERNELS), (26, 0x00, 0xFF, "Zen 5", KERNELS))
 
 
-def measured_cpu() -> str | None:
-    """None where "auto" may take our kernels on this CPU (the measured vendors and families
-    above); otherwise why not. Cheap: nothing is built."""
-    name = vendor()
-    if name == "GenuineIntel":
+def measured_cpu(kernel: str = "decode") -> str | None:
+    """None where "auto" may take the AVX-512 form of `kernel` (one of KERNELS) on this CPU (the
+    measured ones above); otherwise why not. Cheap: nothing is built."""
+    _known(kernel)
+    if vendor() == "GenuineIntel":
         return None
-    if name == "AuthenticAMD":
-        family = _cpuinfo("cpu family")
-        if family.isdigit() and int(family) >= MEASURED_AMD_FAMILY:
-            return None
-        return f"measured on AMD from family {MEASURED_AMD_FAMILY} (Zen 5) only, this one is family {family or 'unknown'}"
-    return f"measured on Intel and AMD (Zen 5) CPUs only, this one is {name or 'unknown'}"
+    return measured_amd([row[:4] for row in MEASURED_AMD if kernel in row[4]], f"the {kernel} kernel")
 
 
 # the CPUs "auto" takes the AVX2 kernels on (csrc/avx2/, for CPUs without AVX-512), where each was
-# measured against the library path (MKL's packed product for the decode, torch's CPU flash
-# attention for the spans, torch's logsumexp and exp for the head's softmax), as (AMD family, first
-# model, last model, generation, the kernels measured there): Zen 2 (family 23 from model 0x30; an
-# EPYC of model 49, docs/bench/zen2/: the decode) and the EPYCs of Zen 3 (family 25, models
-# 0x00-0x0F; one of model 1, docs/bench/zen3/: the decode, the spans and the head's softmax). Zen 1
-# (family 23 below 0x30), the other Zen 3 models, Zen 4 (family 25, which the AVX-512 rule above
-# leaves to the libraries) and Intel CPUs without AVX-512 were not measured.
-# the decode's panel product and fused block; training attention span by span; the LM head's softmax
-AVX2_KERNELS = ("decode", "spans", "head")
-MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2", ("decode",)), (25, 0x00, 0x0F, "Zen 3", ("decode", "spans", "head")))
+# measured against the library path, as above: Zen 2 (family 23 from model 0x30; an EPYC of model
+# 49, docs/bench/zen2/: the decode) and the EPYCs of Zen 3 (family 25, models 0x00-0x0F; one of
+# model 1, docs/bench/zen3/: the decode, the spans and the head's softmax). Zen 1 (family 23 below
+# 0x30), the other Zen 3 models and Intel CPUs without AVX-512 were not measured.
+MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2", ("decode",)), (25, 0x00, 0x0F, "Zen 3", KERNELS))
 
 
 def measured_avx2_cpu(kernel: str = "decode") -> str | None:
-    """None where "auto" may take the AVX2 form of `kernel` (one of AVX2_KERNELS) on this CPU (the
+    """None where "auto" may take the AVX2 form of `kernel` (one of KERNELS) on this CPU (the
     measured ones above); otherwise why not. Cheap: nothing is built."""
-    if kernel not in AVX2_KERNELS:
-        raise ValueError(f"AVX2 kernel {kernel!r}; choose from {list(AVX2_KERNELS)}")
+    _known(kernel)
+    return measured_amd([row[:4] for row in MEASURED_AVX2_AMD if kernel in row[4]], f"the AVX2 form of the {kernel} kernel")
+
+
+def measured_amd(rows, what: str) -> str | None:
+    """None where this CPU is an AMD one of `rows` (family, first model, last model, generation);
+    otherwise why not, naming `what` was measured there."""
     name, family, model = vendor(), _cpuinfo("cpu family"), _cpuinfo("model")
-    rows = [row for row in MEASURED_AVX2_AMD if kernel in row[4]]
     if name == "AuthenticAMD" and family.isdigit() and model.isdigit():
-        if any(int(family) == f and first <= int(model) <= last for f, first, last, _, _ in rows):
+        if any(int(family) == f and first <= int(model) <= last for f, first, last, _ in rows):
             return None
-    measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen, _ in rows)
-    return (f"the AVX2 form of the {kernel} kernel was measured on AMD's {measured} only, this one is "
-            f"{name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}")
+    measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen in rows)
+    return f"{what} was measured on AMD's {measured} only, this one is {name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}"
+
+
+def _known(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel {kernel!r}; choose from {list(KERNELS)}")
 
 
 def cpuinfo_fields(cpuinfo: str) -> dict[str, str]:

@@ -70,14 +70,23 @@ def unsupported_reason() -> str | None:
     return None
 
 
+# the AMD CPUs "auto" takes oneDNN's products on, where they were measured against MKL's on a
+# SmolLM2 DPO batch's model work (docs/bench/*/train_gemm_paired.md), as (family, first model, last
+# model, generation): the EPYCs of Zen 4 (family 25, models 0x10-0x1F; one of model 17: x Wᵀ and
+# dY W 1.1-1.6x MKL's GFLOP/s, the batch 21.05 -> 20.02 s, docs/bench/zen4/) and Zen 5 (family 26;
+# an EPYC: 2x MKL's rate, docs/bench/amd/). On Zen 3 MKL was as fast or faster (docs/bench/zen3/
+# matmul_paths.md); on Intel MKL runs at the machine's rate and oneDNN was not measured.
+MEASURED_AMD = ((25, 0x10, 0x1F, "Zen 4"), (26, 0x00, 0xFF, "Zen 5"))
+
+
 def pays_here(model) -> str | None:
-    """None where "auto" takes oneDNN (the measured case: an AMD CPU that hybridpo.fast.kernels
-    counts as measured, fp32 weights on the CPU); otherwise why not."""
+    """None where "auto" takes oneDNN (the measured case: an AMD CPU of MEASURED_AMD, fp32 weights
+    on the CPU); otherwise why not."""
     from hybridpo.fast import kernels
 
-    if kernels.vendor() != "AuthenticAMD" or kernels.measured_cpu() is not None:
-        return (f"measured to pay on AMD CPUs from Zen 5 only (on Intel MKL runs at the machine's rate; oneDNN "
-                f"was not measured there), this one is {kernels.vendor() or 'unknown'}")
+    why = kernels.measured_amd(MEASURED_AMD, "oneDNN's training products")
+    if why is not None:
+        return why
     weight = next(model.parameters())
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return f"weights are {weight.dtype} on {weight.device.type}, not fp32 on the CPU"

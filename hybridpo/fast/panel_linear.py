@@ -108,7 +108,7 @@ def pays_here(model) -> str | None:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in MODEL_TYPES:
         return f"measured on Llama-family models only ({', '.join(MODEL_TYPES)}), this is {model_type}"
-    why = kernels.measured_cpu() if kernels.load() is None else kernels.measured_avx2_cpu()  # the form that loads
+    why = kernels.measured_cpu("decode") if kernels.load() is None else kernels.measured_avx2_cpu("decode")  # the form that loads
     if why is not None:
         return why
     weight = next(model.parameters())

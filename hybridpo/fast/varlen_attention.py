@@ -236,14 +236,14 @@ def ours_unsupported_reason() -> str | None:
 
 
 def ours_pays_here(model) -> str | None:
-    """None where "auto" takes our kernel (the measured case: a CPU kernels.measured_cpu allows for
-    the AVX-512 form, or, where that form does not load, one kernels.measured_avx2_cpu("spans")
+    """None where "auto" takes our kernel (the measured case: a CPU kernels.measured_cpu("spans") allows
+    for the AVX-512 form, or, where that form does not load, one kernels.measured_avx2_cpu("spans")
     allows for the AVX2 form; fp32 heads on the 16-lane grid); otherwise why not. Nothing is built
     but the AVX-512 library, on a CPU with AVX-512 (as hybridpo.fast.panel_linear.pays_here)."""
     from hybridpo.fast import kernels
     from hybridpo.forward import hf
 
-    why = kernels.measured_cpu() if kernels.load() is None else kernels.measured_avx2_cpu("spans")  # the form that loads
+    why = kernels.measured_cpu("spans") if kernels.load() is None else kernels.measured_avx2_cpu("spans")  # the form that loads
     if why is not None:
         return why
     config = hf.unwrap_model(model).config

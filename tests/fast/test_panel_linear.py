@@ -147,20 +147,28 @@ def a_cpu(monkeypatch, vendor: str, family: str, avx512: bool = True, model: str
     monkeypatch.setattr(kernels, "load", lambda: None if avx512 else "no AVX-512 on this CPU")
 
 
-@pytest.mark.parametrize(("vendor", "family", "measured"), [
-    ("GenuineIntel", "6", True), ("AuthenticAMD", "26", True), ("AuthenticAMD", "27", True),
-    ("AuthenticAMD", "25", False), ("AuthenticAMD", "", False), ("HygonGenuine", "24", False), ("", "", False)])
-def test_auto_takes_our_kernels_on_the_measured_cpus_only(monkeypatch, vendor, family, measured):
-    """Intel, and AMD from Zen 5 (family 26), were measured; Zen 4 and other vendors keep the libraries."""
-    a_cpu(monkeypatch, vendor, family)
+@pytest.mark.parametrize(("vendor", "family", "model", "measured"), [
+    ("GenuineIntel", "6", "143", True), ("AuthenticAMD", "26", "2", True), ("AuthenticAMD", "26", "255", True),
+    ("AuthenticAMD", "25", "17", True), ("AuthenticAMD", "25", "16", True), ("AuthenticAMD", "25", "31", True),
+    ("AuthenticAMD", "25", "15", False), ("AuthenticAMD", "25", "32", False), ("AuthenticAMD", "25", "97", False),
+    ("AuthenticAMD", "27", "0", False), ("AuthenticAMD", "", "", False), ("HygonGenuine", "24", "0", False), ("", "", "", False)])
+def test_auto_takes_our_kernels_on_the_measured_cpus_only(monkeypatch, vendor, family, model, measured):
+    """Intel, the Zen 4 EPYCs (family 25, models 0x10-0x1F) and Zen 5 (family 26) were measured;
+    Zen 4's other models, later families and other vendors keep the libraries."""
+    a_cpu(monkeypatch, vendor, family, model=model)
     why = kernels.measured_cpu()
     assert (why is None) == measured
+    assert all((kernels.measured_cpu(k) is None) == measured for k in kernels.KERNELS)  # each measured wherever any was
+    if not measured and vendor == "AuthenticAMD":
+        assert "Zen 4 (family 25, models 16 to 31)" in why and f"family {family or 'unknown'}" in why
     tiny = model_of("llama", hidden_size=64, num_attention_heads=4)  # heads of 16, on the kernel's grid
-    assert varlen_attention.ours_pays_here(tiny) == why  # the span kernel: the CPU is all that is asked here
+    assert varlen_attention.ours_pays_here(tiny) == kernels.measured_cpu("spans")  # the CPU is all that is asked here
     if measured:
         assert "parameters" in panel_linear.pays_here(tiny)  # the next rule: the tiny model's size
     else:
         assert panel_linear.pays_here(tiny) == why
+    with pytest.raises(ValueError, match="kernel 'fast'"):
+        kernels.measured_cpu("fast")
 
 
 @pytest.mark.parametrize(("vendor", "family", "model", "measured"), [
