@@ -33,7 +33,9 @@ On an AMD EPYC (Zen 5, docs/bench/amd/decode_bandwidth.md) MKL's product is far 
 head at 7.8 GB/s against the kernel's 23.5, the step's products 74.7 -> 26.2 ms, the decode 6.54 s
 with MKL and 1.49 s with the block fused, so `auto` takes the kernel there too. There the kernel
 takes a grid of more than 8 rows in one pass over each panel (`one_pass`): the decode 1.38 ->
-1.07 s against the pairs (docs/bench/amd/panel_one_pass.md).
+1.07 s against the pairs (docs/bench/amd/panel_one_pass.md). On an EPYC of Zen 4 (AVX-512 on
+256-bit units, docs/bench/zen4/decode_bandwidth.md) the same: the head 6.7 -> 20.3 GB/s, the
+step's products 85.5 -> 26.3 ms, the decode 6.64 s with MKL and 1.79 s with the block fused.
 
 On a CPU without AVX-512 (an AMD EPYC of the Zen 2 or Zen 3 generation, AVX2 only) the AVX-512
 kernels do not build; there csrc/avx2/panel_avx2.cpp takes the products, in the same panels (one
@@ -95,7 +97,9 @@ def one_pass() -> bool:
     by CPU vendor, as measured on each. AMD EPYC (Zen 5): one pass; the two alternated in one
     process, a decode step's 121 products at 16 rows 22.7 -> 16.4 ms, the 113 MB head 27.4 -> 40.9
     GB/s, a 53-token decode of 8 prompts x 2 samples 1.38 -> 1.07 s, a HyPO step's sampling 1.50 ->
-    1.16 s (docs/bench/amd/panel_one_pass.md). Intel Xeon: pairs (one pass held a thread to ~1 FMA a cycle
+    1.16 s (docs/bench/amd/panel_one_pass.md); on an EPYC of Zen 4 the same, the products 31.3 ->
+    27.4 ms, the decode 2.05 -> 1.93 s, a HyPO step's sampling 2.00 -> 1.88 s
+    (docs/bench/zen4/panel_one_pass.md). Intel Xeon: pairs (one pass held a thread to ~1 FMA a cycle
     on weights in L2, 11.9 against 16.9 GB/s; streaming, both ran 19-20 GB/s and a decode was 2%
     faster in pairs; docs/bench/history.md)."""
     return kernels.vendor() == "AuthenticAMD"
