@@ -26,3 +26,6 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen4/matmu
 .venv/bin/hybridpo bench speed --steps 3 --repeats 1 --workload smollm2-dpo --variants "hybridpo dpo,hybridpo dpo last-4,trl dpo ref-model,trl dpo ref-model last-4" --out docs/bench/zen4/dpo_trl > docs/bench/zen4/dpo_trl/run.log
 # the workloads of the earlier issues (random-weight GPT-NeoX: tiny, tldr, hypo)
 .venv/bin/hybridpo bench speed --workload all --repeats 1 --out docs/bench/zen4/existing > docs/bench/zen4/existing/run.log
+# tiny DPO read 1.80x TRL (Zen 5: 2.4x) and tiny RLOO 1.93x (bar 2x): the tiny model with oneDNN's
+# products and our span kernel each turned off, 2 fresh processes per variant
+.venv/bin/hybridpo bench speed --workload tiny --repeats 2 --variants "hybridpo dpo,hybridpo dpo library-train-gemm,hybridpo dpo flash-kernel,trl dpo ref-model" --out docs/bench/zen4/tiny_paths > docs/bench/zen4/tiny_paths/run.log
