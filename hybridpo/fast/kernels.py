@@ -88,13 +88,13 @@ def measured_avx2_cpu(kernel: str = "decode") -> str | None:
 
 def measured_amd(rows, what: str) -> str | None:
     """None where this CPU is an AMD one of `rows` (family, first model, last model, generation);
-    otherwise why not, naming `what` was measured there."""
+    otherwise why not, naming `what` and where it was measured."""
     name, family, model = vendor(), _cpuinfo("cpu family"), _cpuinfo("model")
     if name == "AuthenticAMD" and family.isdigit() and model.isdigit():
         if any(int(family) == f and first <= int(model) <= last for f, first, last, _ in rows):
             return None
     measured = " and ".join(f"{gen} (family {f}, models {first} to {last})" for f, first, last, gen in rows)
-    return f"{what} was measured on AMD's {measured} only, this one is {name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}"
+    return f"{what}: measured on AMD's {measured} only, this one is {name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}"
 
 
 def _known(kernel: str) -> None:
