@@ -29,3 +29,5 @@ PYTHONPATH=. .venv/bin/python docs/bench/matmul_paths.py > docs/bench/zen4/matmu
 # tiny DPO read 1.80x TRL (Zen 5: 2.4x) and tiny RLOO 1.93x (bar 2x): the tiny model with oneDNN's
 # products and our span kernel each turned off, 2 fresh processes per variant
 .venv/bin/hybridpo bench speed --workload tiny --repeats 2 --variants "hybridpo dpo,hybridpo dpo library-train-gemm,hybridpo dpo flash-kernel,trl dpo ref-model" --out docs/bench/zen4/tiny_paths > docs/bench/zen4/tiny_paths/run.log
+# the same on tldr's Pythia-70m-shaped model (512 wide): oneDNN's products against MKL's
+.venv/bin/hybridpo bench speed --workload tldr --repeats 2 --variants "hybridpo dpo,hybridpo dpo library-train-gemm" --out docs/bench/zen4/tldr_paths > docs/bench/zen4/tldr_paths/run.log
