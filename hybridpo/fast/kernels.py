@@ -65,10 +65,10 @@ MEASURED_AMD = ((25, 0x10, 0x1F, "Zen 4", KERNELS), (26, 0x00, 0xFF, "Zen 5", KE
 def measured_cpu(kernel: str = "decode") -> str | None:
     """None where "auto" may take the AVX-512 form of `kernel` (one of KERNELS) on this CPU (the
     measured ones above); otherwise why not. Cheap: nothing is built."""
-    _known(kernel)
+    rows = _rows_of(MEASURED_AMD, kernel)  # checks `kernel` first, on Intel too
     if vendor() == "GenuineIntel":
         return None
-    return measured_amd([row[:4] for row in MEASURED_AMD if kernel in row[4]], f"the {kernel} kernel")
+    return measured_amd(rows, f"the {kernel} kernel")
 
 
 # the CPUs "auto" takes the AVX2 kernels on (csrc/avx2/, for CPUs without AVX-512), where each was
@@ -82,8 +82,7 @@ MEASURED_AVX2_AMD = ((23, 0x30, 0xFF, "Zen 2", ("decode",)), (25, 0x00, 0x0F, "Z
 def measured_avx2_cpu(kernel: str = "decode") -> str | None:
     """None where "auto" may take the AVX2 form of `kernel` (one of KERNELS) on this CPU (the
     measured ones above); otherwise why not. Cheap: nothing is built."""
-    _known(kernel)
-    return measured_amd([row[:4] for row in MEASURED_AVX2_AMD if kernel in row[4]], f"the AVX2 form of the {kernel} kernel")
+    return measured_amd(_rows_of(MEASURED_AVX2_AMD, kernel), f"the AVX2 form of the {kernel} kernel")
 
 
 def measured_amd(rows, what: str) -> str | None:
@@ -97,9 +96,11 @@ def measured_amd(rows, what: str) -> str | None:
     return f"{what}: measured on AMD's {measured} only, this one is {name or 'unknown'} family {family or 'unknown'} model {model or 'unknown'}"
 
 
-def _known(kernel: str) -> None:
+def _rows_of(table, kernel: str) -> list:
+    """The (family, first model, last model, generation) of `table`'s rows that measured `kernel`."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel {kernel!r}; choose from {list(KERNELS)}")
+    return [row[:4] for row in table if kernel in row[4]]
 
 
 def cpuinfo_fields(cpuinfo: str) -> dict[str, str]:
